@@ -1,0 +1,3 @@
+"""epnas: Efficient Progressive Neural Architecture Search for PyTorch."""
+
+__version__ = "0.1.0"
