@@ -1,3 +1,14 @@
 """epnas: Efficient Progressive Neural Architecture Search for PyTorch."""
 
 __version__ = "0.1.0"
+
+from epnas import spaces
+from epnas.costmodel import Cost, cost
+from epnas.errors import ActionError, EpnasError, GenomeError, SpaceError
+from epnas.nn.build import build
+from epnas.spaces import Genome, Space, load_genome
+
+__all__ = [
+    "ActionError", "Cost", "EpnasError", "Genome", "GenomeError", "Space", "SpaceError",
+    "__version__", "build", "cost", "load_genome", "spaces",
+]

@@ -1,0 +1,31 @@
+"""Architecture spaces: registry, genomes, actions and the built-in spaces."""
+
+from epnas.spaces.base import Space
+from epnas.spaces.cellwise import Branch, CellwiseGenome, CellwiseOptions, CellwiseSpace
+from epnas.spaces.genome import (
+    SCALE_CHOICES,
+    Action,
+    ActionSpace,
+    Decision,
+    Genome,
+    Insert,
+    Keep,
+    Remove,
+    Scale,
+    SpaceOptions,
+)
+from epnas.spaces.layerwise import Layer, LayerwiseGenome, LayerwiseOptions, LayerwiseSpace
+from epnas.spaces.nb201 import NB201Genome, NB201Options, NB201Space, parse_arch, to_arch
+from epnas.spaces.registry import get, load_genome, names, register, resolve, space_of
+
+register("layerwise")(LayerwiseSpace)
+register("cellwise")(CellwiseSpace)
+register("nb201")(NB201Space)
+
+__all__ = [
+    "SCALE_CHOICES", "Action", "ActionSpace", "Branch", "CellwiseGenome", "CellwiseOptions",
+    "CellwiseSpace", "Decision", "Genome", "Insert", "Keep", "Layer",
+    "LayerwiseGenome", "LayerwiseOptions", "LayerwiseSpace", "NB201Genome", "NB201Options",
+    "NB201Space", "Remove", "Scale", "Space", "SpaceOptions", "get", "load_genome", "names",
+    "parse_arch", "register", "resolve", "space_of", "to_arch",
+]

@@ -1,0 +1,451 @@
+"""The ``cellwise`` space (module search): one cell of branches, stacked PNAS-style.
+
+Branch ``b`` computes ``partA(h[src1]) + partB(h[src2])`` where its type names the two
+parts (``conv-maxpool``: a conv on Src1 plus a max-pool on Src2; ``none`` passes its
+input through). ``h[0]`` is the cell input and ``h[k]`` the output of branch ``k``.
+Every branch outputs ``channels`` channels and keeps H x W: a pool or identity part
+whose input has other channels is projected by a 1x1 conv + BN. The cell output
+concatenates the branches with ``propagate = 1`` and is projected back to the stage
+width when the widths differ.
+
+Network: stem (3x3 conv-BN-ReLU, ``stem_channels``) -> ``stages`` stages of
+``cells_per_stage`` cells, with a stride-2 3x3 conv-BN-ReLU between stages that doubles
+the channels -> global average pool -> linear.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, field_validator, model_validator
+
+from epnas.costmodel import Cost, Shape, Tally
+from epnas.errors import GenomeError
+from epnas.spaces import _units as U
+from epnas.spaces.base import Space
+from epnas.spaces.genome import (
+    SCALE_CHOICES,
+    Action,
+    ActionSpace,
+    Decision,
+    Genome,
+    Insert,
+    Keep,
+    Remove,
+    Scale,
+    SpaceOptions,
+    make_decision,
+)
+
+PARTS = ("conv", "maxpool", "avgpool", "none")
+BRANCH_TYPES = ("conv-conv", "conv-maxpool", "conv-avgpool", "conv-none", "maxpool-none",
+                "avgpool-none", "none-none")
+
+
+def parts(branch_type: str) -> tuple[str, str]:
+    first, second = branch_type.split("-")
+    return first, second
+
+
+class CellwiseOptions(SpaceOptions):
+    """Tables and limits of the cellwise space (the paper's Table 3 by default)."""
+
+    branch_types: tuple[str, ...] = BRANCH_TYPES  # "partA-partB", parts from PARTS
+    filter_widths: tuple[int, ...] = (1, 3, 5, 7)  # conv kernel widths, odd
+    pool_widths: tuple[int, ...] = (2, 3)  # pool kernel widths (stride 1 inside a cell)
+    channels: tuple[int, ...] = (8, 12, 16, 24, 32)  # branch output channels
+    max_branches: int = Field(5, ge=1)  # MAX_BRANCHES: Src values lie in range(max_branches+1)
+    min_branches: int = Field(1, ge=1)  # removes stop here
+    groups: int = Field(2, ge=0)  # G: branch groups, one scale decision each
+    cells_per_stage: int = Field(2, ge=1)  # N normal cells per stage
+    stages: int = Field(3, ge=1)  # stages, separated by stride-2 reductions
+    stem_channels: int = Field(16, ge=1)  # width of the first stage (doubles per stage)
+    insert_prior: Literal["uniform", "deep"] = "uniform"  # check-table prior over places
+
+    _tables = U.table_validator("filter_widths", "pool_widths", "channels")
+
+    @field_validator("branch_types")
+    @classmethod
+    def _types(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            pieces = name.split("-")
+            if len(pieces) != 2 or not set(pieces) <= set(PARTS):
+                raise ValueError(f"branch type {name!r} must be 'A-B' with A, B from {PARTS}")
+        if not value or len(set(value)) != len(value):
+            raise ValueError("branch_types must be distinct and non-empty")
+        return value
+
+    @field_validator("filter_widths")
+    @classmethod
+    def _odd(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(w % 2 == 0 for w in value):
+            raise ValueError("filter widths must be odd so convolutions keep H x W")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CellwiseOptions:
+        if self.min_branches > self.max_branches:
+            raise ValueError("min_branches must not exceed max_branches")
+        return self
+
+
+@dataclass(frozen=True)
+class Branch:
+    """One branch; ``width``/``pool`` are None when the type has no conv/pool part."""
+
+    uid: int
+    type: str
+    src1: int
+    src2: int
+    channels: int
+    width: int | None = None
+    pool: int | None = None
+    propagate: int = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class CellwiseGenome(Genome):
+    branches: tuple[Branch, ...]
+
+    def structure(self) -> dict[str, Any]:
+        return {"branches": [asdict(b) for b in self.branches]}
+
+
+def _has(branch_type: str, kind: str) -> bool:
+    """Whether a branch type has a conv part (kind 'conv') or a pool part ('pool')."""
+    return any(p == kind or (kind == "pool" and p in ("maxpool", "avgpool"))
+               for p in parts(branch_type))
+
+
+class CellwiseSpace(Space):
+    """Module search: a cell of up to MAX_BRANCHES two-input branches, stacked in stages."""
+
+    Options = CellwiseOptions
+    options: CellwiseOptions
+
+    # --- genomes -----------------------------------------------------------------
+
+    def genome(self, branches: tuple[Branch, ...] | list[Branch]) -> CellwiseGenome:
+        genome = CellwiseGenome(space=self.name, options=self.options, branches=tuple(branches))
+        self.validate(genome)
+        return genome
+
+    def from_structure(self, data: Mapping[str, Any]) -> CellwiseGenome:
+        unknown = set(data) - {"branches"}
+        if unknown:
+            raise GenomeError(f"unknown key(s) {sorted(unknown)} in a cellwise genome")
+        raw = data.get("branches")
+        if not isinstance(raw, list):
+            raise GenomeError("branches: must be a list of branch objects")
+        allowed = {f.name for f in fields(Branch)}
+        branches = []
+        for index, item in enumerate(raw, start=1):
+            item = U.unit_fields(item, "branches", index, allowed)
+            missing = {"uid", "type", "src1", "src2", "channels"} - set(item)
+            if missing:
+                raise GenomeError(f"branches[{index}]: missing {sorted(missing)}")
+            branches.append(Branch(**item))
+        return self.genome(branches)
+
+    def validate(self, genome: Genome) -> None:
+        self._check_space(genome)
+        if not isinstance(genome, CellwiseGenome):
+            raise GenomeError("genome is not a CellwiseGenome")
+        o = self.options
+        n = len(genome.branches)
+        if not o.min_branches <= n <= o.max_branches:
+            raise GenomeError(f"branches: {n} branches, must be {o.min_branches}.."
+                              f"{o.max_branches} (max_branches)")
+        U.check_uids("branches", genome.branches)
+        for b, branch in enumerate(genome.branches, start=1):
+            f = f"branches[{b}]"
+            U.check_choice(f"{f}.type", branch.type, o.branch_types)
+            U.check_ref(f"{f}.src1", branch.src1, 0, b - 1)
+            U.check_ref(f"{f}.src2", branch.src2, 0, b - 1)
+            U.check_choice(f"{f}.channels", branch.channels, o.channels)
+            if _has(branch.type, "conv"):
+                U.check_choice(f"{f}.width", branch.width, o.filter_widths)
+            else:
+                U.check_unused(f"{f}.width", branch.width, f"{branch.type} has no conv")
+            if _has(branch.type, "pool"):
+                U.check_choice(f"{f}.pool", branch.pool, o.pool_widths)
+            else:
+                U.check_unused(f"{f}.pool", branch.pool, f"{branch.type} has no pool")
+            U.check_choice(f"{f}.propagate", branch.propagate, (0, 1))
+        if not any(b.propagate for b in genome.branches):
+            raise GenomeError("branches: at least one branch must propagate to the cell output")
+
+    def size(self, genome: Genome) -> int:
+        return len(genome.branches)  # type: ignore[attr-defined]
+
+    # --- sampling ----------------------------------------------------------------
+
+    def _random_params(self, rng: np.random.Generator, branch_type: str) -> dict[str, Any]:
+        o = self.options
+        return {
+            "channels": U.pick(rng, o.channels),
+            "width": U.pick(rng, o.filter_widths) if _has(branch_type, "conv") else None,
+            "pool": U.pick(rng, o.pool_widths) if _has(branch_type, "pool") else None,
+        }
+
+    def sample(self, rng: np.random.Generator, *, depth: int | None = None) -> CellwiseGenome:
+        o = self.options
+        if depth is None:
+            depth = int(rng.integers(o.min_branches, o.max_branches + 1))
+        if not o.min_branches <= depth <= o.max_branches:
+            raise GenomeError(f"depth = {depth} must be in {o.min_branches}..{o.max_branches}")
+        branches = []
+        for b in range(1, depth + 1):
+            branch_type = U.pick(rng, o.branch_types)
+            branches.append(Branch(b, branch_type, int(rng.integers(b)), int(rng.integers(b)),
+                                   **self._random_params(rng, branch_type)))
+        used = {s for br in branches for s in (br.src1, br.src2)}
+        # branches nothing reads must propagate, or they would be dead weight
+        branches = [replace(br, propagate=1 if b not in used else int(rng.integers(2)))
+                    for b, br in enumerate(branches, start=1)]
+        return self.genome(branches)
+
+    def mutate(self, genome: Genome, rng: np.random.Generator) -> CellwiseGenome:
+        self.validate(genome)
+        return U.mutate_until_changed(genome, rng, self._mutation)
+
+    def _mutation(self, genome: CellwiseGenome, rng: np.random.Generator) -> CellwiseGenome:
+        kind = U.pick(rng, ("type", "param", "src", "grow"))
+        if kind == "grow":
+            return self.apply(genome, self.actions(genome).sample_insert(rng))
+        branches = list(genome.branches)
+        b = int(rng.integers(len(branches)))
+        branch = branches[b]
+        if kind == "type":
+            branch_type = U.pick(rng, self.options.branch_types)
+            params = self._random_params(rng, branch_type)
+            branches[b] = replace(branch, type=branch_type, **params)
+        elif kind == "param":
+            params = {k: v for k, v in self._random_params(rng, branch.type).items()
+                      if v is not None}
+            params["propagate"] = 1 - branch.propagate
+            name = U.pick(rng, sorted(params))
+            branches[b] = replace(branch, **{name: params[name]})
+        else:
+            field = "src1" if rng.random() < 0.5 else "src2"
+            branches[b] = replace(branch, **{field: int(rng.integers(b + 1))})
+        return self.genome(branches)
+
+    # --- progressive actions ------------------------------------------------------
+
+    def _scaled(self, branch: Branch, what: str, step: int) -> Branch | None:
+        o = self.options
+        if what == "channels":
+            value = U.step_in_table(o.channels, branch.channels, step)
+            return None if value is None else replace(branch, channels=value)
+        moved = {}
+        if branch.width is not None:
+            moved["width"] = U.step_in_table(o.filter_widths, branch.width, step)
+        if branch.pool is not None:
+            moved["pool"] = U.step_in_table(o.pool_widths, branch.pool, step)
+        moved = {k: v for k, v in moved.items() if v is not None}
+        return replace(branch, **moved) if moved else None
+
+    def _removable(self, genome: CellwiseGenome, target: int) -> bool:
+        branch = genome.branches[target - 1]
+        others = any(b.propagate for i, b in enumerate(genome.branches, start=1) if i != target)
+        return others or not branch.propagate or branch.src1 > 0
+
+    def actions(self, genome: Genome) -> ActionSpace:
+        self.validate(genome)
+        g: CellwiseGenome = genome  # type: ignore[assignment]
+        o = self.options
+        n = len(g.branches)
+
+        def scale_decision(group: int) -> Decision:
+            members = [b for i, b in enumerate(g.branches, start=1)
+                       if U.group_of(i, n, o.groups) == group]
+
+            def legal(choice: str) -> bool:
+                if choice == "keep":
+                    return True
+                what, step = choice[:-1], 1 if choice[-1] == "+" else -1
+                return any(self._scaled(m, what, step) is not None for m in members)
+
+            return make_decision("scale", SCALE_CHOICES, legal)
+
+        places = tuple(range(o.max_branches))
+        prior = U.place_prior(places, n, o.insert_prior)
+        removable = [t for t in range(1, n + 1) if self._removable(g, t)]
+
+        def next_decision(chosen: Mapping[str, Any]) -> Decision | None:
+            kind = chosen.get("kind")
+            if kind is None:
+                return U.kind_decision(n < o.max_branches,
+                                       n > o.min_branches and bool(removable))
+            if kind == "keep":
+                return None
+            if kind == "remove":
+                if "target" in chosen:
+                    return None
+                return make_decision("target", range(1, o.max_branches + 1),
+                                     lambda t: t in removable)
+            if "op" not in chosen:
+                return make_decision("op", o.branch_types, lambda _: True)
+            if "place" not in chosen:
+                return make_decision("place", places, lambda p: p <= n, prior)
+            if "src2" not in chosen:
+                place = chosen["place"]
+                return make_decision("src2", places, lambda s: s <= place)
+            op = chosen["op"]
+            for name, table, wanted in (
+                ("width", o.filter_widths, _has(op, "conv")),
+                ("pool", o.pool_widths, _has(op, "pool")),
+                ("channels", o.channels, True),
+                ("propagate", (0, 1), True),
+            ):
+                if wanted and name not in chosen:
+                    return make_decision(name, table, lambda _: True)
+            return None
+
+        def make_action(chosen: Mapping[str, Any]) -> Action:
+            kind = chosen["kind"]
+            if kind == "keep":
+                return Keep()
+            if kind == "remove":
+                return Remove(chosen["target"])
+            return Insert(op=chosen["op"], place=chosen["place"], src2=chosen["src2"],
+                          width=chosen.get("width"), pool=chosen.get("pool"),
+                          channels=chosen["channels"], propagate=chosen["propagate"])
+
+        return ActionSpace(tuple(scale_decision(k) for k in range(o.groups)),
+                           next_decision, make_action)
+
+    def apply(self, genome: Genome, action: Action) -> CellwiseGenome:
+        self.validate(genome)
+        g: CellwiseGenome = genome  # type: ignore[assignment]
+        o = self.options
+        n = len(g.branches)
+        if isinstance(action, Keep):
+            return g
+        if isinstance(action, Scale):
+            if not 0 <= action.group < o.groups or action.what not in ("channels", "width") \
+                    or action.step not in (-1, 1):
+                raise U.illegal(f"{action}: group must be in 0..{o.groups - 1}, what "
+                                "'channels' or 'width', step -1 or +1")
+            branches, moved = [], False
+            for i, branch in enumerate(g.branches, start=1):
+                scaled = None
+                if U.group_of(i, n, o.groups) == action.group:
+                    scaled = self._scaled(branch, action.what, action.step)
+                moved |= scaled is not None
+                branches.append(scaled or branch)
+            if not moved:
+                raise U.illegal(f"{action}: no branch of group {action.group} can move that way")
+            return self.genome(branches)
+        if isinstance(action, Remove):
+            if n <= o.min_branches:
+                raise U.illegal(f"remove: the cell already has the minimum {o.min_branches} "
+                                "branches")
+            if not 1 <= action.target <= n:
+                raise U.illegal(f"remove target = {action.target} must be in 1..{n}")
+            if not self._removable(g, action.target):
+                raise U.illegal(f"remove target = {action.target}: it is the only branch that "
+                                "reaches the cell output")
+            gone = g.branches[action.target - 1]
+            branches = list(g.branches)
+            if gone.propagate and gone.src1 > 0:  # keep the removed branch's path to the output
+                branches[gone.src1 - 1] = replace(branches[gone.src1 - 1], propagate=1)
+            return self.genome(U.remove_unit(branches, action.target))
+        if isinstance(action, Insert):
+            if n >= o.max_branches:
+                raise U.illegal(f"insert: the cell already has max_branches = {o.max_branches}")
+            if not 0 <= action.place <= n:
+                raise U.illegal(f"insert place = {action.place} must be in 0..{n}")
+            if not 0 <= action.src2 <= action.place:
+                raise U.illegal(f"insert src2 = {action.src2} must be in 0..{action.place}")
+            new = Branch(U.next_uid(g.branches), action.op, action.place, action.src2,
+                         action.channels, action.width, action.pool,  # type: ignore[arg-type]
+                         action.propagate if action.propagate is not None else 1)
+            try:
+                return self.genome(U.splice_insert(g.branches, action.place, new))
+            except GenomeError as exc:
+                raise U.illegal(f"insert {action}: {exc}") from None
+        raise U.illegal(f"{action!r} is not a cellwise action")
+
+    # --- tokens --------------------------------------------------------------------
+
+    @property
+    def token_fields(self) -> tuple[str, ...]:
+        return ("type", "width", "pool", "channels", "src1", "src2", "propagate")
+
+    def _vocab(self) -> dict[str, tuple[Any, ...]]:
+        o = self.options
+        places = tuple(range(o.max_branches))
+        return {
+            "type": o.branch_types,
+            "width": (None, *o.filter_widths),
+            "pool": (None, *o.pool_widths),
+            "channels": o.channels,
+            "src1": places,
+            "src2": places,
+            "propagate": (0, 1),
+        }
+
+    @property
+    def vocab_size(self) -> int:
+        return sum(len(v) for v in self._vocab().values())
+
+    def encode(self, genome: Genome) -> list[int]:
+        return U.encode_units(self._vocab(), genome.branches)  # type: ignore[attr-defined]
+
+    def decode(self, tokens: list[int]) -> CellwiseGenome:
+        rows = U.decode_units(self._vocab(), tokens)
+        return self.genome([Branch(uid=i, **row) for i, row in enumerate(rows, start=1)])
+
+    # --- shapes, costs, network ------------------------------------------------------
+
+    def stage_shapes(self, input_shape: tuple[int, int, int]) -> list[Shape]:
+        """The cell input shape of every stage (after the stem or a reduction)."""
+        shape = Shape(self.options.stem_channels, input_shape[1], input_shape[2])
+        shapes = [shape]
+        for _ in range(1, self.options.stages):
+            shape = shape.halved().with_channels(shape.c * 2)
+            shapes.append(shape)
+        return shapes
+
+    def cost(self, genome: Genome, input_shape: tuple[int, int, int], num_classes: int) -> Cost:
+        g: CellwiseGenome = genome  # type: ignore[assignment]
+        tally = Tally()
+        stages = self.stage_shapes(input_shape)
+        tally.conv_unit(Shape(*input_shape), stages[0].c, 3, stages[0])
+        for s, shape in enumerate(stages):
+            if s:
+                tally.conv_unit(stages[s - 1], shape.c, 3, shape)
+            for _ in range(self.options.cells_per_stage):
+                self._cell_cost(tally, g, shape)
+        tally.head(stages[-1], num_classes)
+        return tally.result()
+
+    def _cell_cost(self, tally: Tally, g: CellwiseGenome, x: Shape) -> None:
+        outs = [x]
+        for branch in g.branches:
+            out = x.with_channels(branch.channels)
+            for part, src in zip(parts(branch.type), (branch.src1, branch.src2)):
+                inp = outs[src]
+                if part == "conv":
+                    tally.conv_unit(inp, branch.channels, branch.width, out)
+                    continue
+                if part != "none":
+                    tally.move([inp], inp)
+                tally.adapt(inp, out)
+            tally.move([out, out], out)
+            outs.append(out)
+        kept = [outs[b] for b, br in enumerate(g.branches, start=1) if br.propagate]
+        total = x.with_channels(sum(s.c for s in kept))
+        if len(kept) > 1:
+            tally.move(kept, total)
+        tally.adapt(total, x)
+
+    def build(self, genome: Genome, input_shape: tuple[int, int, int], num_classes: int):
+        from epnas.nn.build import build_cellwise
+
+        return build_cellwise(self, genome, input_shape, num_classes)

@@ -1,0 +1,445 @@
+"""The ``layerwise`` space: a chain of layers with skips, searched layer by layer.
+
+Layer ``i`` (1..n) reads layer ``src1`` (0 = the stem output) and, when ``src2`` is
+not -1, adds the skip ``src2`` to its output using the join rule of
+:mod:`epnas.costmodel`. The network is stem (3x3 conv-BN-ReLU) -> layers -> global
+average pool -> linear; the last layer feeds the head. Every layer is computed, so a
+layer nothing reads still costs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, field_validator, model_validator
+
+from epnas.costmodel import Cost, Shape, Tally, join_shape
+from epnas.errors import GenomeError
+from epnas.nn.ops import ACTIVATIONS, channel_factor
+from epnas.spaces import _units as U
+from epnas.spaces.base import Space
+from epnas.spaces.genome import (
+    SCALE_CHOICES,
+    Action,
+    ActionSpace,
+    Decision,
+    Genome,
+    Insert,
+    Keep,
+    Remove,
+    Scale,
+    SpaceOptions,
+    make_decision,
+)
+
+CONV_OPS = ("conv", "sepconv")
+POOL_OPS = ("maxpool", "avgpool")
+LAYER_OPS = (*CONV_OPS, *POOL_OPS, "add")
+
+
+class LayerwiseOptions(SpaceOptions):
+    """Tables and limits of the layerwise space (the paper's Table 3 by default)."""
+
+    ops: tuple[str, ...] = LAYER_OPS  # layer types a genome may hold
+    insert_ops: tuple[str, ...] | None = None  # layer types an insert may add (None: ops)
+    filter_widths: tuple[int, ...] = (1, 3, 5, 7)  # conv kernel widths, odd
+    pool_widths: tuple[int, ...] = (2, 3)  # pool kernel widths (pools have stride 2)
+    channels: tuple[int, ...] = (16, 32, 64, 96, 128, 256)  # conv filter counts
+    activations: tuple[str, ...] = ACTIVATIONS
+    max_layers: int = Field(16, ge=1)  # MAX_LAYERS: Src values lie in range(max_layers)
+    min_layers: int = Field(1, ge=1)  # removes stop here
+    groups: int = Field(4, ge=0)  # G: layer groups, one scale decision each
+    stem_channels: int = Field(16, ge=1)
+    insert_prior: Literal["uniform", "deep"] = "uniform"  # check-table prior over places
+
+    _tables = U.table_validator("filter_widths", "pool_widths", "channels")
+
+    @field_validator("ops", "insert_ops", "activations")
+    @classmethod
+    def _known(cls, value: tuple[str, ...] | None, info: Any) -> tuple[str, ...] | None:
+        known = ACTIVATIONS if info.field_name == "activations" else LAYER_OPS
+        if value is not None:
+            bad = [v for v in value if v not in known]
+            if bad or not value or len(set(value)) != len(value):
+                raise ValueError(f"must be distinct names from {list(known)}, got {list(value)}")
+        return value
+
+    @field_validator("filter_widths")
+    @classmethod
+    def _odd(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(w % 2 == 0 for w in value):
+            raise ValueError("filter widths must be odd so convolutions keep H x W")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LayerwiseOptions:
+        if self.min_layers > self.max_layers:
+            raise ValueError("min_layers must not exceed max_layers")
+        if self.insert_ops is not None and not set(self.insert_ops) <= set(self.ops):
+            raise ValueError("insert_ops must be a subset of ops")
+        return self
+
+    @property
+    def insertable(self) -> tuple[str, ...]:
+        return self.insert_ops if self.insert_ops is not None else self.ops
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer. ``width`` is the kernel width of convs and pools; unused fields are None."""
+
+    uid: int
+    op: str
+    src1: int
+    src2: int = -1
+    width: int | None = None
+    channels: int | None = None
+    act: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerwiseGenome(Genome):
+    layers: tuple[Layer, ...]
+
+    def structure(self) -> dict[str, Any]:
+        return {"layers": [asdict(layer) for layer in self.layers]}
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """Shapes around one layer: its input, the op's output, the skip, the layer output."""
+
+    layer: Layer
+    inp: Shape
+    main: Shape
+    skip: Shape | None
+    out: Shape
+
+
+class LayerwiseSpace(Space):
+    """Layer-by-layer search: conv, separable conv, max/avg pool and add layers with skips."""
+
+    Options = LayerwiseOptions
+    options: LayerwiseOptions
+
+    # --- genomes -----------------------------------------------------------------
+
+    def genome(self, layers: tuple[Layer, ...] | list[Layer]) -> LayerwiseGenome:
+        """Make and validate a genome of this space from its layers."""
+        genome = LayerwiseGenome(space=self.name, options=self.options, layers=tuple(layers))
+        self.validate(genome)
+        return genome
+
+    def from_structure(self, data: Mapping[str, Any]) -> LayerwiseGenome:
+        unknown = set(data) - {"layers"}
+        if unknown:
+            raise GenomeError(f"unknown key(s) {sorted(unknown)} in a layerwise genome")
+        raw = data.get("layers")
+        if not isinstance(raw, list):
+            raise GenomeError("layers: must be a list of layer objects")
+        allowed = {f.name for f in fields(Layer)}
+        layers = []
+        for index, item in enumerate(raw, start=1):
+            item = U.unit_fields(item, "layers", index, allowed)
+            missing = {"uid", "op", "src1"} - set(item)
+            if missing:
+                raise GenomeError(f"layers[{index}]: missing {sorted(missing)}")
+            layers.append(Layer(**item))
+        return self.genome(layers)
+
+    def validate(self, genome: Genome) -> None:
+        self._check_space(genome)
+        if not isinstance(genome, LayerwiseGenome):
+            raise GenomeError("genome is not a LayerwiseGenome")
+        o = self.options
+        n = len(genome.layers)
+        if not o.min_layers <= n <= o.max_layers:
+            raise GenomeError(
+                f"layers: {n} layers, must be {o.min_layers}..{o.max_layers} (max_layers)"
+            )
+        U.check_uids("layers", genome.layers)
+        for i, layer in enumerate(genome.layers, start=1):
+            f = f"layers[{i}]"
+            U.check_choice(f"{f}.op", layer.op, o.ops)
+            U.check_ref(f"{f}.src1", layer.src1, 0, min(i - 1, o.max_layers - 1))
+            U.check_ref(f"{f}.src2", layer.src2, 0, min(i - 1, o.max_layers - 1),
+                        allow_none=True)
+            if layer.op in CONV_OPS:
+                U.check_choice(f"{f}.width", layer.width, o.filter_widths)
+                U.check_choice(f"{f}.channels", layer.channels, o.channels)
+                U.check_choice(f"{f}.act", layer.act, o.activations)
+                continue
+            if layer.op in POOL_OPS:
+                U.check_choice(f"{f}.width", layer.width, o.pool_widths)
+            else:
+                U.check_unused(f"{f}.width", layer.width, "an add layer has no kernel")
+            U.check_unused(f"{f}.channels", layer.channels, f"a {layer.op} layer keeps channels")
+            U.check_unused(f"{f}.act", layer.act, f"a {layer.op} layer has no activation")
+
+    def size(self, genome: Genome) -> int:
+        return len(genome.layers)  # type: ignore[attr-defined]
+
+    # --- sampling ----------------------------------------------------------------
+
+    def _random_layer(self, rng: np.random.Generator, index: int, uid: int) -> Layer:
+        o = self.options
+        op = U.pick(rng, o.ops)
+        src1 = index - 1 if rng.random() < 0.75 else int(rng.integers(index))
+        src1 = min(src1, o.max_layers - 1)
+        if op == "add" or rng.random() < 0.3:
+            src2 = min(int(rng.integers(index)), o.max_layers - 1)
+        else:
+            src2 = -1
+        return Layer(uid, op, src1, src2, **self._random_params(rng, op))
+
+    def _random_params(self, rng: np.random.Generator, op: str) -> dict[str, Any]:
+        o = self.options
+        if op in CONV_OPS:
+            return {"width": U.pick(rng, o.filter_widths), "channels": U.pick(rng, o.channels),
+                    "act": U.pick(rng, o.activations)}
+        if op in POOL_OPS:
+            return {"width": U.pick(rng, o.pool_widths)}
+        return {}
+
+    def sample(self, rng: np.random.Generator, *, depth: int | None = None) -> LayerwiseGenome:
+        o = self.options
+        if depth is None:
+            depth = int(rng.integers(o.min_layers, o.max_layers + 1))
+        if not o.min_layers <= depth <= o.max_layers:
+            raise GenomeError(f"depth = {depth} must be in {o.min_layers}..{o.max_layers}")
+        return self.genome([self._random_layer(rng, i, i) for i in range(1, depth + 1)])
+
+    def mutate(self, genome: Genome, rng: np.random.Generator) -> LayerwiseGenome:
+        self.validate(genome)
+        return U.mutate_until_changed(genome, rng, self._mutation)
+
+    def _mutation(self, genome: LayerwiseGenome, rng: np.random.Generator) -> LayerwiseGenome:
+        kind = U.pick(rng, ("op", "param", "src", "grow"))
+        if kind == "grow":
+            return self.apply(genome, self.actions(genome).sample_insert(rng))
+        layers = list(genome.layers)
+        i = int(rng.integers(len(layers)))
+        layer = layers[i]
+        if kind == "op":
+            fresh = self._random_layer(rng, i + 1, layer.uid)
+            layers[i] = replace(fresh, src1=layer.src1, src2=layer.src2)
+        elif kind == "param":
+            params = self._random_params(rng, layer.op)
+            if params:
+                name = U.pick(rng, sorted(params))
+                layers[i] = replace(layer, **{name: params[name]})
+        else:
+            limit = min(i, self.options.max_layers - 1)
+            if rng.random() < 0.5:
+                layers[i] = replace(layer, src1=int(rng.integers(limit + 1)))
+            else:
+                layers[i] = replace(layer, src2=int(rng.integers(-1, limit + 1)))
+        return self.genome(layers)
+
+    # --- progressive actions ------------------------------------------------------
+
+    def _group_members(self, genome: LayerwiseGenome, group: int) -> list[Layer]:
+        n = len(genome.layers)
+        return [layer for i, layer in enumerate(genome.layers, start=1)
+                if U.group_of(i, n, self.options.groups) == group]
+
+    def _scaled(self, layer: Layer, what: str, step: int) -> Layer | None:
+        """``layer`` moved one table step, or None when it cannot move that way."""
+        o = self.options
+        if what == "channels" and layer.op in CONV_OPS:
+            value = U.step_in_table(o.channels, layer.channels, step)
+            return None if value is None else replace(layer, channels=value)
+        if what == "width" and layer.op in (*CONV_OPS, *POOL_OPS):
+            table = o.filter_widths if layer.op in CONV_OPS else o.pool_widths
+            value = U.step_in_table(table, layer.width, step)
+            return None if value is None else replace(layer, width=value)
+        return None
+
+    def actions(self, genome: Genome) -> ActionSpace:
+        self.validate(genome)
+        g: LayerwiseGenome = genome  # type: ignore[assignment]
+        o = self.options
+        n = len(g.layers)
+
+        def scale_decision(group: int) -> Decision:
+            members = self._group_members(g, group)
+
+            def legal(choice: str) -> bool:
+                if choice == "keep":
+                    return True
+                what, step = choice[:-1], 1 if choice[-1] == "+" else -1
+                return any(self._scaled(m, what, step) is not None for m in members)
+
+            return make_decision("scale", SCALE_CHOICES, legal)
+
+        places = tuple(range(o.max_layers))
+        prior = U.place_prior(places, n, o.insert_prior)
+
+        def next_decision(chosen: Mapping[str, Any]) -> Decision | None:
+            kind = chosen.get("kind")
+            if kind is None:
+                return U.kind_decision(n < o.max_layers, n > o.min_layers)
+            if kind == "keep":
+                return None
+            if kind == "remove":
+                if "target" in chosen:
+                    return None
+                return make_decision("target", range(1, o.max_layers + 1), lambda t: t <= n)
+            if "op" not in chosen:
+                return make_decision("op", o.ops, lambda op: op in o.insertable)
+            op = chosen["op"]
+            if "place" not in chosen:
+                return make_decision("place", places, lambda p: p <= n, prior)
+            if "src2" not in chosen:
+                place = chosen["place"]
+                return make_decision(
+                    "src2", (-1, *places),
+                    lambda s: s <= place and not (op == "add" and s == -1),
+                )
+            for name, table, wanted in (
+                ("width", o.filter_widths, op in CONV_OPS),
+                ("pool", o.pool_widths, op in POOL_OPS),
+                ("channels", o.channels, op in CONV_OPS),
+                ("act", o.activations, op in CONV_OPS),
+            ):
+                if wanted and name not in chosen:
+                    return make_decision(name, table, lambda _: True)
+            return None
+
+        def make_action(chosen: Mapping[str, Any]) -> Action:
+            kind = chosen["kind"]
+            if kind == "keep":
+                return Keep()
+            if kind == "remove":
+                return Remove(chosen["target"])
+            return Insert(
+                op=chosen["op"], place=chosen["place"], src2=chosen["src2"],
+                width=chosen.get("width"), pool=chosen.get("pool"),
+                channels=chosen.get("channels"), act=chosen.get("act"),
+            )
+
+        return ActionSpace(tuple(scale_decision(k) for k in range(o.groups)),
+                           next_decision, make_action)
+
+    def apply(self, genome: Genome, action: Action) -> LayerwiseGenome:
+        self.validate(genome)
+        g: LayerwiseGenome = genome  # type: ignore[assignment]
+        o = self.options
+        n = len(g.layers)
+        if isinstance(action, Keep):
+            return g
+        if isinstance(action, Scale):
+            if not 0 <= action.group < o.groups or action.what not in ("channels", "width") \
+                    or action.step not in (-1, 1):
+                raise U.illegal(f"{action}: group must be in 0..{o.groups - 1}, what "
+                                "'channels' or 'width', step -1 or +1")
+            layers, moved = [], False
+            for i, layer in enumerate(g.layers, start=1):
+                scaled = None
+                if U.group_of(i, n, o.groups) == action.group:
+                    scaled = self._scaled(layer, action.what, action.step)
+                moved |= scaled is not None
+                layers.append(scaled or layer)
+            if not moved:
+                raise U.illegal(f"{action}: no layer of group {action.group} can move that way")
+            return self.genome(layers)
+        if isinstance(action, Remove):
+            if n <= o.min_layers:
+                raise U.illegal(f"remove: the genome already has the minimum {o.min_layers} layers")
+            if not 1 <= action.target <= n:
+                raise U.illegal(f"remove target = {action.target} must be in 1..{n}")
+            return self.genome(U.remove_unit(g.layers, action.target))
+        if isinstance(action, Insert):
+            if n >= o.max_layers:
+                raise U.illegal(f"insert: the genome already has max_layers = {o.max_layers}")
+            if action.op not in o.insertable:
+                raise U.illegal(f"insert op = {action.op!r} is not one of {list(o.insertable)}")
+            if not 0 <= action.place <= n:
+                raise U.illegal(f"insert place = {action.place} must be in 0..{n}")
+            if not -1 <= action.src2 <= action.place:
+                raise U.illegal(f"insert src2 = {action.src2} must be -1 or in 0..{action.place}")
+            width = action.pool if action.op in POOL_OPS else action.width
+            new = Layer(U.next_uid(g.layers), action.op, action.place, action.src2,
+                        width, action.channels, action.act)
+            try:
+                return self.genome(U.splice_insert(g.layers, action.place, new))
+            except GenomeError as exc:
+                raise U.illegal(f"insert {action}: {exc}") from None
+        raise U.illegal(f"{action!r} is not a layerwise action")
+
+    # --- tokens --------------------------------------------------------------------
+
+    @property
+    def token_fields(self) -> tuple[str, ...]:
+        return ("op", "width", "channels", "act", "src1", "src2")
+
+    def _vocab(self) -> dict[str, tuple[Any, ...]]:
+        o = self.options
+        places = tuple(range(o.max_layers))
+        return {
+            "op": o.ops,
+            "width": (None, *sorted(set(o.filter_widths) | set(o.pool_widths))),
+            "channels": (None, *o.channels),
+            "act": (None, *o.activations),
+            "src1": places,
+            "src2": (-1, *places),
+        }
+
+    @property
+    def vocab_size(self) -> int:
+        return sum(len(v) for v in self._vocab().values())
+
+    def encode(self, genome: Genome) -> list[int]:
+        return U.encode_units(self._vocab(), genome.layers)  # type: ignore[attr-defined]
+
+    def decode(self, tokens: list[int]) -> LayerwiseGenome:
+        rows = U.decode_units(self._vocab(), tokens)
+        return self.genome([Layer(uid=i, **row) for i, row in enumerate(rows, start=1)])
+
+    # --- shapes, costs, network ------------------------------------------------------
+
+    def plan(self, genome: LayerwiseGenome,
+             input_shape: tuple[int, int, int]) -> tuple[Shape, list[LayerPlan]]:
+        """The stem output shape and the shapes around every layer."""
+        stem = Shape(self.options.stem_channels, input_shape[1], input_shape[2])
+        outs = [stem]
+        plans = []
+        for layer in genome.layers:
+            inp = outs[layer.src1]
+            if layer.op in CONV_OPS:
+                main = inp.with_channels(layer.channels * channel_factor(layer.act))
+            elif layer.op in POOL_OPS:
+                main = inp.halved()
+            else:
+                main = inp
+            skip = outs[layer.src2] if layer.src2 >= 0 else None
+            out = join_shape(main, skip) if skip is not None else main
+            plans.append(LayerPlan(layer, inp, main, skip, out))
+            outs.append(out)
+        return stem, plans
+
+    def cost(self, genome: Genome, input_shape: tuple[int, int, int], num_classes: int) -> Cost:
+        stem, plans = self.plan(genome, input_shape)  # type: ignore[arg-type]
+        tally = Tally()
+        tally.conv_unit(Shape(*input_shape), stem.c, 3, stem)
+        for p in plans:
+            layer = p.layer
+            if layer.op in CONV_OPS:
+                tally.conv_unit(p.inp, layer.channels, layer.width, p.main,
+                                separable=layer.op == "sepconv")
+            elif layer.op in POOL_OPS and not (p.inp.h == p.inp.w == 1):
+                tally.move([p.inp], p.main)
+            if p.skip is not None:
+                tally.adapt(p.main, p.out)
+                tally.adapt(p.skip, p.out)
+                tally.move([p.out, p.out], p.out)
+        tally.head(plans[-1].out, num_classes)
+        return tally.result()
+
+    def build(self, genome: Genome, input_shape: tuple[int, int, int], num_classes: int):
+        from epnas.nn.build import build_layerwise
+
+        return build_layerwise(self, genome, input_shape, num_classes)

@@ -1,0 +1,290 @@
+"""The ``nb201`` space: the NAS-Bench-201 cell and its standard macro skeleton.
+
+A cell is a DAG of 4 nodes; node ``j`` sums one edge from every earlier node, so six
+edges in the order (0->1), (0->2), (1->2), (0->3), (1->3), (2->3), each carrying one
+op. Its arch string is ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|``.
+
+Network (NAS-Bench-201): stem (3x3 conv + BN, ``channels``) -> 3 stages of
+``cells_per_stage`` cells with a residual reduction block between stages (doubles the
+channels, stride 2) -> BN-ReLU -> global average pool -> linear. The reduction's
+shortcut average pool uses ceil mode so odd input sizes work too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from epnas.costmodel import Cost, Shape, Tally
+from epnas.errors import GenomeError
+from epnas.spaces import _units as U
+from epnas.spaces.base import Space
+from epnas.spaces.genome import (
+    Action,
+    ActionSpace,
+    Genome,
+    Insert,
+    Keep,
+    Remove,
+    Scale,
+    SpaceOptions,
+    make_decision,
+)
+
+NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+EDGES = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))  # (source, target) in string order
+STAGES = 3
+
+
+class NB201Options(SpaceOptions):
+    """The op table and the macro skeleton (NAS-Bench-201's C=16, N=5 by default)."""
+
+    ops: tuple[str, ...] = NB201_OPS  # ops an edge may carry
+    channels: int = Field(16, ge=1)  # C: first-stage width, doubled by each reduction
+    cells_per_stage: int = Field(5, ge=1)  # N
+
+    @field_validator("ops")
+    @classmethod
+    def _known(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [v for v in value if v not in NB201_OPS]
+        if bad or not value or len(set(value)) != len(value):
+            raise ValueError(f"ops must be distinct names from {list(NB201_OPS)}")
+        if not set(value) - {"none"}:
+            raise ValueError("ops needs at least one op besides 'none'")
+        return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class NB201Genome(Genome):
+    ops: tuple[str, ...]  # one op per edge, in EDGES order
+
+    @property
+    def arch(self) -> str:
+        """The NAS-Bench-201 arch string."""
+        return to_arch(self.ops)
+
+    def structure(self) -> dict[str, Any]:
+        return {"arch": self.arch}
+
+
+def to_arch(ops: tuple[str, ...]) -> str:
+    groups = []
+    for node in (1, 2, 3):
+        tokens = [f"{op}~{src}" for op, (src, dst) in zip(ops, EDGES) if dst == node]
+        groups.append("|" + "|".join(tokens) + "|")
+    return "+".join(groups)
+
+
+def parse_arch(arch: str) -> tuple[str, ...]:
+    """The six edge ops of an arch string, in EDGES order."""
+    if not isinstance(arch, str):
+        raise GenomeError(f"arch = {arch!r} must be a string")
+    groups = arch.split("+")
+    if len(groups) != 3:
+        raise GenomeError(f"arch = {arch!r} must have 3 '+'-separated node groups")
+    ops = []
+    for node, group in enumerate(groups, start=1):
+        if not (group.startswith("|") and group.endswith("|")):
+            raise GenomeError(f"arch node {node} group {group!r} must look like |op~0|...|")
+        tokens = group[1:-1].split("|")
+        if len(tokens) != node:
+            raise GenomeError(f"arch node {node} must have {node} incoming edges, "
+                              f"got {len(tokens)}")
+        for src, token in enumerate(tokens):
+            op, sep, ref = token.partition("~")
+            if not sep or ref != str(src):
+                raise GenomeError(f"arch edge {token!r} into node {node} must be 'op~{src}'")
+            ops.append(op)
+    return tuple(ops)
+
+
+class NB201Space(Space):
+    """The NAS-Bench-201 cell: six edges with five ops (15,625 cells)."""
+
+    Options = NB201Options
+    options: NB201Options
+
+    def genome(self, ops: tuple[str, ...] | list[str]) -> NB201Genome:
+        genome = NB201Genome(space=self.name, options=self.options, ops=tuple(ops))
+        self.validate(genome)
+        return genome
+
+    def from_arch(self, arch: str) -> NB201Genome:
+        """The genome of a NAS-Bench-201 arch string."""
+        return self.genome(parse_arch(arch))
+
+    def from_structure(self, data: Mapping[str, Any]) -> NB201Genome:
+        unknown = set(data) - {"arch"}
+        if unknown:
+            raise GenomeError(f"unknown key(s) {sorted(unknown)} in an nb201 genome")
+        if "arch" not in data:
+            raise GenomeError("arch: an nb201 genome needs its arch string")
+        return self.from_arch(data["arch"])
+
+    def validate(self, genome: Genome) -> None:
+        self._check_space(genome)
+        if not isinstance(genome, NB201Genome):
+            raise GenomeError("genome is not an NB201Genome")
+        if len(genome.ops) != len(EDGES):
+            raise GenomeError(f"ops: a cell has {len(EDGES)} edges, got {len(genome.ops)}")
+        for e, op in enumerate(genome.ops):
+            src, dst = EDGES[e]
+            U.check_choice(f"ops[{e}] (edge {src}->{dst})", op, self.options.ops)
+
+    def size(self, genome: Genome) -> int:
+        return sum(op != "none" for op in genome.ops)  # type: ignore[attr-defined]
+
+    @property
+    def _active_ops(self) -> tuple[str, ...]:
+        return tuple(op for op in self.options.ops if op != "none")
+
+    def sample(self, rng: np.random.Generator, *, depth: int | None = None) -> NB201Genome:
+        if depth is None:
+            return self.genome([U.pick(rng, self.options.ops) for _ in EDGES])
+        if not 0 <= depth <= len(EDGES) or (depth < len(EDGES) and "none" not in self.options.ops):
+            raise GenomeError(f"depth = {depth} active edges is not possible with these ops")
+        active = set(rng.choice(len(EDGES), size=depth, replace=False).tolist())
+        return self.genome([U.pick(rng, self._active_ops) if e in active else "none"
+                            for e in range(len(EDGES))])
+
+    def mutate(self, genome: Genome, rng: np.random.Generator) -> NB201Genome:
+        self.validate(genome)
+
+        def mutation(g: NB201Genome, rng: np.random.Generator) -> NB201Genome:
+            ops = list(g.ops)
+            ops[int(rng.integers(len(ops)))] = U.pick(rng, self.options.ops)
+            return self.genome(ops)
+
+        return U.mutate_until_changed(genome, rng, mutation)
+
+    # --- progressive actions: an insert sets an edge's op, a remove sets it to none --
+
+    def actions(self, genome: Genome) -> ActionSpace:
+        self.validate(genome)
+        ops: tuple[str, ...] = genome.ops  # type: ignore[attr-defined]
+        edges = tuple(range(len(EDGES)))
+        settable = [e for e in edges if set(self._active_ops) - {ops[e]}]
+        clearable = [e for e in edges if ops[e] != "none"] if "none" in self.options.ops else []
+
+        def next_decision(chosen: Mapping[str, Any]) -> Any:
+            kind = chosen.get("kind")
+            if kind is None:
+                return U.kind_decision(bool(settable), bool(clearable))
+            if kind == "keep":
+                return None
+            if kind == "remove":
+                if "target" in chosen:
+                    return None
+                return make_decision("target", edges, lambda e: e in clearable)
+            if "place" not in chosen:
+                return make_decision("place", edges, lambda e: e in settable)
+            if "op" not in chosen:
+                edge = chosen["place"]
+                return make_decision("op", self.options.ops,
+                                     lambda op: op != "none" and op != ops[edge])
+            return None
+
+        def make_action(chosen: Mapping[str, Any]) -> Action:
+            kind = chosen["kind"]
+            if kind == "keep":
+                return Keep()
+            if kind == "remove":
+                return Remove(chosen["target"])
+            return Insert(op=chosen["op"], place=chosen["place"])
+
+        return ActionSpace((), next_decision, make_action)
+
+    def apply(self, genome: Genome, action: Action) -> NB201Genome:
+        self.validate(genome)
+        ops = list(genome.ops)  # type: ignore[attr-defined]
+        if isinstance(action, Keep):
+            return genome  # type: ignore[return-value]
+        if isinstance(action, Scale):
+            raise U.illegal("nb201 has no scale decisions (G = 0)")
+        if isinstance(action, Remove | Insert):
+            edge = action.target if isinstance(action, Remove) else action.place
+            if not 0 <= edge < len(EDGES):
+                raise U.illegal(f"edge = {edge} must be in 0..{len(EDGES) - 1}")
+            op = "none" if isinstance(action, Remove) else action.op
+            if op == ops[edge]:
+                raise U.illegal(f"edge {edge} already carries {op!r}")
+            if isinstance(action, Insert) and op == "none":
+                raise U.illegal("insert must set an op other than 'none' (use remove)")
+            if op not in self.options.ops:
+                raise U.illegal(f"op = {op!r} is not one of {list(self.options.ops)}")
+            ops[edge] = op
+            return self.genome(ops)
+        raise U.illegal(f"{action!r} is not an nb201 action")
+
+    # --- tokens --------------------------------------------------------------------
+
+    @property
+    def token_fields(self) -> tuple[str, ...]:
+        return ("op",)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.options.ops)
+
+    def encode(self, genome: Genome) -> list[int]:
+        return [self.options.ops.index(op) for op in genome.ops]  # type: ignore[attr-defined]
+
+    def decode(self, tokens: list[int]) -> NB201Genome:
+        if len(tokens) != len(EDGES):
+            raise GenomeError(f"tokens: an nb201 cell has {len(EDGES)} tokens, got {len(tokens)}")
+        if any(not 0 <= t < self.vocab_size for t in tokens):
+            raise GenomeError(f"tokens: ids must be in 0..{self.vocab_size - 1}, got {tokens}")
+        return self.genome([self.options.ops[t] for t in tokens])
+
+    # --- shapes, costs, network ------------------------------------------------------
+
+    def stage_shapes(self, input_shape: tuple[int, int, int]) -> list[Shape]:
+        shape = Shape(self.options.channels, input_shape[1], input_shape[2])
+        shapes = [shape]
+        for _ in range(1, STAGES):
+            shape = shape.halved().with_channels(shape.c * 2)
+            shapes.append(shape)
+        return shapes
+
+    def cost(self, genome: Genome, input_shape: tuple[int, int, int], num_classes: int) -> Cost:
+        ops: tuple[str, ...] = genome.ops  # type: ignore[attr-defined]
+        tally = Tally()
+        stages = self.stage_shapes(input_shape)
+        tally.conv_unit(Shape(*input_shape), stages[0].c, 3, stages[0])
+        for s, x in enumerate(stages):
+            if s:
+                prev = stages[s - 1]
+                tally.conv_unit(prev, x.c, 3, x)  # conv_a, stride 2
+                tally.conv_unit(x, x.c, 3, x)  # conv_b
+                pooled = x.with_channels(prev.c)
+                tally.move([prev], pooled)  # shortcut: average pool ...
+                tally.conv(prev.c, x.c, 1, x)  # ... then a 1x1 conv without BN
+                tally.move([pooled], x)
+                tally.move([x, x], x)
+            for _ in range(self.options.cells_per_stage):
+                self._cell_cost(tally, ops, x)
+        tally.bn(stages[-1].c)  # last BN-ReLU
+        tally.move([stages[-1]], stages[-1])
+        tally.head(stages[-1], num_classes)
+        return tally.result()
+
+    @staticmethod
+    def _cell_cost(tally: Tally, ops: tuple[str, ...], x: Shape) -> None:
+        for node in (1, 2, 3):
+            incoming = [op for op, (_, dst) in zip(ops, EDGES) if dst == node and op != "none"]
+            for op in incoming:
+                if op.startswith("nor_conv_"):
+                    tally.conv_unit(x, x.c, int(op[-1]), x)
+                elif op == "avg_pool_3x3":
+                    tally.move([x], x)
+            if len(incoming) != 1:  # a sum, or the zeros of a node with no input
+                tally.move([x] * len(incoming), x)
+
+    def build(self, genome: Genome, input_shape: tuple[int, int, int], num_classes: int):
+        from epnas.nn.build import build_nb201
+
+        return build_nb201(self, genome, input_shape, num_classes)
