@@ -104,6 +104,10 @@ class Space(ABC):
     def size(self, genome: Genome) -> int:
         """Number of units (layers, branches, or active edges) for tables."""
 
+    def describe(self, genome: Genome) -> str:
+        """A one-line human summary of ``genome`` (its key unless a space says more)."""
+        return genome.key
+
     # --- shared helpers ----------------------------------------------------------
 
     def genome_from_dict(self, data: Mapping[str, Any]) -> Genome:

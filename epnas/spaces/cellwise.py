@@ -181,6 +181,18 @@ class CellwiseSpace(Space):
     def size(self, genome: Genome) -> int:
         return len(genome.branches)  # type: ignore[attr-defined]
 
+    def describe(self, genome: Genome) -> str:
+        """E.g. ``conv-maxpool(k3,p2,16)[0,1]*``: type, kernel, pool, channels, [Src1,Src2],
+        ``*`` when the branch propagates to the cell output."""
+        parts = []
+        for b in genome.branches:  # type: ignore[attr-defined]
+            params = [f"k{b.width}"] if b.width else []
+            params += [f"p{b.pool}"] if b.pool else []
+            params.append(str(b.channels))
+            star = "*" if b.propagate else ""
+            parts.append(f"{b.type}({','.join(params)})[{b.src1},{b.src2}]{star}")
+        return " ".join(parts)
+
     # --- sampling ----------------------------------------------------------------
 
     def _random_params(self, rng: np.random.Generator, branch_type: str) -> dict[str, Any]:

@@ -182,6 +182,22 @@ class LayerwiseSpace(Space):
     def size(self, genome: Genome) -> int:
         return len(genome.layers)  # type: ignore[attr-defined]
 
+    def describe(self, genome: Genome) -> str:
+        """E.g. ``conv3:32:relu max2 add+1``: op, kernel, channels, activation; ``<s`` marks a
+        Src1 other than the previous layer and ``+s`` a skip from layer s."""
+        parts = []
+        for i, layer in enumerate(genome.layers, start=1):  # type: ignore[attr-defined]
+            if layer.op in CONV_OPS:
+                text = f"{layer.op}{layer.width}:{layer.channels}:{layer.act}"
+            else:
+                text = layer.op.replace("pool", "") + (str(layer.width) if layer.width else "")
+            if layer.src1 != i - 1:
+                text += f"<{layer.src1}"
+            if layer.src2 >= 0:
+                text += f"+{layer.src2}"
+            parts.append(text)
+        return " ".join(parts)
+
     # --- sampling ----------------------------------------------------------------
 
     def _random_layer(self, rng: np.random.Generator, index: int, uid: int) -> Layer:

@@ -138,6 +138,9 @@ class NB201Space(Space):
     def size(self, genome: Genome) -> int:
         return sum(op != "none" for op in genome.ops)  # type: ignore[attr-defined]
 
+    def describe(self, genome: Genome) -> str:
+        return genome.arch  # type: ignore[attr-defined]
+
     @property
     def _active_ops(self) -> tuple[str, ...]:
         return tuple(op for op in self.options.ops if op != "none")
