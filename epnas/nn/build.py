@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from epnas.costmodel import Shape, adapt, check_input_shape
-from epnas.nn.ops import ConvUnit, Head, SamePool, adapter, down_pool
+from epnas.nn.ops import Head, SamePool, adapter, conv_unit, down_pool
 
 if TYPE_CHECKING:
     from epnas.spaces.cellwise import CellwiseSpace
@@ -32,13 +32,13 @@ def build(genome: Genome, input_shape: tuple[int, int, int] = (3, 32, 32),
 class LayerBlock(nn.Module):
     """One layerwise layer: ``op(h[src1])``, plus the adapted skip ``h[src2]``."""
 
-    def __init__(self, op: nn.Module, src1: int, src2: int,
+    def __init__(self, index: int, op: nn.Module, src1: int, src2: int,
                  main: nn.Module | None, skip: nn.Module | None) -> None:
         super().__init__()
-        self.op, self.src1, self.src2 = op, src1, src2
+        self.index, self.op, self.src1, self.src2 = index, op, src1, src2
         self.main, self.skip = main, skip
 
-    def forward(self, outputs: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, outputs: dict[int, torch.Tensor]) -> torch.Tensor:
         y = self.op(outputs[self.src1])
         if self.skip is not None:
             y = self.main(y) + self.skip(outputs[self.src2])
@@ -51,21 +51,21 @@ class LayerwiseNet(nn.Module):
         self.stem, self.layers, self.head = stem, nn.ModuleList(layers), head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outputs = [self.stem(x)]
+        outputs = {0: self.stem(x)}
         for layer in self.layers:
-            outputs.append(layer(outputs))
-        return self.head(outputs[-1])
+            outputs[layer.index] = layer(outputs)
+        return self.head(outputs[self.layers[-1].index])
 
 
 def build_layerwise(space: LayerwiseSpace, genome: Genome, input_shape: tuple[int, int, int],
                     num_classes: int) -> LayerwiseNet:
     stem_shape, plans = space.plan(genome, input_shape)  # type: ignore[arg-type]
-    stem = ConvUnit(input_shape[0], stem_shape.c, 3)
+    stem = conv_unit(input_shape[0], stem_shape.c, 3)
     blocks = []
     for p in plans:
         layer = p.layer
         if layer.op in ("conv", "sepconv"):
-            op: nn.Module = ConvUnit(p.inp.c, layer.channels, layer.width, layer.act,
+            op: nn.Module = conv_unit(p.inp.c, layer.channels, layer.width, layer.act,
                                      separable=layer.op == "sepconv")
         elif layer.op in ("maxpool", "avgpool") and not (p.inp.h == p.inp.w == 1):
             op = down_pool(layer.op, layer.width)
@@ -75,7 +75,7 @@ def build_layerwise(space: LayerwiseSpace, genome: Genome, input_shape: tuple[in
         if p.skip is not None:
             main = _adapter(p.main, p.out)
             skip = _adapter(p.skip, p.out)
-        blocks.append(LayerBlock(op, layer.src1, layer.src2, main, skip))
+        blocks.append(LayerBlock(p.index, op, layer.src1, layer.src2, main, skip))
     return LayerwiseNet(stem, blocks, Head(plans[-1].out.c, num_classes))
 
 
@@ -86,11 +86,13 @@ def _adapter(source: Shape, target: Shape) -> nn.Module:
 class Branch(nn.Module):
     """``partA(h[src1]) + partB(h[src2])``."""
 
-    def __init__(self, part_a: nn.Module, part_b: nn.Module, src1: int, src2: int) -> None:
+    def __init__(self, index: int, part_a: nn.Module, part_b: nn.Module,
+                 src1: int, src2: int) -> None:
         super().__init__()
-        self.part_a, self.part_b, self.src1, self.src2 = part_a, part_b, src1, src2
+        self.index, self.part_a, self.part_b = index, part_a, part_b
+        self.src1, self.src2 = src1, src2
 
-    def forward(self, outputs: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, outputs: dict[int, torch.Tensor]) -> torch.Tensor:
         return self.part_a(outputs[self.src1]) + self.part_b(outputs[self.src2])
 
 
@@ -102,31 +104,34 @@ class Cell(nn.Module):
         self.branches, self.keep, self.project = nn.ModuleList(branches), keep, project
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outputs = [x]
+        outputs = {0: x}
         for branch in self.branches:
-            outputs.append(branch(outputs))
+            outputs[branch.index] = branch(outputs)
         kept = [outputs[k] for k in self.keep]
         return self.project(kept[0] if len(kept) == 1 else torch.cat(kept, dim=1))
 
 
 def _cell(genome: Genome, x: Shape) -> Cell:
-    from epnas.spaces.cellwise import parts
+    from epnas.spaces.cellwise import live_branches, parts
 
+    live = live_branches(genome)  # type: ignore[arg-type]
     shapes = [x]
     branches = []
-    for br in genome.branches:  # type: ignore[attr-defined]
+    for index, br in enumerate(genome.branches, start=1):  # type: ignore[attr-defined]
         out = x.with_channels(br.channels)
+        shapes.append(out)
+        if index not in live:
+            continue
         modules = []
         for part, src in zip(parts(br.type), (br.src1, br.src2)):
             inp = shapes[src]
             if part == "conv":
-                modules.append(ConvUnit(inp.c, br.channels, br.width))
+                modules.append(conv_unit(inp.c, br.channels, br.width))
             elif part == "none":
                 modules.append(_adapter(inp, out))
             else:
                 modules.append(_seq(SamePool(part, br.pool), _adapter(inp, out)))
-        branches.append(Branch(*modules, br.src1, br.src2))
-        shapes.append(out)
+        branches.append(Branch(index, *modules, br.src1, br.src2))
     keep = [b for b, br in enumerate(genome.branches, start=1) if br.propagate]  # type: ignore[attr-defined]
     total = x.with_channels(sum(shapes[k].c for k in keep))
     return Cell(branches, keep, _adapter(total, x))
@@ -142,10 +147,10 @@ def _seq(*modules: nn.Module) -> nn.Module:
 def build_cellwise(space: CellwiseSpace, genome: Genome, input_shape: tuple[int, int, int],
                    num_classes: int) -> nn.Module:
     stages = space.stage_shapes(input_shape)
-    modules: list[nn.Module] = [ConvUnit(input_shape[0], stages[0].c, 3)]
+    modules: list[nn.Module] = [conv_unit(input_shape[0], stages[0].c, 3)]
     for s, shape in enumerate(stages):
         if s:
-            modules.append(ConvUnit(stages[s - 1].c, shape.c, 3, stride=2))
+            modules.append(conv_unit(stages[s - 1].c, shape.c, 3, stride=2))
         modules.extend(_cell(genome, shape) for _ in range(space.options.cells_per_stage))
     modules.append(Head(stages[-1].c, num_classes))
     return nn.Sequential(*modules)

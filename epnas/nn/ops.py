@@ -39,20 +39,18 @@ def activation(name: str | None) -> nn.Module:
     }[name]()
 
 
-class ConvUnit(nn.Sequential):
+def conv_unit(cin: int, cout: int, k: int, act: str | None = "relu", *,
+              separable: bool = False, stride: int = 1) -> nn.Sequential:
     """conv (or depthwise + pointwise) -> batch norm -> activation."""
-
-    def __init__(self, cin: int, cout: int, k: int, act: str | None = "relu", *,
-                 separable: bool = False, stride: int = 1) -> None:
-        pad = k // 2
-        if separable:
-            convs = [
-                nn.Conv2d(cin, cin, k, stride, pad, groups=cin, bias=False),
-                nn.Conv2d(cin, cout, 1, bias=False),
-            ]
-        else:
-            convs = [nn.Conv2d(cin, cout, k, stride, pad, bias=False)]
-        super().__init__(*convs, nn.BatchNorm2d(cout), activation(act))
+    pad = k // 2
+    if separable:
+        convs = [
+            nn.Conv2d(cin, cin, k, stride, pad, groups=cin, bias=False),
+            nn.Conv2d(cin, cout, 1, bias=False),
+        ]
+    else:
+        convs = [nn.Conv2d(cin, cout, k, stride, pad, bias=False)]
+    return nn.Sequential(*convs, nn.BatchNorm2d(cout), activation(act))
 
 
 def pool2d(kind: str, k: int, stride: int, padding: int, ceil_mode: bool) -> nn.Module:
@@ -86,7 +84,7 @@ def adapter(how: Adapt, cout: int) -> nn.Module:
     if how.pool > 1:
         parts.append(pool2d("avgpool", how.pool, how.pool, 0, ceil_mode=True))
     if how.project_from is not None:
-        parts.append(ConvUnit(how.project_from, cout, 1, act=None))
+        parts.append(conv_unit(how.project_from, cout, 1, act=None))
     if not parts:
         return nn.Identity()
     return parts[0] if len(parts) == 1 else nn.Sequential(*parts)

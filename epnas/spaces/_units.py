@@ -58,6 +58,20 @@ def remove_unit(units: Sequence[U], target: int) -> tuple[U, ...]:
     return tuple(out)
 
 
+def live_units(units: Sequence[Unit], outputs: Sequence[int]) -> set[int]:
+    """Indices (1-based) of the units that reach one of ``outputs`` through Src1/Src2."""
+    live: set[int] = set()
+    stack = [i for i in outputs if i > 0]
+    while stack:
+        index = stack.pop()
+        if index in live:
+            continue
+        live.add(index)
+        unit = units[index - 1]
+        stack.extend(ref for ref in (unit.src1, unit.src2) if ref > 0)
+    return live
+
+
 def next_uid(units: Sequence[Unit]) -> int:
     return max((u.uid for u in units), default=0) + 1
 

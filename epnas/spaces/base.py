@@ -116,7 +116,8 @@ class Space(ABC):
         if data["space"] != self.name:
             raise GenomeError(f"space: genome is for {data['space']!r}, not {self.name!r}")
         structure = {k: v for k, v in data.items() if k not in ("format", "space", "options")}
-        structure.pop("cost", None)  # exported genomes may carry a cost annotation
+        for annotation in ("cost", "key"):  # exported genomes may carry these; both derived
+            structure.pop(annotation, None)
         return self.from_structure(structure)
 
     def _check_space(self, genome: Genome) -> None:

@@ -6,7 +6,8 @@ input through). ``h[0]`` is the cell input and ``h[k]`` the output of branch ``k
 Every branch outputs ``channels`` channels and keeps H x W: a pool or identity part
 whose input has other channels is projected by a 1x1 conv + BN. The cell output
 concatenates the branches with ``propagate = 1`` and is projected back to the stage
-width when the widths differ.
+width when the widths differ. Branches that reach no propagated branch are not built
+and cost nothing.
 
 Network: stem (3x3 conv-BN-ReLU, ``stem_channels``) -> ``stages`` stages of
 ``cells_per_stage`` cells, with a stride-2 3x3 conv-BN-ReLU between stages that doubles
@@ -118,6 +119,12 @@ def _has(branch_type: str, kind: str) -> bool:
     """Whether a branch type has a conv part (kind 'conv') or a pool part ('pool')."""
     return any(p == kind or (kind == "pool" and p in ("maxpool", "avgpool"))
                for p in parts(branch_type))
+
+
+def live_branches(genome: CellwiseGenome) -> set[int]:
+    """Indices of the branches that reach the cell output."""
+    outputs = [b for b, br in enumerate(genome.branches, start=1) if br.propagate]
+    return U.live_units(genome.branches, outputs)
 
 
 class CellwiseSpace(Space):
@@ -438,9 +445,13 @@ class CellwiseSpace(Space):
         return tally.result()
 
     def _cell_cost(self, tally: Tally, g: CellwiseGenome, x: Shape) -> None:
+        live = live_branches(g)
         outs = [x]
-        for branch in g.branches:
+        for index, branch in enumerate(g.branches, start=1):
             out = x.with_channels(branch.channels)
+            outs.append(out)
+            if index not in live:
+                continue
             for part, src in zip(parts(branch.type), (branch.src1, branch.src2)):
                 inp = outs[src]
                 if part == "conv":
@@ -450,7 +461,6 @@ class CellwiseSpace(Space):
                     tally.move([inp], inp)
                 tally.adapt(inp, out)
             tally.move([out, out], out)
-            outs.append(out)
         kept = [outs[b] for b, br in enumerate(g.branches, start=1) if br.propagate]
         total = x.with_channels(sum(s.c for s in kept))
         if len(kept) > 1:

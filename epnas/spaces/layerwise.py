@@ -3,8 +3,8 @@
 Layer ``i`` (1..n) reads layer ``src1`` (0 = the stem output) and, when ``src2`` is
 not -1, adds the skip ``src2`` to its output using the join rule of
 :mod:`epnas.costmodel`. The network is stem (3x3 conv-BN-ReLU) -> layers -> global
-average pool -> linear; the last layer feeds the head. Every layer is computed, so a
-layer nothing reads still costs.
+average pool -> linear; the last layer feeds the head. Layers that do not reach the
+last layer (through Src1 or Src2 of later layers) are not built and cost nothing.
 """
 
 from __future__ import annotations
@@ -112,6 +112,7 @@ class LayerwiseGenome(Genome):
 class LayerPlan:
     """Shapes around one layer: its input, the op's output, the skip, the layer output."""
 
+    index: int
     layer: Layer
     inp: Shape
     main: Shape
@@ -419,11 +420,12 @@ class LayerwiseSpace(Space):
 
     def plan(self, genome: LayerwiseGenome,
              input_shape: tuple[int, int, int]) -> tuple[Shape, list[LayerPlan]]:
-        """The stem output shape and the shapes around every layer."""
+        """The stem output shape and the shapes around every live layer, in order."""
         stem = Shape(self.options.stem_channels, input_shape[1], input_shape[2])
+        live = U.live_units(genome.layers, [len(genome.layers)])
         outs = [stem]
         plans = []
-        for layer in genome.layers:
+        for index, layer in enumerate(genome.layers, start=1):
             inp = outs[layer.src1]
             if layer.op in CONV_OPS:
                 main = inp.with_channels(layer.channels * channel_factor(layer.act))
@@ -433,8 +435,9 @@ class LayerwiseSpace(Space):
                 main = inp
             skip = outs[layer.src2] if layer.src2 >= 0 else None
             out = join_shape(main, skip) if skip is not None else main
-            plans.append(LayerPlan(layer, inp, main, skip, out))
             outs.append(out)
+            if index in live:
+                plans.append(LayerPlan(index, layer, inp, main, skip, out))
         return stem, plans
 
     def cost(self, genome: Genome, input_shape: tuple[int, int, int], num_classes: int) -> Cost:

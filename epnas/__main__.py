@@ -1,0 +1,5 @@
+import sys
+
+from epnas.cli import main
+
+sys.exit(main())
