@@ -111,9 +111,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
         return 0
     table = Table(title=f"{args.n} random {space.name} genomes "
                         f"(input {','.join(map(str, args.input_shape))}, seed {args.seed})")
-    for column in ("#", "key", "units", "params", "MFLOPs", "intensity", "architecture"):
-        table.add_column(column, justify="right" if column != "architecture" else "left",
-                         overflow="fold")
+    for column in ("#", "key", "units", "params", "MFLOPs", "intensity"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("architecture", overflow="fold")
     for i, g in enumerate(genomes, start=1):
         table.add_row(str(i), g.key, str(space.size(g)), *_cost_cells(g, args),
                       space.describe(g))

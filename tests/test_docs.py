@@ -24,12 +24,11 @@ def examples() -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize(("where", "code"), examples(), ids=[w for w, _ in examples()])
 def test_doc_example_runs(where: str, code: str) -> None:
-    registry = dict(epnas.spaces.registry._REGISTRY)
+    saved = epnas.spaces.registry.SPACES.snapshot()
     try:
         exec(compile(code, where, "exec"), {"__name__": "docs_example"})
     finally:  # examples may register spaces; keep the registry as it was
-        epnas.spaces.registry._REGISTRY.clear()
-        epnas.spaces.registry._REGISTRY.update(registry)
+        epnas.spaces.registry.SPACES.restore(saved)
 
 
 def test_docs_have_examples() -> None:

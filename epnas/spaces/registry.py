@@ -2,73 +2,19 @@
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import Any
 
 from epnas.errors import GenomeError, SpaceError
+from epnas.registry import Registry
 from epnas.spaces.base import Space
 from epnas.spaces.genome import Genome, parse_genome_json
 
-_REGISTRY: dict[str, type[Space]] = {}
-S = TypeVar("S", bound=type[Space])
-
-
-def register(name: str) -> Callable[[S], S]:
-    """Class decorator registering a :class:`Space` subclass under ``name``.
-
-    Example::
-
-        @epnas.spaces.register("tiny")
-        class Tiny(epnas.spaces.LayerwiseSpace): ...
-    """
-
-    def decorator(cls: S) -> S:
-        if not (isinstance(cls, type) and issubclass(cls, Space)):
-            raise TypeError(f"@register({name!r}) needs a Space subclass, got {cls!r}")
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"space {name!r} is already registered")
-        if ":" in name:
-            raise ValueError(f"space names may not contain ':' ({name!r})")
-        _REGISTRY[name] = cls
-        return cls
-
-    return decorator
-
-
-def names() -> list[str]:
-    """Registered space names, sorted."""
-    return sorted(_REGISTRY)
-
-
-def resolve(spec: str) -> tuple[str, type[Space]]:
-    """The canonical name and class of a registered name or a ``module:Class`` spec."""
-    if spec in _REGISTRY:
-        return spec, _REGISTRY[spec]
-    if ":" not in spec:
-        raise SpaceError(f"unknown space {spec!r}; known: {', '.join(names())} "
-                         "(or give package.module:ClassName)")
-    cls = load_object(spec, "space")
-    if not (isinstance(cls, type) and issubclass(cls, Space)):
-        raise SpaceError(f"{spec} is not a subclass of epnas.spaces.Space")
-    for name, registered in _REGISTRY.items():
-        if registered is cls:
-            return name, cls
-    return spec, cls
-
-
-def load_object(spec: str, what: str) -> Any:
-    """Import ``package.module:Name`` (user code named on the command line or in a file)."""
-    module_name, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise SpaceError(f"cannot import {what} module {module_name!r}: {exc}") from None
-    try:
-        return getattr(module, attr)
-    except AttributeError:
-        raise SpaceError(f"module {module_name!r} has no {what} {attr!r}") from None
+SPACES: Registry[Space] = Registry("space", Space, SpaceError)
+register = SPACES.register
+names = SPACES.names
+resolve = SPACES.resolve
 
 
 def get(name: str, **options: Any) -> Space:

@@ -1,0 +1,106 @@
+"""The :class:`Strategy` interface: decides what to evaluate next (ask/tell)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from epnas.errors import EpnasError
+from epnas.registry import Registry
+from epnas.spaces.base import Space
+from epnas.trial import Candidate, Result
+
+
+class StrategyOptions(BaseModel):
+    """Base of every strategy's options: frozen and strict about unknown keys."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Strategy(ABC):
+    """Asks for candidates and learns from their results.
+
+    A strategy knows nothing of threads, workers or files: the Study asks, evaluates,
+    scores each result with the objective (filling ``reward`` and ``feasible``) and tells.
+    ``ask`` returns None while the strategy waits for results it needs; ``done`` says it
+    has nothing more to ask. Everything a strategy needs to continue after a crash is in
+    ``state_dict`` (plain data and tensors only; it is never pickled).
+    """
+
+    Options: ClassVar[type[StrategyOptions]] = StrategyOptions
+    supported_spaces: ClassVar[tuple[str, ...] | None] = None  # None: every space
+    name: str = ""
+
+    def __init__(self, space: Space, seed: int = 0, **options: Any) -> None:
+        if not self.supports(space):
+            raise EpnasError(f"strategy {type(self).__name__} does not support space "
+                             f"{space.name!r}; it supports {list(self.supported_spaces or [])}")
+        try:
+            self.options = self.Options(**options)
+        except ValidationError as exc:
+            details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                for e in exc.errors())
+            raise EpnasError(f"{type(self).__name__} options: {details}") from None
+        self.space = space
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+
+    @classmethod
+    def supports(cls, space: Space) -> bool:
+        return cls.supported_spaces is None or space.name in cls.supported_spaces
+
+    @abstractmethod
+    def ask(self) -> Candidate | None:
+        """The next candidate, or None while waiting for results (or when done)."""
+
+    def ask_batch(self, n: int) -> list[Candidate]:
+        """Up to ``n`` candidates that can be evaluated in parallel."""
+        batch: list[Candidate] = []
+        while len(batch) < n and (candidate := self.ask()) is not None:
+            batch.append(candidate)
+        return batch
+
+    @abstractmethod
+    def tell(self, candidate: Candidate, result: Result) -> None:
+        """Report the scored result of a candidate this strategy asked for."""
+
+    @property
+    def done(self) -> bool:
+        """True when the strategy's own schedule is over."""
+        return False
+
+    def stats(self) -> list[dict[str, float]]:
+        """Per-episode figures (mean reward, entropy, feasible share) for the report."""
+        return []
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly where this instance is."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`state_dict` (on a fresh instance with the same options)."""
+
+    # --- helpers for subclasses ---------------------------------------------------
+
+    def _rng_state(self) -> dict[str, Any]:
+        return self.rng.bit_generator.state
+
+    def _set_rng_state(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state
+
+
+STRATEGIES: Registry[Strategy] = Registry("strategy", Strategy, EpnasError)
+
+
+def get(name: str, space: Space | str, seed: int = 0, **options: Any) -> Strategy:
+    """Create a strategy by registered name or ``module:Class`` spec."""
+    from epnas.spaces.registry import get as get_space
+
+    canonical, cls = STRATEGIES.resolve(name)
+    strategy = cls(get_space(space) if isinstance(space, str) else space, seed, **options)
+    strategy.name = canonical
+    return strategy
