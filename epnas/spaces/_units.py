@@ -144,9 +144,12 @@ def unit_fields(raw: Any, field: str, index: int, allowed: set[str]) -> dict[str
     return raw
 
 
+KINDS = ("insert", "remove", "keep")
+
+
 def kind_decision(can_insert: bool, can_remove: bool) -> Decision:
     return make_decision(
-        "kind", ("insert", "remove", "keep"),
+        "kind", KINDS,
         {"insert": can_insert, "remove": can_remove, "keep": True}.__getitem__,
     )
 

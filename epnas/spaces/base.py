@@ -61,6 +61,14 @@ class Space(ABC):
         """The progressive decisions that are legal for ``genome``."""
 
     @abstractmethod
+    def decision_vocabulary(self) -> dict[str, tuple[Any, ...]]:
+        """The fixed choices of every insert/remove/keep sub-decision, by name.
+
+        Every :class:`Decision` that :meth:`actions` hands out has exactly these choices,
+        so a policy can size its output layers once per space.
+        """
+
+    @abstractmethod
     def apply(self, genome: Genome, action: Action) -> Genome:
         """Apply one action; the result is valid, or :class:`ActionError` is raised."""
 

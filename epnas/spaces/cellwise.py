@@ -273,11 +273,20 @@ class CellwiseSpace(Space):
         others = any(b.propagate for i, b in enumerate(genome.branches, start=1) if i != target)
         return others or not branch.propagate or branch.src1 > 0
 
+    def decision_vocabulary(self) -> dict[str, tuple[Any, ...]]:
+        o = self.options
+        places = tuple(range(o.max_branches))
+        return {"kind": U.KINDS, "target": tuple(range(1, o.max_branches + 1)),
+                "op": o.branch_types, "place": places, "src2": places,
+                "width": o.filter_widths, "pool": o.pool_widths, "channels": o.channels,
+                "propagate": (0, 1)}
+
     def actions(self, genome: Genome) -> ActionSpace:
         self.validate(genome)
         g: CellwiseGenome = genome  # type: ignore[assignment]
         o = self.options
         n = len(g.branches)
+        vocab = self.decision_vocabulary()
 
         def scale_decision(group: int) -> Decision:
             members = [b for i, b in enumerate(g.branches, start=1)
@@ -291,8 +300,7 @@ class CellwiseSpace(Space):
 
             return make_decision("scale", SCALE_CHOICES, legal)
 
-        places = tuple(range(o.max_branches))
-        prior = U.place_prior(places, n, o.insert_prior)
+        prior = U.place_prior(vocab["place"], n, o.insert_prior)
         removable = [t for t in range(1, n + 1) if self._removable(g, t)]
 
         def next_decision(chosen: Mapping[str, Any]) -> Decision | None:
@@ -305,24 +313,19 @@ class CellwiseSpace(Space):
             if kind == "remove":
                 if "target" in chosen:
                     return None
-                return make_decision("target", range(1, o.max_branches + 1),
-                                     lambda t: t in removable)
+                return make_decision("target", vocab["target"], lambda t: t in removable)
             if "op" not in chosen:
-                return make_decision("op", o.branch_types, lambda _: True)
+                return make_decision("op", vocab["op"], lambda _: True)
             if "place" not in chosen:
-                return make_decision("place", places, lambda p: p <= n, prior)
+                return make_decision("place", vocab["place"], lambda p: p <= n, prior)
             if "src2" not in chosen:
                 place = chosen["place"]
-                return make_decision("src2", places, lambda s: s <= place)
+                return make_decision("src2", vocab["src2"], lambda s: s <= place)
             op = chosen["op"]
-            for name, table, wanted in (
-                ("width", o.filter_widths, _has(op, "conv")),
-                ("pool", o.pool_widths, _has(op, "pool")),
-                ("channels", o.channels, True),
-                ("propagate", (0, 1), True),
-            ):
+            for name, wanted in (("width", _has(op, "conv")), ("pool", _has(op, "pool")),
+                                 ("channels", True), ("propagate", True)):
                 if wanted and name not in chosen:
-                    return make_decision(name, table, lambda _: True)
+                    return make_decision(name, vocab[name], lambda _: True)
             return None
 
         def make_action(chosen: Mapping[str, Any]) -> Action:

@@ -275,11 +275,19 @@ class LayerwiseSpace(Space):
             return None if value is None else replace(layer, width=value)
         return None
 
+    def decision_vocabulary(self) -> dict[str, tuple[Any, ...]]:
+        o = self.options
+        places = tuple(range(o.max_layers))
+        return {"kind": U.KINDS, "target": tuple(range(1, o.max_layers + 1)), "op": o.ops,
+                "place": places, "src2": (-1, *places), "width": o.filter_widths,
+                "pool": o.pool_widths, "channels": o.channels, "act": o.activations}
+
     def actions(self, genome: Genome) -> ActionSpace:
         self.validate(genome)
         g: LayerwiseGenome = genome  # type: ignore[assignment]
         o = self.options
         n = len(g.layers)
+        vocab = self.decision_vocabulary()
 
         def scale_decision(group: int) -> Decision:
             members = self._group_members(g, group)
@@ -292,8 +300,7 @@ class LayerwiseSpace(Space):
 
             return make_decision("scale", SCALE_CHOICES, legal)
 
-        places = tuple(range(o.max_layers))
-        prior = U.place_prior(places, n, o.insert_prior)
+        prior = U.place_prior(vocab["place"], n, o.insert_prior)
 
         def next_decision(chosen: Mapping[str, Any]) -> Decision | None:
             kind = chosen.get("kind")
@@ -304,26 +311,22 @@ class LayerwiseSpace(Space):
             if kind == "remove":
                 if "target" in chosen:
                     return None
-                return make_decision("target", range(1, o.max_layers + 1), lambda t: t <= n)
+                return make_decision("target", vocab["target"], lambda t: t <= n)
             if "op" not in chosen:
-                return make_decision("op", o.ops, lambda op: op in o.insertable)
+                return make_decision("op", vocab["op"], lambda op: op in o.insertable)
             op = chosen["op"]
             if "place" not in chosen:
-                return make_decision("place", places, lambda p: p <= n, prior)
+                return make_decision("place", vocab["place"], lambda p: p <= n, prior)
             if "src2" not in chosen:
                 place = chosen["place"]
                 return make_decision(
-                    "src2", (-1, *places),
+                    "src2", vocab["src2"],
                     lambda s: s <= place and not (op == "add" and s == -1),
                 )
-            for name, table, wanted in (
-                ("width", o.filter_widths, op in CONV_OPS),
-                ("pool", o.pool_widths, op in POOL_OPS),
-                ("channels", o.channels, op in CONV_OPS),
-                ("act", o.activations, op in CONV_OPS),
-            ):
+            for name, wanted in (("width", op in CONV_OPS), ("pool", op in POOL_OPS),
+                                 ("channels", op in CONV_OPS), ("act", op in CONV_OPS)):
                 if wanted and name not in chosen:
-                    return make_decision(name, table, lambda _: True)
+                    return make_decision(name, vocab[name], lambda _: True)
             return None
 
         def make_action(chosen: Mapping[str, Any]) -> Action:

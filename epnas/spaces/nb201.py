@@ -166,6 +166,10 @@ class NB201Space(Space):
 
     # --- progressive actions: an insert sets an edge's op, a remove sets it to none --
 
+    def decision_vocabulary(self) -> dict[str, tuple[Any, ...]]:
+        edges = tuple(range(len(EDGES)))
+        return {"kind": U.KINDS, "target": edges, "place": edges, "op": self.options.ops}
+
     def actions(self, genome: Genome) -> ActionSpace:
         self.validate(genome)
         ops: tuple[str, ...] = genome.ops  # type: ignore[attr-defined]

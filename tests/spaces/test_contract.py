@@ -120,3 +120,15 @@ def test_genome_from_other_space_is_refused(name: str, rng: np.random.Generator)
     genome = epnas.spaces.get(others[0]).sample(rng)
     with pytest.raises(epnas.GenomeError, match="space"):
         epnas.spaces.get(name).validate(genome)
+
+
+def test_decisions_use_the_fixed_vocabulary(space: epnas.Space,
+                                            rng: np.random.Generator) -> None:
+    vocab = space.decision_vocabulary()
+    for _ in range(30):
+        genome = space.sample(rng)
+        actions = space.actions(genome)
+        chosen: dict = {}
+        while (decision := actions.next_decision(chosen)) is not None:
+            assert decision.choices == vocab[decision.name]
+            chosen[decision.name] = decision.sample(rng)
