@@ -1,11 +1,13 @@
 """Search strategies (ask/tell), registered by name."""
 
 from epnas.strategies.base import STRATEGIES, Strategy, StrategyOptions, get
+from epnas.strategies.epnas import EPNAS
 from epnas.strategies.random import RandomSearch
 
 register = STRATEGIES.register
 names = STRATEGIES.names
 register("random")(RandomSearch)
+register("epnas")(EPNAS)
 
-__all__ = ["STRATEGIES", "RandomSearch", "Strategy", "StrategyOptions", "get", "names",
+__all__ = ["EPNAS", "STRATEGIES", "RandomSearch", "Strategy", "StrategyOptions", "get", "names",
            "register"]

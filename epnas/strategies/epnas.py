@@ -1,0 +1,437 @@
+"""EPNAS: Efficient Progressive NAS (a REINFORCE policy that transforms networks).
+
+Each episode runs ``branches`` (B) parallel branches for ``steps`` (T) steps. At every
+step the policy reads each branch's current network and emits one progressive step
+(a scale decision per layer group, then one insert / remove / keep decision with its
+parameters); the B transformed networks are asked together so the executor trains
+them in parallel, and each branch continues from its transformed network. At the end
+of an episode one REINFORCE update uses every decision of every step of every branch,
+and the ``top_k`` networks of the episode (by reward) seed the next episode's
+branches. The first episode starts from random networks.
+
+Reward: the Study fills ``Result.reward`` with the objective's soft-penalty reward
+(``accuracy * prod p_i ** v_i``), so constraints shape the policy directly.
+
+Baseline: an exponential moving average of the mean episode reward,
+``b <- decay * b + (1 - decay) * mean(R)`` (``baseline_decay``, default 0.9), started at
+the first episode's mean; the advantage of a decision sequence is ``R - b`` with the
+baseline from before the update.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch import nn
+
+from epnas.spaces.base import Space
+from epnas.spaces.genome import SCALE_CHOICES, ActionSpace, Decision, Genome
+from epnas.spaces.registry import load_genome
+from epnas.strategies.base import Strategy, StrategyOptions
+from epnas.trial import Candidate, Result
+
+DEFAULT_STEPS = {"layerwise": 10, "cellwise": 5}  # the paper's T per search mode; else 5
+
+
+class EPNASOptions(StrategyOptions):
+    """EPNAS hyper-parameters (paper defaults)."""
+
+    branches: int = Field(8, ge=1)  # B: networks transformed in parallel per step
+    steps: int | None = Field(None, ge=1)  # T per episode (None: 10 layerwise, 5 otherwise)
+    episodes: int = Field(15, ge=1)  # E
+    top_k: int = Field(8, ge=1)  # best networks of an episode that seed the next one
+    seeds_from: Literal["episode", "history"] = "episode"  # where the top-k come from
+    start_depth: int | None = Field(None, ge=0)  # units of the first random networks
+    fidelity: str | None = None  # evaluator fidelity (None: the evaluator's default)
+    lr: float = Field(6e-4, gt=0)  # Adam learning rate
+    baseline_decay: float = Field(0.9, ge=0, lt=1)  # moving-average baseline decay
+    entropy_weight: float = Field(0.0, ge=0)  # entropy bonus in the policy loss
+    normalize_advantages: bool = False  # divide advantages by their std per update
+    update_every: Literal["episode", "step"] = "episode"  # when REINFORCE updates
+    avoid_repeats: int = Field(0, ge=0)  # re-sample a step up to N times if it proposes
+    #                                      a network this search already evaluated
+    embed: int = Field(32, ge=1)  # token / decision embedding width
+    encoder_hidden: int = Field(32, ge=1)  # LSTM over the layers (network embedding)
+    head_hidden: int = Field(128, ge=1)  # scale and insert LSTM heads
+    init_range: float = Field(0.1, gt=0)  # uniform initialisation U[-r, r]
+
+
+class Policy(nn.Module):
+    """Layer-embedding table -> LSTM over units -> scale and insert LSTM heads."""
+
+    def __init__(self, vocab_size: int, fields: int, decisions: dict[str, int],
+                 options: EPNASOptions) -> None:
+        super().__init__()
+        e, hidden = options.embed, options.head_hidden
+        self.fields = fields
+        self.names = list(decisions)
+        self.tokens = nn.Embedding(vocab_size, e)
+        self.encoder = nn.LSTM(e, options.encoder_hidden, batch_first=True)
+        width = options.encoder_hidden + e
+        self.scale_cell = nn.LSTMCell(width, hidden)
+        self.scale_out = nn.Linear(hidden, len(SCALE_CHOICES))
+        self.scale_in = nn.Embedding(len(SCALE_CHOICES) + 1, e)  # last row: start token
+        self.insert_cell = nn.LSTMCell(width, hidden)
+        self.heads = nn.ModuleDict({n: nn.Linear(hidden, k) for n, k in decisions.items()})
+        self.choice_in = nn.ModuleDict({n: nn.Embedding(k, e) for n, k in decisions.items()})
+        self.name_in = nn.Embedding(len(self.names), e)
+        self.start = nn.Parameter(torch.zeros(e))
+
+    def reset_parameters(self, init_range: float, generator: torch.Generator) -> None:
+        with torch.no_grad():
+            for p in self.parameters():
+                p.uniform_(-init_range, init_range, generator=generator)
+
+    def network_embedding(self, token_lists: Sequence[Sequence[int]]) -> torch.Tensor:
+        """The final LSTM state over each genome's units: [N, encoder_hidden]."""
+        units = [max(1, len(t) // self.fields) for t in token_lists]
+        padded = torch.zeros(len(token_lists), max(units), self.fields, dtype=torch.long)
+        for i, tokens in enumerate(token_lists):
+            if tokens:
+                padded[i, : units[i]] = torch.tensor(tokens).view(-1, self.fields)
+        x = self.tokens(padded).sum(2)  # one embedding per unit: the sum of its fields
+        packed = nn.utils.rnn.pack_padded_sequence(x, units, batch_first=True,
+                                                   enforce_sorted=False)
+        _, (h, _) = self.encoder(packed)
+        return h[-1]
+
+
+def _masked_log_probs(logits: torch.Tensor, masks: torch.Tensor,
+                      priors: torch.Tensor | None = None) -> torch.Tensor:
+    """log of softmax(logits) * prior restricted to legal choices, renormalised."""
+    if priors is not None:
+        logits = logits + priors.clamp_min(1e-12).log()
+    return torch.log_softmax(logits.masked_fill(~masks, float("-inf")), dim=-1)
+
+
+def _entropy(log_probs: torch.Tensor) -> torch.Tensor:
+    # zero the masked (-inf) entries first: 0 * -inf would poison the gradient with NaN
+    safe = log_probs.masked_fill(~torch.isfinite(log_probs), 0.0)
+    return -(safe.exp() * safe).masked_fill(~torch.isfinite(log_probs), 0.0).sum(-1)
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run the tiny policy ops on one thread: across threads they are several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+class _Row:
+    """One decision sequence: sampled from an action space, or replayed from a record."""
+
+    def __init__(self, tokens: list[int], record: dict[str, Any] | None = None,
+                 actions: ActionSpace | None = None,
+                 pick: Callable[[np.ndarray], int] | None = None) -> None:
+        self.tokens = tokens
+        self.actions, self.pick = actions, pick
+        self.record = record or {"tokens": tokens, "scale": [], "insert": []}
+        self.replay = record is not None
+        self.chosen: dict[str, Any] = {}
+        self.position = 0
+
+    def scale_mask(self, group: int) -> list[bool]:
+        if self.replay:
+            return self.record["scale"][group][0]
+        return list(self.actions.scale[group].mask)
+
+    def next_decision(self) -> tuple[str, list[bool], list[float] | None, tuple] | None:
+        if self.replay:
+            if self.position >= len(self.record["insert"]):
+                return None
+            name, mask, prior, _ = self.record["insert"][self.position]
+            return name, mask, prior, ()
+        decision: Decision | None = self.actions.next_decision(self.chosen)
+        if decision is None:
+            return None
+        prior = list(decision.prior) if decision.prior is not None else None
+        return decision.name, list(decision.mask), prior, decision.choices
+
+    def choose_scale(self, group: int, probs: np.ndarray) -> int:
+        if self.replay:
+            return self.record["scale"][group][1]
+        index = self.pick(probs)
+        self.record["scale"].append([self.scale_mask(group), index])
+        return index
+
+    def choose(self, name: str, mask: list[bool], prior: list[float] | None, choices: tuple,
+               probs: np.ndarray) -> int:
+        if self.replay:
+            index = self.record["insert"][self.position][3]
+        else:
+            index = self.pick(probs)
+            self.record["insert"].append([name, mask, prior, index])
+            self.chosen[name] = choices[index]
+        self.position += 1
+        return index
+
+
+def run_policy(policy: Policy, rows: list[_Row], groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample or replay every row's decisions; (log-probability, entropy) per row."""
+    n = len(rows)
+    net = policy.network_embedding([r.tokens for r in rows])
+    log_prob = torch.zeros(n)
+    entropy = torch.zeros(n)
+    hidden = policy.scale_cell.hidden_size
+    state = (torch.zeros(n, hidden), torch.zeros(n, hidden))
+    previous = torch.full((n,), len(SCALE_CHOICES), dtype=torch.long)
+    for group in range(groups):
+        state = policy.scale_cell(torch.cat([net, policy.scale_in(previous)], 1), state)
+        masks = torch.tensor([r.scale_mask(group) for r in rows])
+        lp = _masked_log_probs(policy.scale_out(state[0]), masks)
+        probs = lp.detach().exp().double().numpy()
+        chosen = [r.choose_scale(group, probs[i]) for i, r in enumerate(rows)]
+        previous = torch.tensor(chosen)
+        log_prob = log_prob + lp[torch.arange(n), previous]
+        entropy = entropy + _entropy(lp)
+
+    state = (torch.zeros(n, hidden), torch.zeros(n, hidden))
+    inputs = [policy.start] * n
+    name_ids = {name: i for i, name in enumerate(policy.names)}
+    active = list(range(n))
+    while True:
+        pending = {i: d for i in active if (d := rows[i].next_decision()) is not None}
+        if not pending:
+            break
+        active = list(pending)
+        names = torch.tensor([name_ids[pending[i][0]] if i in pending else 0 for i in range(n)])
+        step_in = torch.stack(inputs) + policy.name_in(names)
+        state = policy.insert_cell(torch.cat([net, step_in], 1), state)
+        by_name: dict[str, list[int]] = {}
+        for i in active:
+            by_name.setdefault(pending[i][0], []).append(i)
+        for name, members in by_name.items():
+            index = torch.tensor(members)
+            masks = torch.tensor([pending[i][1] for i in members])
+            priors = None
+            if any(pending[i][2] is not None for i in members):
+                priors = torch.tensor([pending[i][2] or [1.0] * len(pending[i][1])
+                                       for i in members])
+            lp = _masked_log_probs(policy.heads[name](state[0][index]), masks, priors)
+            probs = lp.detach().exp().double().numpy()
+            picks = [rows[i].choose(name, *pending[i][1:], probs[j])
+                     for j, i in enumerate(members)]
+            picked = torch.tensor(picks)
+            gathered = lp[torch.arange(len(members)), picked]
+            log_prob = log_prob.index_add(0, index, gathered)
+            entropy = entropy.index_add(0, index, _entropy(lp))
+            embedded = policy.choice_in[name](picked)
+            for j, i in enumerate(members):
+                inputs[i] = embedded[j]
+    return log_prob, entropy
+
+
+class EPNAS(Strategy):
+    """Efficient Progressive NAS: a REINFORCE policy transforming B networks per step."""
+
+    Options = EPNASOptions
+    options: EPNASOptions
+
+    def __init__(self, space: Space, seed: int = 0, **options: Any) -> None:
+        super().__init__(space, seed, **options)
+        o = self.options
+        self.steps = o.steps or DEFAULT_STEPS.get(space.name, 5)
+        self.groups = len(space.actions(space.sample(np.random.default_rng(0))).scale)
+        vocab = {name: len(choices) for name, choices in space.decision_vocabulary().items()}
+        self.policy = Policy(space.vocab_size, len(space.token_fields), vocab, o)
+        self.policy.reset_parameters(o.init_range, torch.Generator().manual_seed(seed))
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=o.lr)
+        self.episode = 0
+        self.step = 0
+        self.branches: list[Genome] | None = None  # current network of every branch
+        self.queue: list[Candidate] = []  # asked-for candidates of this step, not yet handed out
+        self.pending: list[dict[str, Any] | None] = []  # per branch: trajectory + result
+        self.records: list[dict[str, Any]] = []  # decisions and rewards awaiting an update
+        self.episode_results: list[dict[str, Any]] = []
+        self.history: list[dict[str, Any]] = []  # best results so far (seeds_from=history)
+        self.seen: set[str] = set()
+        self.baseline: float | None = None
+        self._stats: list[dict[str, float]] = []
+
+    # --- ask / tell ------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        return self.episode >= self.options.episodes
+
+    def ask(self) -> Candidate | None:
+        if self.done:
+            return None
+        if not self.queue and not any(p is not None for p in self.pending):
+            self._prepare_step()
+        return self.queue.pop(0) if self.queue else None
+
+    def tell(self, candidate: Candidate, result: Result) -> None:
+        info = candidate.info
+        if (info.get("episode"), info.get("step")) != (self.episode, self.step):
+            raise ValueError(f"result for episode {info.get('episode')} step {info.get('step')}"
+                             f" told during episode {self.episode} step {self.step}")
+        entry = self.pending[info["branch"]]
+        if entry is None or entry["genome"]["key"] != candidate.key or "reward" in entry:
+            raise ValueError(f"unexpected result for branch {info['branch']}")
+        entry["reward"] = float(result.reward if result.reward is not None else result.accuracy)
+        entry["feasible"] = bool(result.feasible if result.feasible is not None else result.ok)
+        self.seen.add(candidate.key)
+        if not self.queue and all(p is None or "reward" in p for p in self.pending):
+            self._finish_step()
+
+    # --- the schedule ------------------------------------------------------------------
+
+    def _prepare_step(self) -> None:
+        o = self.options
+        if self.branches is None:
+            self.branches = [self.space.sample(self.rng, depth=o.start_depth)
+                             for _ in range(o.branches)]
+        proposals = self._propose(self.branches)
+        for _ in range(o.avoid_repeats):
+            repeats = [b for b, (g, _) in enumerate(proposals) if g.key in self.seen]
+            if not repeats:
+                break
+            for b, again in zip(repeats, self._propose([self.branches[b] for b in repeats])):
+                proposals[b] = again
+        self.pending = []
+        for b, (genome, record) in enumerate(proposals):
+            info = {"episode": self.episode, "step": self.step, "branch": b,
+                    "parent": self.branches[b].key}
+            self.queue.append(Candidate(genome, o.fidelity, info))
+            self.pending.append({"genome": {"key": genome.key, "json": genome.to_json()},
+                                 "record": record})
+
+    def _propose(self, parents: list[Genome]) -> list[tuple[Genome, dict[str, Any]]]:
+        """Sample one progressive step per parent; (transformed genome, decision record)."""
+        rows = []
+        for parent in parents:
+            rows.append(_Row(self.space.encode(parent), actions=self.space.actions(parent),
+                             pick=self._pick))
+        with torch.no_grad(), _one_thread():
+            run_policy(self.policy, rows, self.groups)
+        out = []
+        for parent, row in zip(parents, rows):
+            actions = self.space.actions(parent)
+            choices = [SCALE_CHOICES[index] for _, index in row.record["scale"]]
+            genome = parent
+            for action in [*actions.scale_actions(choices), actions.action(row.chosen)]:
+                genome = self.space.apply(genome, action)
+            out.append((genome, row.record))
+        return out
+
+    def _pick(self, probs: np.ndarray) -> int:
+        return int(self.rng.choice(len(probs), p=probs / probs.sum()))
+
+    def _finish_step(self) -> None:
+        for b, entry in enumerate(self.pending):
+            genome = load_genome(entry["genome"]["json"])
+            self.branches[b] = genome  # type: ignore[index]
+            self.records.append({**entry["record"], "reward": entry["reward"]})
+            self.episode_results.append({"key": genome.key, "json": entry["genome"]["json"],
+                                         "reward": entry["reward"],
+                                         "feasible": entry["feasible"]})
+        self.pending = []
+        self.step += 1
+        if self.options.update_every == "step":
+            self._update()
+        if self.step == self.steps:
+            self._finish_episode()
+
+    def _finish_episode(self) -> None:
+        entropy = self._update() if self.records else self._last_entropy
+        results = self.episode_results
+        rewards = [r["reward"] for r in results]
+        self._stats.append({
+            "episode": self.episode,
+            "models": len(results),
+            "mean_reward": float(np.mean(rewards)),
+            "max_reward": float(np.max(rewards)),
+            "feasible_share": float(np.mean([r["feasible"] for r in results])),
+            "entropy": entropy,
+        })
+        self.history = _best_unique(self.history + results, self.options.top_k)
+        pool = self.history if self.options.seeds_from == "history" else \
+            _best_unique(results, self.options.top_k)
+        self.branches = [load_genome(pool[b % len(pool)]["json"])
+                         for b in range(self.options.branches)]
+        self.episode_results = []
+        self.episode += 1
+        self.step = 0
+
+    _last_entropy = float("nan")
+
+    def _update(self) -> float:
+        """One REINFORCE step over every recorded decision sequence; the mean entropy."""
+        records, self.records = self.records, []
+        rewards = torch.tensor([r["reward"] for r in records])
+        if self.baseline is None:
+            self.baseline = float(rewards.mean())
+        advantages = rewards - self.baseline
+        if self.options.normalize_advantages and len(records) > 1:
+            advantages = advantages / (advantages.std() + 1e-8)
+        rows = [_Row(r["tokens"], record=r) for r in records]
+        with _one_thread():
+            log_prob, entropy = run_policy(self.policy, rows, self.groups)
+            loss = -(advantages * log_prob).mean() - self.options.entropy_weight * entropy.mean()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+        decay = self.options.baseline_decay
+        self.baseline = decay * self.baseline + (1 - decay) * float(rewards.mean())
+        self._last_entropy = float(entropy.detach().mean())
+        return self._last_entropy
+
+    # --- reporting and resume ------------------------------------------------------------
+
+    def stats(self) -> list[dict[str, float]]:
+        return list(self._stats)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": self._rng_state(),
+            "episode": self.episode,
+            "step": self.step,
+            "branches": None if self.branches is None else [g.to_json() for g in self.branches],
+            "queue": [c.to_dict() for c in self.queue],
+            "pending": self.pending,
+            "records": self.records,
+            "episode_results": self.episode_results,
+            "history": self.history,
+            "seen": sorted(self.seen),
+            "baseline": self.baseline,
+            "stats": self._stats,
+            "last_entropy": self._last_entropy,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.policy.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self._set_rng_state(state["rng"])
+        self.episode, self.step = state["episode"], state["step"]
+        branches = state["branches"]
+        self.branches = None if branches is None else [load_genome(g) for g in branches]
+        self.queue = [Candidate.from_dict(c) for c in state["queue"]]
+        self.pending = state["pending"]
+        self.records = state["records"]
+        self.episode_results = state["episode_results"]
+        self.history = state["history"]
+        self.seen = set(state["seen"])
+        self.baseline = state["baseline"]
+        self._stats = state["stats"]
+        self._last_entropy = state["last_entropy"]
+
+
+def _best_unique(results: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
+    """The ``k`` best results by reward, one per genome key (stable on ties)."""
+    best: dict[str, dict[str, Any]] = {}
+    for r in results:
+        if r["key"] not in best or r["reward"] > best[r["key"]]["reward"]:
+            best[r["key"]] = r
+    return sorted(best.values(), key=lambda r: -r["reward"])[:k]
