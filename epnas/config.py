@@ -1,0 +1,225 @@
+"""The study configuration: one validated model for YAML files, flags and the Python API.
+
+``epnas search --config study.yaml`` reads a YAML mapping with the fields of
+:class:`StudyConfig` (``space_options`` or ``space-options``: both spellings work);
+command-line flags override file values (``--space-opt``-style option dicts are merged
+key by key, everything else is replaced). An unknown key or a bad value is an
+:class:`~epnas.errors.EpnasError` naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from epnas.errors import EpnasError
+from epnas.objective import Constraint, Objective, parse_size
+
+# Settings a resumed run may change: extending a finished run's budget is how users buy
+# more search, and the executor does not change what is searched.
+RESUMABLE = ("trials", "time", "workers", "trial_timeout", "max_consecutive_failures", "out")
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION_PART = r"([0-9]*\.?[0-9]+)\s*([smhd]?)"
+
+
+def parse_duration(text: str | float | int) -> float:
+    """Seconds from ``90``, ``90s``, ``30m``, ``2h``, ``1h30m`` or ``1.5d``."""
+    if isinstance(text, int | float):
+        seconds = float(text)
+    else:
+        spec = text.strip().lower()
+        parts = re.findall(_DURATION_PART, spec)
+        if not re.fullmatch(f"(?:{_DURATION_PART}\\s*)+", spec):
+            raise EpnasError(f"cannot read duration {text!r}: use seconds or a number with "
+                             "s/m/h/d, e.g. 90, 30m, 2h or 1h30m")
+        seconds = sum(float(n) * _DURATION_UNITS[u or "s"] for n, u in parts)
+    if seconds <= 0:
+        raise EpnasError(f"duration {text!r} must be positive")
+    return seconds
+
+
+def default_strategy() -> str:
+    """``epnas`` (the method this package is about), ``random`` where it is not installed."""
+    from epnas import strategies
+
+    return "epnas" if "epnas" in strategies.names() else "random"
+
+
+def default_evaluator(space: str) -> str:
+    """The evaluator a study uses when none is named: the one place this choice is made.
+
+    Real training (``training``) once that evaluator is registered; until then the
+    tabular NAS-Bench-201 lookup for ``nb201`` and the instant ``synthetic`` evaluator
+    for every other space.
+    """
+    from epnas import evaluators
+
+    if "training" in evaluators.names():
+        return "training"
+    return "tabular" if space == "nb201" else "synthetic"
+
+
+class StudyConfig(BaseModel):
+    """Everything that defines a study; ``epnas search --print-config`` shows it as YAML."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    space: str = Field("layerwise", description="registered space or package.module:Class")
+    space_options: dict[str, Any] = Field(
+        default_factory=dict, description="space options (tables, limits), as --space-opt")
+    strategy: str | None = Field(
+        None, description="registered strategy or package.module:Class (None: epnas)")
+    strategy_options: dict[str, Any] = Field(
+        default_factory=dict, description="strategy options, as --strategy-opt")
+    evaluator: str | None = Field(
+        None, description="registered evaluator or package.module:Class "
+                          "(None: see epnas.config.default_evaluator)")
+    evaluator_options: dict[str, Any] = Field(
+        default_factory=dict, description="evaluator options, as --evaluator-opt")
+    dataset: str | None = Field(
+        None, description="data set name, for evaluators that take a `dataset` argument")
+    data: str | None = Field(
+        None, description="data path, for evaluators that take a `data` argument")
+    fidelity: str | None = Field(
+        None, description="fidelity of candidates that name none (None: the evaluator's)")
+    constraints: list[str] = Field(
+        default_factory=list, description="soft constraints METRIC:LOW:HIGH[:PENALTY]")
+    max_params: float | None = Field(None, gt=0, description="shorthand: params::VALUE")
+    max_mflops: float | None = Field(None, gt=0, description="shorthand: flops::VALUE*1e6")
+    min_intensity: float | None = Field(
+        None, gt=0, description="shorthand: intensity:VALUE: (FLOPs per byte)")
+    max_memory: float | None = Field(None, gt=0, description="shorthand: memory::VALUE (bytes)")
+    trials: int | None = Field(
+        100, ge=1, description="trial budget; cached repeats count (None: no limit)")
+    time: float | None = Field(
+        None, gt=0, description="wall-time budget in seconds ('2h', '30m' accepted)")
+    workers: int = Field(1, ge=1, description="parallel evaluations (1: inline)")
+    trial_timeout: float | None = Field(
+        None, gt=0, description="seconds before a trial fails with 'timeout'")
+    max_consecutive_failures: int = Field(
+        20, ge=1, description="stop the run when more trials than this fail in a row")
+    seed: int = Field(0, description="seed of the strategy (and of evaluators taking one)")
+    out: str | None = Field(
+        None, description="run directory (CLI default runs/<space>-<strategy>-<time>)")
+
+    @field_validator("max_params", "max_mflops", "min_intensity", "max_memory", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        return _as_value_error(parse_size, value) if isinstance(value, str) else value
+
+    @field_validator("time", "trial_timeout", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return _as_value_error(parse_duration, value) if isinstance(value, str) else value
+
+    @field_validator("constraints", mode="before")
+    @classmethod
+    def _constraints(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            return value
+        return [str(_as_value_error(Constraint.parse, v)) if isinstance(v, str) else v
+                for v in value]
+
+    @classmethod
+    def parse(cls, data: Mapping[str, Any]) -> StudyConfig:
+        """Validate ``data``; errors become one :class:`EpnasError` naming the keys."""
+        try:
+            return cls(**{_field_name(k): v for k, v in data.items()})
+        except ValidationError as exc:
+            raise EpnasError(_explain(exc)) from None
+
+    def resolved(self) -> StudyConfig:
+        """This config with the default strategy and evaluator filled in."""
+        return self.model_copy(update={
+            "strategy": self.strategy or default_strategy(),
+            "evaluator": self.evaluator or default_evaluator(self.space)})
+
+    def objective(self) -> Objective:
+        """The objective: ``constraints`` plus the shorthands."""
+        extra = []
+        if self.max_params is not None:
+            extra.append(Constraint("params", high=self.max_params))
+        if self.max_mflops is not None:
+            extra.append(Constraint("flops", high=self.max_mflops * 1e6))
+        if self.min_intensity is not None:
+            extra.append(Constraint("intensity", low=self.min_intensity))
+        if self.max_memory is not None:
+            extra.append(Constraint("memory", high=self.max_memory))
+        return Objective.of([*self.constraints, *extra])
+
+    def search_identity(self) -> dict[str, Any]:
+        """The settings that define what is searched (all but :data:`RESUMABLE`)."""
+        return self.model_dump(mode="json", exclude=set(RESUMABLE))
+
+    def differences(self, other: StudyConfig) -> list[str]:
+        """``key: this vs other`` for every search-defining setting that differs."""
+        mine, theirs = self.search_identity(), other.search_identity()
+        return [f"{k}: {mine[k]!r} vs {theirs[k]!r}" for k in mine if mine[k] != theirs[k]]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping of a YAML config file (not yet validated: flags may override it)."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise EpnasError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "malformed YAML"
+        raise EpnasError(f"config file {path}{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise EpnasError(f"config file {path} must hold a mapping of settings, "
+                         f"not a {type(data).__name__}")
+    return {_field_name(str(k)): v for k, v in data.items()}
+
+
+def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` applied; ``*_options`` dicts are merged key by key."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if key.endswith("_options") and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
+def _field_name(key: str) -> str:
+    return key.replace("-", "_")
+
+
+def _as_value_error(parse: Any, value: Any) -> Any:
+    # pydantic reports ValueErrors with the field's name; EpnasError is not one.
+    try:
+        return parse(value)
+    except EpnasError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _explain(exc: ValidationError) -> str:
+    allowed = ", ".join(StudyConfig.model_fields)
+    parts = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            parts.append(f"unknown setting {key!r} (allowed: {allowed})")
+        else:
+            message = err["msg"].removeprefix("Value error, ")
+            parts.append(f"{key}: {message} (got {err['input']!r})")
+    return "study config: " + "; ".join(parts)
