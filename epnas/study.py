@@ -1,0 +1,540 @@
+"""The Study: the loop that joins a Strategy, an Evaluator, the Objective, a Store and an
+Executor.
+
+One step of the loop:
+
+1. ``strategy.ask_batch(workers)`` (at most the trials left in the budget);
+2. a candidate whose ``(key, fidelity)`` already finished ``done`` is answered from the
+   store as ``cached`` (it counts as a trial, nothing is evaluated); identical
+   candidates within a batch are evaluated once, the others share that result;
+3. the rest run on the executor; each result is scored with the objective and stored
+   as soon as it arrives;
+4. the batch is told to the strategy in ask order (so runs are reproducible whatever
+   order workers finish in);
+5. the batch is closed in one transaction, with the strategy's ``state_dict`` when a
+   checkpoint is due: at most every ``CHECKPOINT_INTERVAL`` seconds (a strategy's state
+   can take tens of milliseconds to serialise, more than an instant evaluation) and at
+   the end of every run. In-memory studies never checkpoint.
+
+Budgets (trials, wall time) are checked between batches; ``strategy.done`` ends a run.
+A failed trial never ends it, but more than ``max_consecutive_failures`` failures in a
+row stop it with a diagnosis.
+
+**Resume.** A run killed at any instant continues with the same command. The strategy
+is restored from its last checkpoint, and every batch after it (closed, or open when
+the run stopped) is *replayed* in order: the restored strategy is asked again for a
+batch of the recorded size, and its candidates are matched position by position
+against the stored trials of that batch. A position whose stored trial has the same ``(key,
+fidelity)`` keeps its trial id: if it finished, its stored result is told without
+evaluating anything again; if it was queued or running, it is evaluated again. When a
+strategy is not deterministic and asks for something else at a position, a stored
+unfinished trial there is dropped and a finished one is kept as a trial of the run but
+detached from the batch (``position`` NULL; it still answers later repeats as
+``cached``). So no finished trial is lost or evaluated twice, and every strategy that
+restores its random state in ``load_state_dict`` replays exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import epnas
+from epnas import spaces, strategies
+from epnas.config import StudyConfig
+from epnas.errors import EpnasError
+from epnas.evaluators import EVALUATORS, Evaluator
+from epnas.executors import (
+    EvaluatorSpec,
+    Executor,
+    InlineExecutor,
+    Job,
+    ProcessExecutor,
+    available_cores,
+)
+from epnas.objective import Objective
+from epnas.spaces.base import Space
+from epnas.store import CSV_NAME, DB_NAME, NewTrial, Store, TrialRecord
+from epnas.strategies.base import Strategy
+from epnas.trial import Candidate, Result
+
+CSV_INTERVAL = 10.0  # seconds between trials.csv exports during a run (always at the end)
+CHECKPOINT_INTERVAL = 2.0  # seconds between strategy checkpoints (always at the end)
+
+Progress = Callable[[TrialRecord], None]
+
+
+class StudyFailed(EpnasError):
+    """The run stopped because too many trials failed in a row."""
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Where a study stands.
+
+    Attributes:
+        best: the best feasible trial; when none is feasible, the least-violating one
+            (``feasible`` is then False and ``violations`` says by how much).
+        stop_reason: why the last ``run`` ended (``trials``, ``time``, ``strategy``,
+            ``failures``, ``interrupted``), None while running or when not yet run.
+    """
+
+    run_dir: str | None
+    counts: Mapping[str, int]
+    trials: int
+    trial_budget: int | None
+    elapsed: float
+    time_budget: float | None
+    best: TrialRecord | None
+    feasible: bool
+    violations: Mapping[str, float] = field(default_factory=dict)
+    stop_reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run_dir": self.run_dir, "counts": dict(self.counts), "trials": self.trials,
+                "trial_budget": self.trial_budget, "elapsed": self.elapsed,
+                "time_budget": self.time_budget, "feasible": self.feasible,
+                "violations": dict(self.violations), "stop_reason": self.stop_reason,
+                "best": None if self.best is None else self.best.to_dict()}
+
+
+def summarize(store: Store, config: StudyConfig, stop_reason: str | None = None) -> Summary:
+    """The :class:`Summary` of a stored study (also used by ``epnas status``)."""
+    objective = config.objective()
+    ok = [t for t in store.trials(("done", "cached")) if t.accuracy is not None]
+    feasible = [t for t in ok if t.feasible]
+    best: TrialRecord | None = None
+    violations: dict[str, float] = {}
+    if feasible:
+        best = max(feasible, key=lambda t: (t.reward or 0.0, -t.id))
+    elif ok:
+        best = min(ok, key=lambda t: (sum(objective.violations(t.metrics).values()),
+                                      -(t.reward or 0.0), t.id))
+        violations = {k: v for k, v in objective.violations(best.metrics).items() if v > 0}
+    return Summary(str(store.run_dir) if store.run_dir else None, store.counts(),
+                   store.count(), config.trials, float(store.get_meta("elapsed") or 0.0),
+                   config.time, best, bool(feasible), violations, stop_reason)
+
+
+@dataclass
+class _Slot:
+    """One position of a batch: its trial and, once known, its scored result."""
+
+    candidate: Candidate
+    trial_id: int = 0
+    result: Result | None = None
+    evaluate: bool = False
+    copies: list[int] = field(default_factory=list)  # positions waiting on this result
+
+
+class Study:
+    """A neural architecture search: ``Study(...).run()``, then ``best()``.
+
+    Args:
+        space, strategy, evaluator: registered names (or ``package.module:Class``) or
+            instances. An evaluator instance runs inline only; give its name and
+            options to evaluate in worker processes.
+        executor: an :class:`~epnas.executors.Executor` to use instead of the one
+            ``workers`` and ``trial_timeout`` select.
+        progress: called with every trial as it is recorded.
+        force_new: start a new run in ``out`` even if it holds one (the old files move
+            to ``out/replaced-<time>/``).
+        **settings: the other :class:`~epnas.config.StudyConfig` fields (``constraints``,
+            ``trials``, ``time``, ``workers``, ``seed``, ``out`` (None: in memory, no
+            files), ...).
+
+    Raises:
+        EpnasError: bad settings, or ``out`` holds a run with another configuration
+            (only the budget and executor settings may change on resume), is locked
+            by another process, or cannot be written. Nothing in ``out`` is changed.
+    """
+
+    def __init__(self, *, space: Space | str = "layerwise", strategy: Strategy | str | None = None,
+                 evaluator: Evaluator | str | None = None, executor: Executor | None = None,
+                 progress: Progress | None = None, force_new: bool = False,
+                 **settings: Any) -> None:
+        for kind, given in (("space", space), ("strategy", strategy), ("evaluator", evaluator)):
+            if not isinstance(given, str | None) and settings.get(f"{kind}_options"):
+                raise EpnasError(f"{kind}_options apply when {kind} is given by name, "
+                                 "not as an instance")
+        if isinstance(strategy, Strategy):  # record what an instance is, for resume checks
+            space = strategy.space
+            settings["strategy_options"] = strategy.options.model_dump(mode="json")
+            settings.setdefault("seed", strategy.seed)
+        if isinstance(space, Space):
+            settings["space_options"] = space.options.model_dump(mode="json")
+        config = StudyConfig.parse({"space": _name(space), "strategy": _name(strategy),
+                                    "evaluator": _name(evaluator), **settings}).resolved()
+        self.config = config
+        self.space = space if isinstance(space, Space) else \
+            spaces.get(config.space, **config.space_options)
+        self.strategy = strategy if isinstance(strategy, Strategy) else strategies.get(
+            config.strategy, space=self.space, seed=config.seed, **config.strategy_options)
+        self.spec: EvaluatorSpec | None = None
+        if isinstance(evaluator, Evaluator):
+            self.evaluator = evaluator
+        else:
+            self.spec = EvaluatorSpec(config.evaluator, config.evaluator_options,
+                                      {"dataset": config.dataset, "data": config.data,
+                                       "seed": config.seed})
+            self.evaluator = self.spec.create()
+        if executor is None and self.spec is None and (config.workers > 1
+                                                       or config.trial_timeout):
+            raise EpnasError("an Evaluator instance runs inline only: give the evaluator by "
+                             "name (or package.module:Class) and options to use workers or a "
+                             "trial timeout")
+        self.objective: Objective = config.objective()
+        self.fidelity = config.fidelity or self.evaluator.default_fidelity
+        self.progress = progress
+        self._executor = executor
+        self.stop_reason: str | None = None
+        self.store = _open_store(config, force_new)
+        self._count = self.store.count()
+        # (key, fidelity) -> (trial id, result) of every trial that finished `done`
+        self._cache = {(t.key, t.fidelity): (t.id, t.result) for t in self.store.trials("done")}
+        self._restored = False
+        self._streak: list[Result] = []  # the failures since the last success, in tell order
+        self._session: float | None = None
+        self._elapsed_before = 0.0
+        self._last_checkpoint = 0.0
+        self._unsaved: int | None = None  # closed batch whose strategy state is not saved
+
+    # --- public API ------------------------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, config: StudyConfig, **kwargs: Any) -> Study:
+        """A study of ``config`` (``kwargs``: ``executor``, ``progress``, ``force_new``)."""
+        return cls(**kwargs, **config.model_dump())
+
+    @property
+    def run_dir(self) -> Path | None:
+        return self.store.run_dir
+
+    @property
+    def executor(self) -> Executor:
+        if self._executor is None:
+            if self.config.workers == 1 and self.config.trial_timeout is None:
+                self._executor = InlineExecutor(self.evaluator)
+            else:
+                assert self.spec is not None
+                self._executor = ProcessExecutor(self.spec, self.config.workers,
+                                                 timeout=self.config.trial_timeout)
+        return self._executor
+
+    def run(self) -> Summary:
+        """Search until a budget is spent or the strategy is done; the summary.
+
+        Raises:
+            StudyFailed: more than ``max_consecutive_failures`` trials failed in a row
+                (the store is consistent; fix the cause and run again to continue).
+            KeyboardInterrupt: on Ctrl-C (or SIGTERM, where the CLI maps it): running
+                trials are put back to ``queued`` first.
+        """
+        self._session = time.monotonic()
+        self._elapsed_before = float(self.store.get_meta("elapsed") or 0.0)
+        self.stop_reason = None
+        try:
+            if not self._restored:
+                self._restore()
+            while (size := self._next_size()) > 0:
+                self._unsaved = None  # from here the strategy is not between batches
+                candidates = self.strategy.ask_batch(size)
+                if not candidates:
+                    if self.strategy.done:
+                        self.stop_reason = "strategy"
+                        break
+                    raise EpnasError(f"strategy {self.config.strategy!r} asked for nothing "
+                                     "although every result was told and it is not done")
+                self._run_batch(self.store.next_batch(), size, candidates, [])
+        except KeyboardInterrupt:
+            self.store.requeue_running()
+            self.stop_reason = "interrupted"
+            raise
+        finally:
+            self.store.set_meta({"elapsed": self.elapsed})
+            self.store.export_csv()
+            if self._unsaved is not None:
+                self._checkpoint(self._unsaved)
+        return self.summary()
+
+    def best(self) -> TrialRecord | None:
+        """The best feasible trial; when none is feasible, the least-violating one."""
+        return self.summary().best
+
+    def trials(self) -> list[TrialRecord]:
+        """Every trial, by id."""
+        return self.store.trials()
+
+    def summary(self) -> Summary:
+        return summarize(self.store, self.config, self.stop_reason)
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds searched in this run directory, over every session."""
+        if self._session is None:
+            return float(self.store.get_meta("elapsed") or 0.0)
+        return self._elapsed_before + time.monotonic() - self._session
+
+    def close(self) -> None:
+        """Stop the workers, export ``trials.csv`` and release the run directory."""
+        if self._executor is not None:
+            self._executor.close()
+        self.store.close()
+
+    def __enter__(self) -> Study:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def _next_size(self) -> int:
+        if self.strategy.done:
+            self.stop_reason = "strategy"
+            return 0
+        left = self.executor.workers
+        if self.config.trials is not None:
+            left = min(left, self.config.trials - self._count)
+            if left <= 0:
+                self.stop_reason = "trials"
+                return 0
+        if self.config.time is not None and self.elapsed >= self.config.time:
+            self.stop_reason = "time"
+            return 0
+        return left
+
+    def _restore(self) -> None:
+        """Continue from the checkpoint and replay the batches after it (module docs)."""
+        self._restored = True
+        self._last_checkpoint = time.monotonic()
+        after = -1
+        checkpoint = self.store.checkpoint()
+        if checkpoint is not None:
+            after, state = checkpoint
+            self.strategy.load_state_dict(state)
+        for batch, size, stored in self.store.batches_after(after):
+            self._run_batch(batch, size, self.strategy.ask_batch(size), stored)
+
+    def _checkpoint(self, batch: int) -> None:
+        self.store.save_checkpoint(batch, self.strategy.state_dict())
+        self._last_checkpoint = time.monotonic()
+        self._unsaved = None
+
+    def _run_batch(self, batch: int, size: int, candidates: Sequence[Candidate],
+                   stored: Sequence[TrialRecord]) -> None:
+        slots = [_Slot(self._with_fidelity(c)) for c in candidates]
+        old = {t.position: t for t in stored}
+        new: list[NewTrial] = []
+        reset: dict[int, str] = {}
+        drop: list[int] = []
+        detach: list[int] = []
+        cached: list[tuple[_Slot, int]] = []  # reused rows answered from the store, source
+        first: dict[tuple[str, str | None], _Slot] = {}
+        for i, slot in enumerate(slots):
+            c = slot.candidate
+            ident = (c.key, c.fidelity)
+            row = old.pop(i, None)
+            if row is not None and (row.key, row.fidelity) == ident:
+                slot.trial_id = row.id
+                if row.finished:
+                    slot.result = row.result
+                    continue
+            elif row is not None:
+                (detach if row.finished else drop).append(row.id)
+            if ident in self._cache:
+                source, result = self._cache[ident]
+                slot.result = self.objective.score(replace(result, status="cached"))
+                if slot.trial_id:
+                    cached.append((slot, source))
+                else:
+                    new.append(NewTrial(i, c, "cached", slot.result, source))
+            elif ident in first:
+                first[ident].copies.append(i)
+                if slot.trial_id:
+                    reset[slot.trial_id] = "queued"
+                else:
+                    new.append(NewTrial(i, c, "queued"))
+            else:
+                slot.evaluate = True
+                first[ident] = slot
+                if slot.trial_id:
+                    reset[slot.trial_id] = "running"
+                else:
+                    new.append(NewTrial(i, c, "running"))
+        for row in old.values():  # a replayed batch came back shorter
+            (detach if row.finished else drop).append(row.id)
+
+        ids = iter(self.store.open_batch(batch, size, new, reset=reset, drop=drop,
+                                         detach=detach))
+        self._count += len(new) - len(drop)
+        for item in new:
+            slots[item.position].trial_id = next(ids)
+        for slot, source in cached:
+            self.store.finish(slot.trial_id, slot.result, source=source)  # type: ignore[arg-type]
+        for item in new:
+            if item.status == "cached":
+                self._report(slots[item.position].trial_id)
+        for slot, _ in cached:
+            self._report(slot.trial_id)
+
+        by_id = {s.trial_id: s for s in slots if s.evaluate}
+        jobs = [Job(s.trial_id, s.candidate) for s in slots if s.evaluate]
+        for outcome in self.executor.run(jobs):
+            slot = by_id[outcome.trial_id]
+            slot.result = self._score(outcome.result)
+            self.store.finish(slot.trial_id, slot.result, worker=outcome.worker,
+                              start=outcome.start, end=outcome.end)
+            if slot.result.status == "done":
+                self._cache[(slot.candidate.key, slot.candidate.fidelity)] = (slot.trial_id,
+                                                                              slot.result)
+            self._report(slot.trial_id)
+            for position in slot.copies:
+                copy = slots[position]
+                copy.result = (replace(slot.result, status="cached")
+                               if slot.result.status == "done" else slot.result)
+                self.store.finish(copy.trial_id, copy.result, source=slot.trial_id,
+                                  worker=outcome.worker)
+                self._report(copy.trial_id)
+
+        for slot in slots:
+            assert slot.result is not None
+            self.strategy.tell(slot.candidate, slot.result)
+            if slot.result.ok:
+                self._streak = []
+            else:
+                self._streak.append(slot.result)
+        due = (self.store.run_dir is not None
+               and time.monotonic() - self._last_checkpoint >= CHECKPOINT_INTERVAL)
+        self.store.close_batch(batch, self.strategy.state_dict() if due else None,
+                               self.strategy.stats(), {"elapsed": self.elapsed})
+        if due:
+            self._last_checkpoint = time.monotonic()
+        self._unsaved = None if due or self.store.run_dir is None else batch
+        self.store.export_csv(CSV_INTERVAL)
+        limit = self.config.max_consecutive_failures
+        if len(self._streak) > limit:
+            self.stop_reason = "failures"
+            raise StudyFailed(_diagnose(self._streak, limit))
+
+    def _with_fidelity(self, candidate: Candidate) -> Candidate:
+        if candidate.fidelity is None and self.fidelity is not None:
+            return replace(candidate, fidelity=self.fidelity)
+        return candidate
+
+    def _score(self, result: Result) -> Result:
+        """The objective's score; a ``done`` result without a finite accuracy is a failure."""
+        if result.ok:
+            accuracy = result.metrics.get(self.objective.metric)
+            if accuracy is None:
+                result = Result.failure("error", f"the evaluator reported no "
+                                                 f"{self.objective.metric!r}", result.metrics)
+            elif not math.isfinite(float(accuracy)):
+                result = Result.failure("diverged", f"{self.objective.metric} is {accuracy}",
+                                        result.metrics)
+        return self.objective.score(result)
+
+    def _report(self, trial_id: int) -> None:
+        if self.progress is not None:
+            self.progress(self.store.trials_by_id([trial_id])[0])
+
+
+def _name(component: Any) -> str | None:
+    """The registry spec of a component given by name or as an instance."""
+    if component is None or isinstance(component, str):
+        return component
+    if isinstance(component, Space | Strategy) and component.name:
+        return component.name
+    cls = type(component)
+    if isinstance(component, Evaluator):
+        for name in EVALUATORS.names():
+            if EVALUATORS.resolve(name)[1] is cls:
+                return name
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _diagnose(streak: Sequence[Result], limit: int) -> str:
+    reasons: dict[str, int] = {}
+    for r in streak:
+        reasons[r.reason or "error"] = reasons.get(r.reason or "error", 0) + 1
+    counted = ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items()))
+    last = (streak[-1].error or "").splitlines()[0] if streak[-1].error else "no error text"
+    return (f"stopped: {len(streak)} trials in a row failed (more than "
+            f"max_consecutive_failures = {limit}; {counted}); the last one: {last}. "
+            "Fix the cause and run the same command again to continue")
+
+
+def _open_store(config: StudyConfig, force_new: bool) -> Store:
+    """The store of ``config.out`` (in memory when None), checked against ``config``."""
+    if config.out is None:
+        store = Store(None)
+        store.set_meta({"config": config.model_dump(mode="json"), "created": time.time(),
+                        "elapsed": 0.0})
+        return store
+    run_dir = Path(config.out)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EpnasError(f"cannot create run directory {run_dir}: {exc.strerror}; choose "
+                         "another --out") from None
+    store = Store(run_dir)
+    try:
+        stored = store.get_meta("config")
+        if stored is not None and not force_new:
+            try:
+                previous = StudyConfig.parse(stored)
+            except EpnasError as exc:
+                raise EpnasError(f"{run_dir} holds a study this epnas cannot read ({exc}); "
+                                 "use --force-new to start over there") from None
+            diffs = config.differences(previous)
+            if diffs:
+                raise EpnasError(f"{run_dir} holds a run with another configuration ("
+                                 f"{'; '.join(diffs)}, here vs there); only trials, time, "
+                                 "workers, trial_timeout and max_consecutive_failures may "
+                                 "change on resume: repeat its settings, run `epnas resume "
+                                 f"{run_dir}`, or add --force-new to start over")
+        elif stored is not None:
+            store = _start_over(store, run_dir)
+    except BaseException:
+        store.close(export=False)
+        raise
+    meta: dict[str, Any] = {"config": config.model_dump(mode="json")}
+    if stored is None or force_new:
+        meta.update(created=time.time(), epnas=epnas.__version__, elapsed=0.0)
+    store.set_meta(meta)
+    (run_dir / "config.yaml").write_text(config.to_yaml())
+    (run_dir / "env.json").write_text(json.dumps(environment(config), indent=2) + "\n")
+    return store
+
+
+def _start_over(store: Store, run_dir: Path) -> Store:
+    """Move the old run's files to ``run_dir/replaced-<time>/``; a fresh store."""
+    store.close(export=False)
+    archive = run_dir / time.strftime("replaced-%Y%m%d-%H%M%S")
+    archive.mkdir()
+    for name in (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", CSV_NAME, "config.yaml",
+                 "env.json"):
+        if (run_dir / name).exists():
+            shutil.move(run_dir / name, archive / name)
+    return Store(run_dir)
+
+
+def environment(config: StudyConfig) -> dict[str, Any]:
+    """Versions and hardware of this session, for ``env.json``."""
+    cuda = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return {"epnas": epnas.__version__, "python": sys.version.split()[0],
+            "torch": torch.__version__, "numpy": np.__version__,
+            "platform": platform.platform(), "cpus": available_cores(),
+            "torch_threads": torch.get_num_threads(), "workers": config.workers,
+            "cuda_devices": cuda, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

@@ -1,0 +1,95 @@
+"""Test-only evaluators and strategies, loadable as ``tests.study.helpers:Name``."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from epnas.evaluators.synthetic import SyntheticEvaluator
+from epnas.spaces.base import Space
+from epnas.strategies.base import Strategy, StrategyOptions
+from epnas.trial import Candidate, Result
+
+
+class Sleepy(SyntheticEvaluator):
+    """The synthetic evaluator with a controllable cost and faults.
+
+    Args:
+        sleep: seconds every evaluation takes.
+        log: a file that gets one ``key fidelity pid`` line per evaluation (appended
+            before returning, so a line means the evaluation finished).
+        crash_every: the worker process exits abruptly on every k-th evaluation it
+            makes (``os._exit``), as an out-of-memory kill would.
+        crash_once: a path; the first evaluation anywhere that finds it missing creates
+            it and exits the process abruptly.
+        raise_every: every k-th evaluation raises ``RuntimeError``.
+    """
+
+    def __init__(self, sleep: float = 0.0, log: str | None = None,
+                 crash_every: int | None = None, crash_once: str | None = None,
+                 raise_every: int | None = None, **options: Any) -> None:
+        super().__init__(**options)
+        self.sleep, self.log = sleep, log
+        self.crash_every, self.crash_once, self.raise_every = crash_every, crash_once, raise_every
+        self.calls = 0
+
+    def evaluate(self, candidate: Candidate) -> Result:
+        self.calls += 1
+        time.sleep(self.sleep)
+        if self.crash_every and self.calls % self.crash_every == 0:
+            os._exit(3)
+        if self.crash_once and not os.path.exists(self.crash_once):
+            open(self.crash_once, "w").close()
+            os._exit(3)
+        if self.raise_every and self.calls % self.raise_every == 0:
+            raise RuntimeError(f"boom at call {self.calls}")
+        result = super().evaluate(candidate)
+        if self.log:
+            with open(self.log, "a") as handle:
+                handle.write(f"{candidate.key} {candidate.fidelity} {os.getpid()}\n")
+        return result
+
+
+class RepeatOptions(StrategyOptions):
+    distinct: int = 3  # how many different genomes are cycled through
+
+
+class Repeat(Strategy):
+    """Asks ``distinct`` random genomes over and over, in a cycle (exercises caching)."""
+
+    Options = RepeatOptions
+    options: RepeatOptions
+
+    def __init__(self, space: Space, seed: int = 0, **options: Any) -> None:
+        super().__init__(space, seed, **options)
+        rng = np.random.default_rng(seed)
+        self.genomes = [space.sample(rng) for _ in range(self.options.distinct)]
+        self.asked = 0
+        self.told: list[tuple[str, str]] = []
+
+    def ask(self) -> Candidate:
+        genome = self.genomes[self.asked % len(self.genomes)]
+        self.asked += 1
+        return Candidate(genome, None, {"index": self.asked})
+
+    def tell(self, candidate: Candidate, result: Result) -> None:
+        self.told.append((candidate.key, result.status))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"asked": self.asked}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.asked = state["asked"]
+
+
+class Finite(Repeat):
+    """:class:`Repeat` that is done after ``limit`` asks."""
+
+    limit = 4
+
+    @property
+    def done(self) -> bool:
+        return self.asked >= self.limit
