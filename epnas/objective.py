@@ -7,8 +7,8 @@ metric (``params``, ``flops``, ``intensity``, ``memory``, ``latency``, ...).
   bound contributes nothing);
 * soft violation (Eq. 2): ``V_i = p_i ** v_i`` with base penalty ``p_i`` (default 0.9);
 * reward (Eq. 3): ``R(m) = P(m) * prod_i V_i``, where P is the accuracy as a fraction;
-* a model is feasible when every ``v_i == 0``. A failed trial has reward 0 and is
-  infeasible.
+* a model is feasible when every ``v_i == 0``. A failed trial, or one whose accuracy is
+  not a number, has reward 0 and is infeasible.
 """
 
 from __future__ import annotations
@@ -67,7 +67,13 @@ class Constraint:
                              "e.g. params::100k or flops:1M:20M:0.8")
         low = parse_size(parts[1]) if parts[1] else None
         high = parse_size(parts[2]) if parts[2] else None
-        penalty = float(parts[3]) if len(parts) == 4 and parts[3] else DEFAULT_PENALTY
+        penalty = DEFAULT_PENALTY
+        if len(parts) == 4 and parts[3]:
+            try:
+                penalty = float(parts[3])
+            except ValueError:
+                raise EpnasError(f"constraint {text!r}: penalty {parts[3]!r} must be a number "
+                                 "in (0, 1)") from None
         return cls(parts[0], low, high, penalty)
 
     def violation(self, value: float) -> float:
@@ -122,7 +128,7 @@ class Objective:
 
     def score(self, result: Result) -> Result:
         """``result`` with ``reward`` and ``feasible`` filled in."""
-        if not result.ok:
+        if not result.ok or math.isnan(float(result.metrics.get(self.metric, math.nan))):
             return result.scored(0.0, False)
         self.violations(result.metrics)  # a missing metric is reported clearly
         return result.scored(self.reward(result.metrics), self.feasible(result.metrics))

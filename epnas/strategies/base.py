@@ -32,6 +32,9 @@ class Strategy(ABC):
 
     Options: ClassVar[type[StrategyOptions]] = StrategyOptions
     supported_spaces: ClassVar[tuple[str, ...] | None] = None  # None: every space
+    # named option sets (``--preset``): ``paper`` (the method's published values),
+    # ``tabular`` (tuned for NAS-Bench-201 lookups), ``quick`` (the default CLI run)
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
     name: str = ""
 
     def __init__(self, space: Space, seed: int = 0, **options: Any) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -235,6 +235,15 @@ class EPNAS(Strategy):
 
     Options = EPNASOptions
     options: EPNASOptions
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": {},
+        # Tabular lookups cost nothing, so queries are the budget (100-300): select often
+        # (one step per episode, seeds from the best 4 ever seen), never re-query a cell,
+        # and learn from every step with normalised advantages. See docs/epnas.md.
+        "tabular": {"steps": 1, "episodes": 1000, "top_k": 4, "seeds_from": "history",
+                    "avoid_repeats": 5, "update_every": "step",
+                    "normalize_advantages": True, "lr": 5e-3},
+    }
 
     def __init__(self, space: Space, seed: int = 0, **options: Any) -> None:
         super().__init__(space, seed, **options)
