@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,13 @@ from rich.console import Console
 from rich.table import Table
 
 import epnas
+from epnas.config import StudyConfig, merge, read_config_file
 from epnas.errors import EpnasError
+from epnas.evaluators import EVALUATORS
+from epnas.progress import LineReporter, LiveReporter, duration, metrics_text
+from epnas.store import Store, holder_pid
+from epnas.strategies import STRATEGIES
+from epnas.study import Study, StudyFailed, Summary, summarize
 
 EXIT_USAGE = 2
 
@@ -138,6 +147,228 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- search, resume, status ------------------------------------------------------------
+
+EXIT_FAILED = 1  # the search ran but stopped: too many failures in a row
+EXIT_INTERRUPTED = 130  # Ctrl-C
+EXIT_TERMINATED = 143  # SIGTERM (a preempted cluster job)
+
+# flag -> StudyConfig field, for the flags that override a --config file
+_STUDY_FLAGS = ("dataset", "data", "space", "strategy", "evaluator", "fidelity", "max_params",
+                "max_mflops", "min_intensity", "max_memory", "trials", "time", "workers",
+                "trial_timeout", "max_consecutive_failures", "seed", "out")
+_RESUME_FLAGS = ("trials", "time", "workers", "trial_timeout", "max_consecutive_failures")
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, stopped like Ctrl-C."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+def study_config(args: argparse.Namespace) -> StudyConfig:
+    """The effective config of ``epnas search``: --config file, then flags, then defaults."""
+    base = read_config_file(args.config) if args.config else {}
+    overrides: dict[str, Any] = {k: getattr(args, k) for k in _STUDY_FLAGS
+                                 if getattr(args, k) is not None}
+    for kind in ("space", "strategy", "evaluator"):
+        options = parse_options(getattr(args, f"{kind}_opt"), f"--{kind}-opt")
+        if options:
+            overrides[f"{kind}_options"] = options
+    if args.constraint:
+        overrides["constraints"] = args.constraint
+    config = StudyConfig.parse(merge(base, overrides)).resolved()
+    epnas.spaces.resolve(config.space)
+    STRATEGIES.resolve(config.strategy)  # type: ignore[arg-type]
+    EVALUATORS.resolve(config.evaluator)  # type: ignore[arg-type]
+    if config.out is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{config.space}-{config.strategy}-{stamp}")
+        config = config.model_copy(update={"out": str(Path("runs") / name)})
+    return config
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    config = study_config(args)
+    if args.print_config:
+        sys.stdout.write(config.to_yaml())
+        return 0
+    return _run_study(config, args, force_new=args.force_new)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    with Store(args.run_dir, readonly=True) as store:
+        stored = store.get_meta("config")
+    if stored is None:
+        raise EpnasError(f"{args.run_dir} holds no study configuration")
+    overrides = {k: getattr(args, k) for k in _RESUME_FLAGS if getattr(args, k) is not None}
+    config = StudyConfig.parse({**stored, **overrides, "out": args.run_dir})
+    return _run_study(config, args, force_new=False)
+
+
+def _run_study(config: StudyConfig, args: argparse.Namespace, *, force_new: bool) -> int:
+    to_stdout = args.json == "-"
+    stream = sys.stderr if to_stdout else sys.stdout
+    console = Console(file=stream, highlight=False, soft_wrap=True)
+    study = Study.from_config(config, force_new=force_new)
+    start = study.summary()
+    live = stream.isatty() and not args.quiet
+    reporter = (LiveReporter(config, start, stream, config.out) if live
+                else LineReporter(config, start, stream))
+    study.progress = reporter.trial
+    budget = [f"{config.trials} trials"] if config.trials else []
+    budget += [f"{duration(config.time)}"] if config.time else []
+    verb = "resuming" if start.trials else "searching"
+    console.print(f"epnas: {verb} {config.space} with {config.strategy}, evaluator "
+                  f"{config.evaluator} ({' / '.join(budget) or 'no budget'}, "
+                  f"{config.workers} worker{'s' * (config.workers > 1)}); run: {config.out}")
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    code = 0
+    try:
+        with study, reporter:
+            try:
+                summary = study.run()
+            except StudyFailed as exc:
+                console.print(f"epnas: {exc}")
+                summary, code = study.summary(), EXIT_FAILED
+            except KeyboardInterrupt as exc:
+                console.print(f"epnas: stopped after {study.store.count()} trials; resume "
+                              f"with: epnas resume {config.out}")
+                return EXIT_TERMINATED if isinstance(exc, _Terminated) else EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if args.json:
+        _emit_json(args, [json.dumps(summary.to_dict())])
+    else:
+        _print_summary(summary, console)
+    return code
+
+
+def _print_summary(summary: Summary, console: Console) -> None:
+    best = summary.best
+    if best is None:
+        console.print("no trial finished with a result")
+    else:
+        genome = best.genome
+        space = epnas.spaces.space_of(genome)
+        if summary.feasible:
+            console.print(f"[bold]best feasible architecture[/] (trial {best.id}, "
+                          f"{best.key}, {space.size(genome)} units):")
+        else:
+            over = ", ".join(f"{m} {100 * v:+.1f}%" for m, v in summary.violations.items())
+            console.print(f"[bold]no feasible architecture found[/]; the least violating "
+                          f"(trial {best.id}, {best.key}; violations: {over}):")
+        console.print(f"  {space.describe(genome)}")
+        console.print(f"  {metrics_text(best.metrics)}  reward {best.reward or 0.0:.4f}")
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items()))
+    console.print(f"{summary.trials} trials ({counts or 'none'}) in "
+                  f"{duration(summary.elapsed)}; stopped by {summary.stop_reason}")
+    if summary.run_dir:
+        console.print(f"run: {summary.run_dir}  (epnas status {summary.run_dir}; continue with "
+                      f"epnas resume {summary.run_dir} --trials N)")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    run_dir = Path(args.run_dir)
+    with Store(run_dir, readonly=True) as store:
+        config = StudyConfig.parse(store.get_meta("config") or {})
+        summary = summarize(store, config)
+        ranked = sorted((t for t in store.trials("done") if t.accuracy is not None),
+                        key=lambda t: (-(t.reward or 0.0), t.id))[:10]
+    holder = holder_pid(run_dir)
+    if args.json:
+        _emit_json(args, [json.dumps({**summary.to_dict(), "running_pid": holder,
+                                      "top": [t.to_dict() for t in ranked]})])
+        return 0
+    console = Console(highlight=False, soft_wrap=True)
+    state = f"running (pid {holder})" if holder else "not running"
+    console.print(f"[bold]{run_dir}[/]: {config.space} / {config.strategy} / "
+                  f"{config.evaluator}, {state}")
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items()))
+    left = []
+    if config.trials is not None:
+        left.append(f"{max(0, config.trials - summary.trials)} trials")
+    if config.time is not None:
+        left.append(duration(max(0.0, config.time - summary.elapsed)))
+    console.print(f"trials {summary.trials} ({counts or 'none'}); elapsed "
+                  f"{duration(summary.elapsed)}; budget left: {', '.join(left) or 'unlimited'}")
+    if summary.best is not None:
+        label = "best feasible" if summary.feasible else "no feasible yet; least violating"
+        console.print(f"{label}: #{summary.best.id}  {metrics_text(summary.best.metrics)}")
+    table = Table(title="top 10 by reward")
+    for column in ("#", "accuracy", "params", "MFLOPs", "intensity", "reward", "feasible"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for t in ranked:
+        m = t.metrics
+        table.add_row(str(t.id), f"{100 * (t.accuracy or 0):.2f}%",
+                      f"{m['params']:,.0f}" if "params" in m else "",
+                      f"{m['flops'] / 1e6:,.2f}" if "flops" in m else "",
+                      f"{m['intensity']:.2f}" if "intensity" in m else "",
+                      f"{t.reward or 0.0:.4f}", "yes" if t.feasible else "no")
+    console.print(table)
+    for t in ranked:  # architectures are long: one line each, below the table
+        console.print(f"#{t.id}  {epnas.spaces.space_of(t.genome).describe(t.genome)}")
+    return 0
+
+
+def _budget_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trials", type=int, help="trial budget; cached repeats count (default 100)")
+    p.add_argument("--time", help="wall-time budget, e.g. 2h, 30m, 90s")
+    p.add_argument("--workers", type=int, help="parallel evaluations in local processes")
+    p.add_argument("--trial-timeout", metavar="TIME", help="fail a trial after this long")
+    p.add_argument("--max-consecutive-failures", type=int, metavar="N",
+                   help="stop after more than N failures in a row (default 20)")
+    p.add_argument("--quiet", action="store_true",
+                   help="one line per trial instead of the live display")
+
+
+def add_study_commands(sub: Any, json_flag: Any) -> None:
+    """The ``search``, ``resume`` and ``status`` subcommands."""
+    p = sub.add_parser("search", help="run an architecture search",
+                       description="Run an architecture search. Flags override --config; "
+                                   "running it again with the same --out resumes the run.")
+    p.add_argument("--config", metavar="FILE", help="YAML file of study settings")
+    p.add_argument("--dataset", help="data set name (evaluators that train)")
+    p.add_argument("--data", metavar="PATH", help="data location (evaluators that read one)")
+    for kind, default in (("space", "layerwise"), ("strategy", "epnas"),
+                          ("evaluator", "see epnas.config.default_evaluator")):
+        p.add_argument(f"--{kind}", help=f"registered name or package.module:ClassName "
+                                          f"(default {default})")
+        p.add_argument(f"--{kind}-opt", action="append", metavar="KEY=VALUE",
+                       help=f"{kind} option (repeatable)")
+    p.add_argument("--fidelity", help="fidelity of candidates that name none")
+    p.add_argument("--constraint", action="append", metavar="METRIC:LOW:HIGH[:PENALTY]",
+                   help="soft constraint, e.g. params::100k or flops:1M:20M:0.8 (repeatable)")
+    p.add_argument("--max-params", help="shorthand for --constraint params::VALUE (100k)")
+    p.add_argument("--max-mflops", help="shorthand for --constraint flops::VALUE*1e6")
+    p.add_argument("--min-intensity", help="shorthand for --constraint intensity:VALUE:")
+    p.add_argument("--max-memory", help="shorthand for --constraint memory::VALUE (2GB)")
+    _budget_flags(p)
+    p.add_argument("--seed", type=int, help="seed (default 0)")
+    p.add_argument("--out", metavar="RUN_DIR",
+                   help="run directory (default runs/<space>-<strategy>-<time>)")
+    p.add_argument("--force-new", action="store_true",
+                   help="start over in --out even if it holds another run (kept aside)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the effective config as YAML and exit")
+    json_flag(p)
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("resume", help="continue a stopped or finished run",
+                       description="Continue a run; a larger --trials or --time extends it.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    _budget_flags(p)
+    json_flag(p)
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("status", help="summarise a run (also while it runs)")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    json_flag(p)
+    p.set_defaults(func=cmd_status)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="epnas", description="Efficient Progressive Neural Architecture Search.")
@@ -175,6 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     shape_flags(p)
     json_flag(p)
     p.set_defaults(func=cmd_show)
+
+    add_study_commands(sub, json_flag)
     return parser
 
 
