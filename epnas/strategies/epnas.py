@@ -46,6 +46,7 @@ class EPNASOptions(StrategyOptions):
     episodes: int = Field(15, ge=1)  # E
     top_k: int = Field(8, ge=1)  # best networks of an episode that seed the next one
     seeds_from: Literal["episode", "history"] = "episode"  # where the top-k come from
+    prefer_feasible: bool = False  # rank seeds feasible-first, then by reward
     start_depth: int | None = Field(None, ge=0)  # units of the first random networks
     fidelity: str | None = None  # evaluator fidelity (None: the evaluator's default)
     lr: float = Field(6e-4, gt=0)  # Adam learning rate
@@ -241,6 +242,7 @@ class EPNAS(Strategy):
         # (one step per episode, seeds from the best 4 ever seen), never re-query a cell,
         # and learn from every step with normalised advantages. See docs/epnas.md.
         "tabular": {"steps": 1, "episodes": 1000, "top_k": 4, "seeds_from": "history",
+                    "prefer_feasible": True,
                     "avoid_repeats": 5, "update_every": "step",
                     "normalize_advantages": True, "lr": 5e-3},
     }
@@ -363,9 +365,10 @@ class EPNAS(Strategy):
             "feasible_share": float(np.mean([r["feasible"] for r in results])),
             "entropy": entropy,
         })
-        self.history = _best_unique(self.history + results, self.options.top_k)
-        pool = self.history if self.options.seeds_from == "history" else \
-            _best_unique(results, self.options.top_k)
+        o = self.options
+        self.history = _best_unique(self.history + results, o.top_k, o.prefer_feasible)
+        pool = self.history if o.seeds_from == "history" else \
+            _best_unique(results, o.top_k, o.prefer_feasible)
         self.branches = [load_genome(pool[b % len(pool)]["json"])
                          for b in range(self.options.branches)]
         self.episode_results = []
@@ -437,10 +440,16 @@ class EPNAS(Strategy):
         self._last_entropy = state["last_entropy"]
 
 
-def _best_unique(results: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
-    """The ``k`` best results by reward, one per genome key (stable on ties)."""
+def _best_unique(results: list[dict[str, Any]], k: int,
+                 feasible_first: bool) -> list[dict[str, Any]]:
+    """The ``k`` best results by reward (feasible ones first if asked), one per genome key
+    (stable on ties)."""
     best: dict[str, dict[str, Any]] = {}
     for r in results:
         if r["key"] not in best or r["reward"] > best[r["key"]]["reward"]:
             best[r["key"]] = r
-    return sorted(best.values(), key=lambda r: -r["reward"])[:k]
+
+    def rank(r: dict[str, Any]) -> tuple[bool, float]:
+        return (feasible_first and not r["feasible"], -r["reward"])
+
+    return sorted(best.values(), key=rank)[:k]
