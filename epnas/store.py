@@ -202,9 +202,11 @@ class Store:
         run_dir: the run directory (``None``: an in-memory store, no files, no lock).
         readonly: open an existing store for reading only (``epnas status``), without
             taking the lock.
+        lock: the run directory's lock, when the caller took it already.
     """
 
-    def __init__(self, run_dir: str | Path | None, *, readonly: bool = False) -> None:
+    def __init__(self, run_dir: str | Path | None, *, readonly: bool = False,
+                 lock: RunLock | None = None) -> None:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.readonly = readonly
         self._lock: RunLock | None = None
@@ -217,11 +219,22 @@ class Store:
         if readonly:
             if not db_path.is_file():
                 raise EpnasError(f"{self.run_dir} holds no study ({DB_NAME} is missing)")
-            self.db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True,
-                                      isolation_level=None)
-            self._check_version()
+            # mode=ro would leave -wal/-shm files behind (it may not remove them); a
+            # query-only read-write connection cleans up like the writer does.
+            try:
+                self.db = sqlite3.connect(f"file:{db_path}?mode=rw", uri=True,
+                                          isolation_level=None)
+            except sqlite3.OperationalError:  # a read-only directory
+                self.db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True,
+                                          isolation_level=None)
+            try:
+                self.db.execute("PRAGMA query_only=1")
+                self._check_version()
+            except BaseException:
+                self.close(export=False)
+                raise
             return
-        self._lock = RunLock(self.run_dir)
+        self._lock = lock or RunLock(self.run_dir)
         self.db = sqlite3.connect(db_path, isolation_level=None, timeout=30)
         try:
             if self._check_version() == 0:

@@ -65,7 +65,7 @@ from epnas.executors import (
 )
 from epnas.objective import Objective
 from epnas.spaces.base import Space
-from epnas.store import CSV_NAME, DB_NAME, NewTrial, Store, TrialRecord
+from epnas.store import CSV_NAME, DB_NAME, NewTrial, RunLock, Store, TrialRecord
 from epnas.strategies.base import Strategy
 from epnas.trial import Candidate, Result
 
@@ -488,10 +488,10 @@ def _open_store(config: StudyConfig, force_new: bool) -> Store:
     except OSError as exc:
         raise EpnasError(f"cannot create run directory {run_dir}: {exc.strerror}; choose "
                          "another --out") from None
-    store = Store(run_dir)
+    store = _start_over(run_dir) if force_new else Store(run_dir)
     try:
         stored = store.get_meta("config")
-        if stored is not None and not force_new:
+        if stored is not None:
             try:
                 previous = StudyConfig.parse(stored)
             except EpnasError as exc:
@@ -504,13 +504,11 @@ def _open_store(config: StudyConfig, force_new: bool) -> Store:
                                  "workers, trial_timeout and max_consecutive_failures may "
                                  "change on resume: repeat its settings, run `epnas resume "
                                  f"{run_dir}`, or add --force-new to start over")
-        elif stored is not None:
-            store = _start_over(store, run_dir)
     except BaseException:
         store.close(export=False)
         raise
     meta: dict[str, Any] = {"config": config.model_dump(mode="json")}
-    if stored is None or force_new:
+    if stored is None:
         meta.update(created=time.time(), epnas=epnas.__version__, elapsed=0.0)
     store.set_meta(meta)
     (run_dir / "config.yaml").write_text(config.to_yaml())
@@ -518,16 +516,21 @@ def _open_store(config: StudyConfig, force_new: bool) -> Store:
     return store
 
 
-def _start_over(store: Store, run_dir: Path) -> Store:
-    """Move the old run's files to ``run_dir/replaced-<time>/``; a fresh store."""
-    store.close(export=False)
-    archive = run_dir / time.strftime("replaced-%Y%m%d-%H%M%S")
-    archive.mkdir()
-    for name in (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", CSV_NAME, "config.yaml",
-                 "env.json"):
-        if (run_dir / name).exists():
-            shutil.move(run_dir / name, archive / name)
-    return Store(run_dir)
+def _start_over(run_dir: Path) -> Store:
+    """A fresh store in ``run_dir``; an old run's files move to ``replaced-<time>/``."""
+    lock = RunLock(run_dir)
+    try:
+        names = [n for n in (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", CSV_NAME,
+                             "config.yaml", "env.json") if (run_dir / n).exists()]
+        if names:
+            archive = run_dir / time.strftime("replaced-%Y%m%d-%H%M%S")
+            archive.mkdir()
+            for name in names:
+                shutil.move(run_dir / name, archive / name)
+    except BaseException:
+        lock.release()
+        raise
+    return Store(run_dir, lock=lock)
 
 
 def environment(config: StudyConfig) -> dict[str, Any]:

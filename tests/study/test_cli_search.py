@@ -1,0 +1,195 @@
+"""``epnas search``, ``resume`` and ``status`` as a user runs them, and their bad input."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from epnas.cli import main
+from epnas.config import StudyConfig
+from epnas.store import SCHEMA_VERSION
+
+ROOT = Path(__file__).resolve().parents[2]
+FAST = ["--strategy", "random", "--evaluator", "synthetic", "--quiet"]
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "epnas", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+
+
+def snapshot(run_dir: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run_dir)): p.read_bytes()
+            for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
+def test_search_status_resume(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    assert main(["search", *FAST, "--trials", "6", "--max-params", "100k", "--out",
+                 str(out)]) == 0
+    text = capsys.readouterr().out
+    assert text.count("\n[") == 6 and "best feasible architecture" in text
+    assert f"run: {out}" in text and "acc " in text and "params " in text
+    assert main(["status", str(out), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["trials"] == 6 and status["running_pid"] is None
+    assert status["best"]["feasible"] and len(status["top"]) <= 6
+    assert main(["status", str(out)]) == 0
+    assert "top 10 by reward" in capsys.readouterr().out
+    # the same command with a larger budget extends the run; so does `epnas resume`
+    assert main(["search", *FAST, "--trials", "8", "--max-params", "100k", "--out",
+                 str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["trials"] == 8
+    assert main(["resume", str(out), "--trials", "10", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["trials"] == 10 and summary["stop_reason"] == "trials"
+
+
+def test_default_out_and_no_feasible_model(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["search", *FAST, "--trials", "3", "--max-params", "10"]) == 0
+    text = capsys.readouterr().out
+    assert "no feasible architecture found" in text and "params +" in text
+    [run_dir] = (tmp_path / "runs").iterdir()
+    assert run_dir.name.startswith("layerwise-random-")
+
+
+def test_config_file_and_flags(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    config = tmp_path / "study.yaml"
+    config.write_text(textwrap.dedent("""
+        space: layerwise
+        space-options: {max_layers: 6}
+        strategy: random
+        constraints: ["params::50k"]
+        trials: 40
+        time: 1h30m
+        seed: 3
+    """))
+    assert main(["search", "--config", str(config), "--trials", "5", "--space-opt",
+                 "channels=8,16", "--out", "x", "--print-config"]) == 0
+    effective = StudyConfig.parse(yaml.safe_load(capsys.readouterr().out))
+    assert effective.trials == 5 and effective.time == 5400 and effective.seed == 3
+    assert effective.space_options == {"max_layers": 6, "channels": [8, 16]}
+    assert effective.constraints == ["params::50000:0.9"]
+    assert effective.evaluator == "synthetic" and effective.out == "x"
+    assert not (tmp_path / "x").exists()
+
+
+def bad(args: list[str], capsys: pytest.CaptureFixture) -> str:
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("epnas: error: ")
+    return err
+
+
+@pytest.mark.parametrize(("yaml_text", "message"), [
+    ("trails: 10\n", "unknown setting 'trails' (allowed: space, space_options"),
+    ("trials: many\n", "trials: Input should be a valid integer"),
+    ("workers: 0\n", "workers: Input should be greater than or equal to 1"),
+    ("constraints: ['params:5M:1M']\n", "lower bound 5e+06 is above upper bound 1e+06"),
+    ("time: soon\n", "cannot read duration 'soon'"),
+    ("space: [unclosed\n", "line 2"),
+    ("- a list\n", "must hold a mapping of settings"),
+    ("strategy: nope\n", "unknown strategy 'nope'; known:"),
+    ("space: nope\n", "unknown space 'nope'"),
+    ("evaluator: nope\n", "unknown evaluator 'nope'"),
+])
+def test_bad_config_file(tmp_path: Path, capsys: pytest.CaptureFixture, yaml_text: str,
+                         message: str) -> None:
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml_text)
+    out = tmp_path / "run"
+    assert message in bad(["search", "--config", str(config), "--out", str(out)], capsys)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--constraint", "flops:20M:1M"], "lower bound 2e+07 is above upper bound 1e+06"),
+    (["--constraint", "flops"], "expected METRIC:LOW:HIGH[:PENALTY]"),
+    (["--max-params", "lots"], "cannot read size 'lots'"),
+    (["--time", "0"], "duration '0' must be positive"),
+    (["--space-opt", "max_layers=0"], "max_layers"),
+    (["--strategy-opt", "bogus=1"], "bogus"),
+    (["--evaluator-opt", "bogus=1"], "evaluator 'synthetic' options"),
+    (["--dataset", "digits"], "takes no 'dataset'"),
+    (["--config", "/no/such.yaml"], "cannot read config file /no/such.yaml"),
+])
+def test_bad_flags(tmp_path: Path, capsys: pytest.CaptureFixture, flags: list[str],
+                   message: str) -> None:
+    out = tmp_path / "run"
+    assert message in bad(["search", *FAST, *flags, "--out", str(out)], capsys)
+    assert not out.exists()
+
+
+def test_unwritable_run_directory(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    err = bad(["search", *FAST, "--out", str(blocker / "run")], capsys)
+    assert "cannot create run directory" in err and "choose another --out" in err
+
+
+def test_existing_run_is_left_unchanged_by_refusals(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    assert main(["search", *FAST, "--trials", "3", "--out", str(out)]) == 0
+    capsys.readouterr()
+    before = snapshot(out)
+    err = bad(["search", *FAST, "--trials", "3", "--seed", "1", "--out", str(out)], capsys)
+    assert "another configuration (seed: 1 vs 0" in err and "--force-new" in err
+    assert snapshot(out) == before
+
+    db = sqlite3.connect(out / "study.db")
+    db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    db.close()
+    newer = snapshot(out)
+    assert "written by a newer epnas" in bad(["search", *FAST, "--out", str(out)], capsys)
+    assert "written by a newer epnas" in bad(["status", str(out)], capsys)
+    assert snapshot(out) == newer
+
+    assert main(["search", *FAST, "--trials", "2", "--seed", "1", "--out", str(out),
+                 "--force-new"]) == 0
+    assert len(list(out.glob("replaced-*/study.db"))) == 1
+
+
+def test_resume_and_status_of_a_directory_without_a_run(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    assert "holds no study" in bad(["resume", str(tmp_path)], capsys)
+    assert "holds no study" in bad(["status", str(tmp_path)], capsys)
+
+
+def test_second_search_on_a_locked_run_names_the_pid(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-m", "epnas", "search", "--strategy", "random", "--evaluator",
+         "tests.study.helpers:Sleepy", "--evaluator-opt", "sleep=0.5", "--trials", "60",
+         "--out", str(out), "--quiet"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().startswith("epnas: searching")
+        result = run("search", "--strategy", "random", "--evaluator",
+                     "tests.study.helpers:Sleepy", "--evaluator-opt", "sleep=0.5",
+                     "--trials", "60", "--out", str(out))
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert f"in use by process {holder.pid}" in result.stderr
+        assert result.stderr.count("\n") == 1
+        status = run("status", str(out))
+        assert status.returncode == 0 and f"running (pid {holder.pid})" in status.stdout
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_failure_streak_exits_1_with_a_diagnosis(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    code = main(["search", "--strategy", "random", "--evaluator", "tests.study.helpers:Sleepy",
+                 "--evaluator-opt", "raise_every=1", "--max-consecutive-failures", "2",
+                 "--trials", "10", "--quiet", "--out", str(tmp_path / "run")])
+    assert code == 1
+    assert "3 trials in a row failed" in capsys.readouterr().out
