@@ -243,7 +243,7 @@ class EPNAS(Strategy):
         # and learn from every step with normalised advantages. See docs/epnas.md.
         "tabular": {"steps": 1, "episodes": 1000, "top_k": 4, "seeds_from": "history",
                     "prefer_feasible": True,
-                    "avoid_repeats": 5, "update_every": "step",
+                    "avoid_repeats": 20, "update_every": "step",
                     "normalize_advantages": True, "lr": 5e-3},
     }
 
@@ -304,7 +304,7 @@ class EPNAS(Strategy):
                              for _ in range(o.branches)]
         proposals = self._propose(self.branches)
         for _ in range(o.avoid_repeats):
-            repeats = [b for b, (g, _) in enumerate(proposals) if g.key in self.seen]
+            repeats = self._repeats(proposals)
             if not repeats:
                 break
             for b, again in zip(repeats, self._propose([self.branches[b] for b in repeats])):
@@ -316,6 +316,16 @@ class EPNAS(Strategy):
             self.queue.append(Candidate(genome, o.fidelity, info))
             self.pending.append({"genome": {"key": genome.key, "json": genome.to_json()},
                                  "record": record})
+
+    def _repeats(self, proposals: list[tuple[Genome, dict[str, Any]]]) -> list[int]:
+        """Branches proposing a network already evaluated or proposed earlier this step."""
+        keys = set(self.seen)
+        repeats = []
+        for b, (genome, _) in enumerate(proposals):
+            if genome.key in keys:
+                repeats.append(b)
+            keys.add(genome.key)
+        return repeats
 
     def _propose(self, parents: list[Genome]) -> list[tuple[Genome, dict[str, Any]]]:
         """Sample one progressive step per parent; (transformed genome, decision record)."""
