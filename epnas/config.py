@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from os import PathLike
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,11 @@ class StudyConfig(BaseModel):
     @classmethod
     def _duration(cls, value: Any) -> Any:
         return _as_value_error(parse_duration, value) if isinstance(value, str) else value
+
+    @field_validator("out", "data", mode="before")
+    @classmethod
+    def _path(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, PathLike) else value
 
     @field_validator("constraints", mode="before")
     @classmethod
