@@ -129,23 +129,23 @@ class LiveReporter(Reporter):
         self.run_dir = run_dir
         self.recent: deque[TrialRecord] = deque(maxlen=6)
         self.info: Mapping[str, Any] = {}
-        self.live = Live(self.render(), console=Console(file=stream), refresh_per_second=4,
-                         transient=False)
+        # Live re-renders `self` (see __rich__) on every refresh, so the clock and the ETA
+        # move while a long trial trains.
+        self.live = Live(self, console=Console(file=stream), refresh_per_second=2)
 
     def __enter__(self) -> LiveReporter:
         self.live.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.live.update(self.render())
         self.live.__exit__(None, None, None)
 
     def show(self, record: TrialRecord) -> None:
         self.recent.append(record)
         self.info = record.info
-        self.live.update(self.render())
+        self.live.refresh()
 
-    def render(self) -> Group:
+    def __rich__(self) -> Group:
         session = time.monotonic() - self.started
         rate = (self.trials - self.first) / session * 60 if session > 0 else 0.0
         head = [f"trials {self.budget()}"]
@@ -160,7 +160,7 @@ class LiveReporter(Reporter):
         table = Table(box=None, pad_edge=False)
         for column in ("#", "status", "accuracy", "params", "MFLOPs", "reward"):
             table.add_column(column, justify="right")
-        for r in self.recent:
+        for r in tuple(self.recent):  # the refresh thread renders while trials arrive
             table.add_row(str(r.id), r.status if r.status != "failed" else f"failed:{r.reason}",
                           "" if r.accuracy is None else f"{100 * r.accuracy:.2f}%",
                           human(r.metrics["params"]) if "params" in r.metrics else "",

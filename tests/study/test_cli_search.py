@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import sqlite3
 import subprocess
@@ -14,7 +15,9 @@ import yaml
 
 from epnas.cli import main
 from epnas.config import StudyConfig
+from epnas.progress import LiveReporter
 from epnas.store import SCHEMA_VERSION
+from epnas.study import Study
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = ["--strategy", "random", "--evaluator", "synthetic", "--quiet"]
@@ -193,3 +196,14 @@ def test_failure_streak_exits_1_with_a_diagnosis(tmp_path: Path,
                  "--trials", "10", "--quiet", "--out", str(tmp_path / "run")])
     assert code == 1
     assert "3 trials in a row failed" in capsys.readouterr().out
+
+
+def test_live_display_renders_trials() -> None:
+    study = Study(strategy="random", evaluator="synthetic", trials=3, max_params="100k")
+    stream = io.StringIO()
+    reporter = LiveReporter(study.config, study.summary(), stream, "runs/x")
+    with reporter:
+        study.progress = reporter.trial
+        study.run()
+    text = stream.getvalue()
+    assert "trials 3/3" in text and "best feasible #" in text and "runs/x" in text
