@@ -334,80 +334,10 @@ class Study:
 
     def _run_batch(self, batch: int, size: int, candidates: Sequence[Candidate],
                    stored: Sequence[TrialRecord]) -> None:
+        """Plan, evaluate, tell and close one batch (``stored``: its trials, on replay)."""
         slots = [_Slot(self._with_fidelity(c)) for c in candidates]
-        old = {t.position: t for t in stored}
-        new: list[NewTrial] = []
-        reset: dict[int, str] = {}
-        drop: list[int] = []
-        detach: list[int] = []
-        cached: list[tuple[_Slot, int]] = []  # reused rows answered from the store, source
-        first: dict[tuple[str, str | None], _Slot] = {}
-        for i, slot in enumerate(slots):
-            c = slot.candidate
-            ident = (c.key, c.fidelity)
-            row = old.pop(i, None)
-            if row is not None and (row.key, row.fidelity) == ident:
-                slot.trial_id = row.id
-                if row.finished:
-                    slot.result = row.result
-                    continue
-            elif row is not None:
-                (detach if row.finished else drop).append(row.id)
-            if ident in self._cache:
-                source, result = self._cache[ident]
-                slot.result = self.objective.score(replace(result, status="cached"))
-                if slot.trial_id:
-                    cached.append((slot, source))
-                else:
-                    new.append(NewTrial(i, c, "cached", slot.result, source))
-            elif ident in first:
-                first[ident].copies.append(i)
-                if slot.trial_id:
-                    reset[slot.trial_id] = "queued"
-                else:
-                    new.append(NewTrial(i, c, "queued"))
-            else:
-                slot.evaluate = True
-                first[ident] = slot
-                if slot.trial_id:
-                    reset[slot.trial_id] = "running"
-                else:
-                    new.append(NewTrial(i, c, "running"))
-        for row in old.values():  # a replayed batch came back shorter
-            (detach if row.finished else drop).append(row.id)
-
-        ids = iter(self.store.open_batch(batch, size, new, reset=reset, drop=drop,
-                                         detach=detach))
-        self._count += len(new) - len(drop)
-        for item in new:
-            slots[item.position].trial_id = next(ids)
-        for slot, source in cached:
-            self.store.finish(slot.trial_id, slot.result, source=source)  # type: ignore[arg-type]
-        for item in new:
-            if item.status == "cached":
-                self._report(slots[item.position].trial_id)
-        for slot, _ in cached:
-            self._report(slot.trial_id)
-
-        by_id = {s.trial_id: s for s in slots if s.evaluate}
-        jobs = [Job(s.trial_id, s.candidate) for s in slots if s.evaluate]
-        for outcome in self.executor.run(jobs):
-            slot = by_id[outcome.trial_id]
-            slot.result = self._score(outcome.result)
-            self.store.finish(slot.trial_id, slot.result, worker=outcome.worker,
-                              start=outcome.start, end=outcome.end)
-            if slot.result.status == "done":
-                self._cache[(slot.candidate.key, slot.candidate.fidelity)] = (slot.trial_id,
-                                                                              slot.result)
-            self._report(slot.trial_id)
-            for position in slot.copies:
-                copy = slots[position]
-                copy.result = (replace(slot.result, status="cached")
-                               if slot.result.status == "done" else slot.result)
-                self.store.finish(copy.trial_id, copy.result, source=slot.trial_id,
-                                  worker=outcome.worker)
-                self._report(copy.trial_id)
-
+        self._plan(batch, size, slots, stored)
+        self._evaluate(slots)
         for slot in slots:
             assert slot.result is not None
             self.strategy.tell(slot.candidate, slot.result)
@@ -427,6 +357,84 @@ class Study:
         if len(self._streak) > limit:
             self.stop_reason = "failures"
             raise StudyFailed(_diagnose(self._streak, limit))
+
+    def _plan(self, batch: int, size: int, slots: list[_Slot],
+              stored: Sequence[TrialRecord]) -> None:
+        """Give every slot its trial and decide how it is answered; store that at once.
+
+        A slot is answered by its stored finished trial (replay), from the cache of
+        finished results (``cached``), by an identical slot of the batch, or evaluated.
+        """
+        old = {t.position: t for t in stored}
+        new: list[NewTrial] = []
+        reset: dict[int, str] = {}
+        drop: list[int] = []
+        detach: list[int] = []
+        cached: list[tuple[_Slot, int]] = []  # stored unfinished rows now cached, source
+        first: dict[tuple[str, str | None], _Slot] = {}
+        for i, slot in enumerate(slots):
+            c = slot.candidate
+            ident = (c.key, c.fidelity)
+            row = old.pop(i, None)
+            if row is not None and (row.key, row.fidelity) == ident:
+                slot.trial_id = row.id
+                if row.finished:
+                    slot.result = row.result
+                    continue
+            elif row is not None:
+                (detach if row.finished else drop).append(row.id)
+            if ident in self._cache:
+                source, result = self._cache[ident]
+                slot.result = self.objective.score(replace(result, status="cached"))
+                if slot.trial_id:
+                    cached.append((slot, source))
+                else:
+                    new.append(NewTrial(i, c, "cached", slot.result, source))
+                continue
+            if ident in first:
+                first[ident].copies.append(i)
+                status = "queued"
+            else:
+                slot.evaluate = True
+                first[ident] = slot
+                status = "running"
+            if slot.trial_id:
+                reset[slot.trial_id] = status
+            else:
+                new.append(NewTrial(i, c, status))
+        for row in old.values():  # a replayed batch came back shorter
+            (detach if row.finished else drop).append(row.id)
+
+        ids = self.store.open_batch(batch, size, new, reset=reset, drop=drop, detach=detach)
+        self._count += len(new) - len(drop)
+        for item, trial_id in zip(new, ids):
+            slots[item.position].trial_id = trial_id
+        for slot, source in cached:
+            assert slot.result is not None
+            self.store.finish(slot.trial_id, slot.result, source=source)
+        for slot in [slots[item.position] for item in new if item.status == "cached"] + \
+                [slot for slot, _ in cached]:
+            self._report(slot.trial_id)
+
+    def _evaluate(self, slots: list[_Slot]) -> None:
+        """Run the slots to evaluate; store each result (and its copies) as it arrives."""
+        by_id = {s.trial_id: s for s in slots if s.evaluate}
+        jobs = [Job(s.trial_id, s.candidate) for s in slots if s.evaluate]
+        for outcome in self.executor.run(jobs):
+            slot = by_id[outcome.trial_id]
+            result = slot.result = self._score(outcome.result)
+            self.store.finish(slot.trial_id, result, worker=outcome.worker,
+                              start=outcome.start, end=outcome.end)
+            if result.status == "done":
+                self._cache[(slot.candidate.key, slot.candidate.fidelity)] = (slot.trial_id,
+                                                                              result)
+            self._report(slot.trial_id)
+            for position in slot.copies:
+                copy = slots[position]
+                copy.result = replace(result, status="cached") if result.ok else result
+                self.store.finish(copy.trial_id, copy.result, source=slot.trial_id,
+                                  worker=outcome.worker)
+                self._report(copy.trial_id)
 
     def _with_fidelity(self, candidate: Candidate) -> Candidate:
         if candidate.fidelity is None and self.fidelity is not None:

@@ -11,6 +11,7 @@ import numpy as np
 from epnas.evaluators.synthetic import SyntheticEvaluator
 from epnas.spaces.base import Space
 from epnas.strategies.base import Strategy, StrategyOptions
+from epnas.strategies.random import RandomSearch
 from epnas.trial import Candidate, Result
 
 
@@ -26,14 +27,17 @@ class Sleepy(SyntheticEvaluator):
         crash_once: a path; the first evaluation anywhere that finds it missing creates
             it and exits the process abruptly.
         raise_every: every k-th evaluation raises ``RuntimeError``.
+        interrupt_at: the k-th evaluation raises ``KeyboardInterrupt`` (Ctrl-C).
     """
 
     def __init__(self, sleep: float = 0.0, log: str | None = None,
                  crash_every: int | None = None, crash_once: str | None = None,
-                 raise_every: int | None = None, **options: Any) -> None:
+                 raise_every: int | None = None, interrupt_at: int | None = None,
+                 **options: Any) -> None:
         super().__init__(**options)
         self.sleep, self.log = sleep, log
         self.crash_every, self.crash_once, self.raise_every = crash_every, crash_once, raise_every
+        self.interrupt_at = interrupt_at
         self.calls = 0
 
     def evaluate(self, candidate: Candidate) -> Result:
@@ -46,6 +50,8 @@ class Sleepy(SyntheticEvaluator):
             os._exit(3)
         if self.raise_every and self.calls % self.raise_every == 0:
             raise RuntimeError(f"boom at call {self.calls}")
+        if self.calls == self.interrupt_at:
+            raise KeyboardInterrupt
         result = super().evaluate(candidate)
         if self.log:
             with open(self.log, "a") as handle:
@@ -93,3 +99,15 @@ class Finite(Repeat):
     @property
     def done(self) -> bool:
         return self.asked >= self.limit
+
+
+class Unstable(RandomSearch):
+    """Random search that asks something else every time it is created (seeded from the OS),
+    as a strategy with unrecorded randomness would."""
+
+    def __init__(self, space: Space, seed: int = 0, **options: Any) -> None:
+        super().__init__(space, seed, **options)
+        self.rng = np.random.default_rng()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.asked, self.told = state["asked"], state["told"]

@@ -11,9 +11,10 @@ import epnas
 from epnas.errors import EpnasError
 from epnas.evaluators.synthetic import SyntheticEvaluator
 from epnas.executors import InlineExecutor
+from epnas.store import Store
 from epnas.study import Study, StudyFailed
 from epnas.trial import Candidate, Result
-from tests.study.helpers import Finite, Repeat, Sleepy
+from tests.study.helpers import Finite, Repeat, Sleepy, Unstable
 
 SLEEPY = "tests.study.helpers:Sleepy"
 
@@ -217,3 +218,45 @@ def test_run_directory_layout(tmp_path: Path) -> None:
     assert {"study.db", "trials.csv", "config.yaml", "env.json"} <= {p.name for p in out.iterdir()}
     assert not (out / "lock").exists()
     assert "strategy: random" in (out / "config.yaml").read_text()
+
+
+def test_ctrl_c_requeues_and_the_same_study_resumes(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    settings = dict(strategy="random", trials=6, seed=4, out=out)
+    with Study(evaluator=Sleepy(interrupt_at=5), **settings) as study, \
+            pytest.raises(KeyboardInterrupt):
+        study.run()
+    with Study(evaluator=Sleepy(), **settings) as study:
+        assert [t.status for t in study.trials()] == ["done"] * 4 + ["queued"]
+        study.run()
+        resumed = identities(study)
+    with Study(evaluator=Sleepy(), **{**settings, "out": None}) as reference:
+        reference.run()
+        assert resumed == identities(reference)
+
+
+def test_replay_of_a_strategy_that_asks_something_else(tmp_path: Path) -> None:
+    """Finished trials the restored strategy does not ask again stay, detached; unfinished
+    ones are dropped; nothing is evaluated twice."""
+    out = tmp_path / "run"
+    space = epnas.spaces.get("layerwise")
+
+    def study(evaluator: Sleepy) -> Study:
+        return Study(strategy=Unstable(space), evaluator=evaluator, trials=6, out=out,
+                     executor=InlineExecutor(evaluator, workers=2))
+
+    with study(Sleepy(interrupt_at=5)) as first, pytest.raises(KeyboardInterrupt):
+        first.run()
+    with Store(out, readonly=True) as store:
+        before = store.trials()
+    assert [t.status for t in before] == ["done"] * 4 + ["queued"] * 2
+    evaluator = Sleepy()
+    with study(evaluator) as second:
+        second.run()
+        after = {t.id: t for t in second.trials()}
+    for t in before[:4]:
+        assert after[t.id].position is None and after[t.id].result == t.result
+    assert 5 not in after and 6 not in after
+    replayed = [t for i, t in after.items() if i > 6]
+    assert len(replayed) == 6 and all(t.position is not None for t in replayed)
+    assert evaluator.calls == sum(t.status == "done" for t in replayed)
