@@ -21,3 +21,13 @@ class ActionError(GenomeError):
 
 class SpaceError(EpnasError, ValueError):
     """A space name, a ``module:Class`` spec or a space option is invalid."""
+
+
+def validation_message(owner: str, exc: Exception) -> str:
+    """One line for a pydantic ``ValidationError``: ``owner: field: problem; ...``."""
+    errors = getattr(exc, "errors", None)
+    if errors is None:
+        return f"{owner}: {exc}"
+    parts = [f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}"
+             for err in errors()]
+    return f"{owner}: " + "; ".join(parts)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 from pydantic import ValidationError
 
-from epnas.errors import GenomeError, SpaceError
+from epnas.errors import GenomeError, SpaceError, validation_message
 from epnas.spaces.genome import Action, ActionSpace, Genome, SpaceOptions, parse_genome_json
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ class Space(ABC):
         try:
             self.options = self.Options(**options)
         except ValidationError as exc:
-            raise SpaceError(_option_error(type(self).__name__, exc)) from None
+            raise SpaceError(validation_message(f"{type(self).__name__} options", exc)) from None
 
     def __eq__(self, other: object) -> bool:
         return (
@@ -133,11 +133,3 @@ class Space(ABC):
             raise GenomeError(f"space: genome is for {genome.space!r}, not {self.name!r}")
         if genome.options != self.options:
             raise GenomeError(f"options: genome was made under other {self.name} options")
-
-
-def _option_error(owner: str, exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "options"
-        parts.append(f"{loc}: {err['msg']}")
-    return f"{owner} options: " + "; ".join(parts)

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from epnas.errors import EpnasError
+from epnas.errors import EpnasError, validation_message
 from epnas.registry import Registry
 from epnas.spaces.base import Space
 from epnas.trial import Candidate, Result
@@ -44,9 +44,7 @@ class Strategy(ABC):
         try:
             self.options = self.Options(**options)
         except ValidationError as exc:
-            details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
-                                for e in exc.errors())
-            raise EpnasError(f"{type(self).__name__} options: {details}") from None
+            raise EpnasError(validation_message(f"{type(self).__name__} options", exc)) from None
         self.space = space
         self.seed = seed
         self.rng = np.random.default_rng(seed)
