@@ -2,12 +2,14 @@
 
 from epnas.strategies.base import STRATEGIES, Strategy, StrategyOptions, get
 from epnas.strategies.epnas import EPNAS
+from epnas.strategies.evolution import RegularizedEvolution
 from epnas.strategies.random import RandomSearch
 
 register = STRATEGIES.register
 names = STRATEGIES.names
 register("random")(RandomSearch)
 register("epnas")(EPNAS)
+register("evolution")(RegularizedEvolution)
 
-__all__ = ["EPNAS", "STRATEGIES", "RandomSearch", "Strategy", "StrategyOptions", "get", "names",
-           "register"]
+__all__ = ["EPNAS", "STRATEGIES", "RandomSearch", "RegularizedEvolution", "Strategy",
+           "StrategyOptions", "get", "names", "register"]
