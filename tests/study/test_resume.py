@@ -24,7 +24,7 @@ from epnas.study import Study
 
 ROOT = Path(__file__).resolve().parents[2]
 EVALUATOR = "tests.study.helpers:Sleepy"
-STRATEGY_OPTS = {"branches": 4, "steps": 3}
+STRATEGY_OPTS = {"branches": 4, "steps": 3, "episodes": 60}
 
 
 def command(out: Path, *, trials: int, sleep: float, workers: int = 1,
@@ -63,12 +63,16 @@ def finished(out: Path) -> list[tuple]:
     return [r for r in rows(out) if r[3] in ("done", "cached", "failed")]
 
 
-def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float = 60) -> None:
+def wait_for(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not ready():
-        assert proc.poll() is None, f"finished before the kill: {proc.communicate()}"
-        assert time.monotonic() < deadline, "the moment to kill never came"
+        assert proc.poll() is None, f"finished too early: {proc.communicate()}"
+        assert time.monotonic() < deadline, "the moment never came"
         time.sleep(0.005)
+
+
+def kill_when(proc: subprocess.Popen, ready: Callable[[], bool]) -> None:
+    wait_for(proc, ready)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
 
@@ -119,18 +123,16 @@ def test_kill_during_a_trial_then_resume(tmp_path: Path, moment: int) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("delay", [0.3, 0.6, 0.9, 1.2])
+@pytest.mark.parametrize("delay", [0.3, 1.2, 2.5, 3.4])
 def test_kill_at_arbitrary_instants_of_a_fast_run(tmp_path: Path, delay: float) -> None:
-    """With instant trials most of the time goes to the store and the strategy."""
+    """With instant trials most of the time goes to the store and the strategy; the later
+    kills come after the first strategy checkpoints (study.CHECKPOINT_INTERVAL)."""
     out = tmp_path / "run"
-    args = command(out, trials=150, sleep=0)
+    args = command(out, trials=600, sleep=0)
     proc = start(args)
-    kill_when(proc, lambda: len(finished(out)) >= 1)
-    time.sleep(delay * 0.5)
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    resume_and_check(out, args, None, 150)
+    kill_when(proc, lambda: len(finished(out)) >= 1 and time.sleep(delay) is None)
+    assert 1 < len(finished(out)) < 600
+    resume_and_check(out, args, None, 600)
 
 
 @pytest.mark.slow
@@ -148,11 +150,8 @@ def test_killed_worker_is_retried_and_the_run_completes(tmp_path: Path) -> None:
     out, log = tmp_path / "run", tmp_path / "evaluations.log"
     args = command(out, trials=16, sleep=0.3, workers=2, log=log)
     proc = start(args)
-    deadline = time.monotonic() + 60
-    while not (done := finished(out)):
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.01)
-    os.kill(int(worker_of(out, done[0][0]).split(":")[1]), signal.SIGKILL)
+    wait_for(proc, lambda: bool(finished(out)))
+    os.kill(int(worker_of(out, finished(out)[0][0]).split(":")[1]), signal.SIGKILL)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr
     assert comparable(rows(out)) == reference(16)
@@ -173,10 +172,7 @@ def test_sigterm_stops_cleanly_and_resumes(tmp_path: Path) -> None:
     out = tmp_path / "run"
     args = command(out, trials=20, sleep=0.1)
     proc = start(args)
-    deadline = time.monotonic() + 60
-    while len(finished(out)) < 3:
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.01)
+    wait_for(proc, lambda: len(finished(out)) >= 3)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 143, stderr
