@@ -231,7 +231,7 @@ def _run_study(config: StudyConfig, args: argparse.Namespace, *, force_new: bool
             try:
                 summary = study.run()
             except StudyFailed as exc:
-                console.print(f"epnas: {exc}")
+                print(f"epnas: {exc}", file=sys.stderr)
                 summary, code = study.summary(), EXIT_FAILED
             except KeyboardInterrupt as exc:
                 console.print(f"epnas: stopped after {study.store.count()} trials; resume "

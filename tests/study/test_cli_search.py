@@ -55,6 +55,17 @@ def test_search_status_resume(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     assert summary["trials"] == 10 and summary["stop_reason"] == "trials"
 
 
+def test_search_with_no_options(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["search", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "searching layerwise with epnas, evaluator synthetic (100 trials" in text
+    assert "best feasible architecture" in text and "100 trials (" in text
+    [run_dir] = (tmp_path / "runs").iterdir()
+    assert run_dir.name.startswith("layerwise-epnas-") and (run_dir / "trials.csv").is_file()
+
+
 def test_default_out_and_no_feasible_model(tmp_path: Path, capsys: pytest.CaptureFixture,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
@@ -195,7 +206,9 @@ def test_failure_streak_exits_1_with_a_diagnosis(tmp_path: Path,
                  "--evaluator-opt", "raise_every=1", "--max-consecutive-failures", "2",
                  "--trials", "10", "--quiet", "--out", str(tmp_path / "run")])
     assert code == 1
-    assert "3 trials in a row failed" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and "3 trials in a row failed" in captured.err
+    assert "no trial finished with a result" in captured.out
 
 
 def test_live_display_renders_trials() -> None:
