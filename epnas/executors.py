@@ -226,6 +226,9 @@ class ProcessExecutor(Executor):
         assert job is not None
         if worker.conn in ready or worker.process.sentinel in ready:
             message = worker.receive()
+            if message is not None and "ready" in message:
+                worker.set_ready(self.timeout)
+                return None
             if message is not None:
                 return Outcome(job.trial_id, Result.from_dict(message["result"]),
                                worker.name, message["start"], message["end"])
@@ -263,6 +266,7 @@ class _Worker:
         child.close()
         self.name = f"w{index}:{self.process.pid}"
         self.job: Job | None = None
+        self.ready = False  # the evaluator is created: trial timeouts apply from here
         self.deadline: float | None = None
         self.started = 0.0
         self.alive = True
@@ -270,18 +274,26 @@ class _Worker:
     def start(self, job: Job, timeout: float | None) -> None:
         self.job = job
         self.started = time.time()
-        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.deadline = None
+        if self.ready:
+            self.set_ready(timeout)
         # A worker that died while idle fails to receive: its sentinel reports the death
         # and the job is retried.
         with contextlib.suppress(OSError):
             self.conn.send_bytes(json.dumps({"candidate": job.candidate.to_dict()}).encode())
 
+    def set_ready(self, timeout: float | None) -> None:
+        self.ready = True
+        if timeout is not None:
+            self.deadline = time.monotonic() + timeout
+
     def receive(self) -> dict[str, Any] | None:
-        """The finished job's message, or None when the worker died without one."""
+        """The next message (ready, or the finished job), None when the worker died."""
         try:
             if self.conn.poll():
                 message = json.loads(self.conn.recv_bytes())
-                self.job = None
+                if "ready" not in message:
+                    self.job = None
                 return message
         except (EOFError, OSError):
             pass
@@ -318,6 +330,7 @@ def _worker_main(conn: Connection, spec: dict[str, Any], threads: int) -> None:
         setup_error = ""
     except Exception as exc:
         evaluator, setup_error = None, f"cannot create the evaluator: {type(exc).__name__}: {exc}"
+    conn.send_bytes(b'{"ready": true}')  # set-up (loading data, say) is not trial time
     while True:
         try:
             message = conn.recv_bytes()

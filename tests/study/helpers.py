@@ -20,6 +20,7 @@ class Sleepy(SyntheticEvaluator):
 
     Args:
         sleep: seconds every evaluation takes.
+        setup: seconds creating the evaluator takes (as loading a data set would).
         log: a file that gets one ``key fidelity pid`` line per evaluation (appended
             before returning, so a line means the evaluation finished).
         crash_every: the worker process exits abruptly on every k-th evaluation it
@@ -30,11 +31,12 @@ class Sleepy(SyntheticEvaluator):
         interrupt_at: the k-th evaluation raises ``KeyboardInterrupt`` (Ctrl-C).
     """
 
-    def __init__(self, sleep: float = 0.0, log: str | None = None,
+    def __init__(self, sleep: float = 0.0, setup: float = 0.0, log: str | None = None,
                  crash_every: int | None = None, crash_once: str | None = None,
                  raise_every: int | None = None, interrupt_at: int | None = None,
                  **options: Any) -> None:
         super().__init__(**options)
+        time.sleep(setup)
         self.sleep, self.log = sleep, log
         self.crash_every, self.crash_once, self.raise_every = crash_every, crash_once, raise_every
         self.interrupt_at = interrupt_at

@@ -64,6 +64,13 @@ def test_trial_timeout_kills_only_the_overdue_trial() -> None:
     assert time.monotonic() - start < 20
 
 
+def test_evaluator_set_up_is_not_trial_time() -> None:
+    spec = EvaluatorSpec(SLEEPY, {"setup": 1.5, "sleep": 0.1})
+    with ProcessExecutor(spec, workers=1, timeout=1) as pool:
+        outcomes = list(pool.run(jobs(2)))
+    assert [o.result.status for o in outcomes] == ["done", "done"]
+
+
 def test_workers_split_the_cores() -> None:
     pool = ProcessExecutor(EvaluatorSpec(SLEEPY), workers=2, threads=None)
     assert pool.threads >= 1 and pool.threads * 2 <= max(2, available_cores())
