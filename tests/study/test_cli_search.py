@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 import yaml
 
 from epnas.cli import main
-from epnas.config import StudyConfig
+from epnas.config import StudyConfig, default_evaluator
 from epnas.progress import LiveReporter
 from epnas.store import SCHEMA_VERSION
 from epnas.study import Study
@@ -55,13 +56,22 @@ def test_search_status_resume(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     assert summary["trials"] == 10 and summary["stop_reason"] == "trials"
 
 
-def test_search_with_no_options(tmp_path: Path, capsys: pytest.CaptureFixture,
-                                monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    assert main(["search", "--quiet"]) == 0
-    text = capsys.readouterr().out
-    assert "searching layerwise with epnas, evaluator synthetic (100 trials" in text
-    assert "best feasible architecture" in text and "100 trials (" in text
+def test_defaults_of_a_search_with_no_options(capsys: pytest.CaptureFixture) -> None:
+    assert main(["search", "--print-config"]) == 0
+    config = StudyConfig.parse(yaml.safe_load(capsys.readouterr().out))
+    assert (config.space, config.strategy, config.trials) == ("layerwise", "epnas", 100)
+    assert config.evaluator == default_evaluator("layerwise")
+    assert config.out.startswith("runs/layerwise-epnas-")
+
+
+@pytest.mark.slow
+def test_search_with_no_options_runs_to_completion(tmp_path: Path) -> None:
+    """The README's first command (a real search once the training evaluator exists)."""
+    result = subprocess.run([sys.executable, "-m", "epnas", "search", "--quiet"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
+    assert "best feasible architecture" in result.stdout and "100 trials (" in result.stdout
     [run_dir] = (tmp_path / "runs").iterdir()
     assert run_dir.name.startswith("layerwise-epnas-") and (run_dir / "trials.csv").is_file()
 
