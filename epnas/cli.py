@@ -294,6 +294,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         left.append(duration(max(0.0, config.time - summary.elapsed)))
     console.print(f"trials {summary.trials} ({counts or 'none'}); elapsed "
                   f"{duration(summary.elapsed)}; budget left: {', '.join(left) or 'unlimited'}")
+    unfinished = summary.counts.get("running", 0) + summary.counts.get("queued", 0)
+    if not holder and unfinished:
+        console.print(f"{unfinished} trials were in flight when the run stopped; `epnas resume "
+                      f"{run_dir}` runs them again")
     if summary.best is not None:
         label = "best feasible" if summary.feasible else "no feasible yet; least violating"
         console.print(f"{label}: #{summary.best.id}  {metrics_text(summary.best.metrics)}")
