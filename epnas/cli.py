@@ -27,8 +27,7 @@ from epnas.errors import EpnasError
 from epnas.evaluators import EVALUATORS
 from epnas.progress import LineReporter, LiveReporter, duration, metrics_text
 from epnas.store import Store, holder_pid
-from epnas.strategies import STRATEGIES
-from epnas.study import Study, StudyFailed, Summary, summarize
+from epnas.study import Study, StudyFailed, Summary, strategy_options, summarize
 
 EXIT_USAGE = 2
 
@@ -154,9 +153,9 @@ EXIT_INTERRUPTED = 130  # Ctrl-C
 EXIT_TERMINATED = 143  # SIGTERM (a preempted cluster job)
 
 # flag -> StudyConfig field, for the flags that override a --config file
-_STUDY_FLAGS = ("dataset", "data", "space", "strategy", "evaluator", "fidelity", "max_params",
-                "max_mflops", "min_intensity", "max_memory", "trials", "time", "workers",
-                "trial_timeout", "max_consecutive_failures", "seed", "out")
+_STUDY_FLAGS = ("dataset", "data", "space", "strategy", "preset", "evaluator", "fidelity",
+                "max_params", "max_mflops", "min_intensity", "max_memory", "trials", "time",
+                "workers", "trial_timeout", "max_consecutive_failures", "seed", "out")
 _RESUME_FLAGS = ("trials", "time", "workers", "trial_timeout", "max_consecutive_failures")
 
 
@@ -181,7 +180,7 @@ def study_config(args: argparse.Namespace) -> StudyConfig:
         overrides["constraints"] = args.constraint
     config = StudyConfig.parse(merge(base, overrides)).resolved()
     epnas.spaces.resolve(config.space)
-    STRATEGIES.resolve(config.strategy)  # type: ignore[arg-type]
+    strategy_options(config)  # checks the strategy and its preset
     EVALUATORS.resolve(config.evaluator)  # type: ignore[arg-type]
     if config.out is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -342,6 +341,8 @@ def add_study_commands(sub: Any, json_flag: Any) -> None:
                                           f"(default {default})")
         p.add_argument(f"--{kind}-opt", action="append", metavar="KEY=VALUE",
                        help=f"{kind} option (repeatable)")
+    p.add_argument("--preset", help="the strategy's named option set, e.g. paper or tabular "
+                                    "(--strategy-opt overrides its values)")
     p.add_argument("--fidelity", help="fidelity of candidates that name none")
     p.add_argument("--constraint", action="append", metavar="METRIC:LOW:HIGH[:PENALTY]",
                    help="soft constraint, e.g. params::100k or flops:1M:20M:0.8 (repeatable)")

@@ -78,6 +78,9 @@ class StudyConfig(BaseModel):
         None, description="registered strategy or package.module:Class (None: epnas)")
     strategy_options: dict[str, Any] = Field(
         default_factory=dict, description="strategy options, as --strategy-opt")
+    preset: str | None = Field(
+        None, description="the strategy's named option set (paper, tabular, quick, ...); "
+                          "strategy_options override its values")
     evaluator: str | None = Field(
         None, description="registered evaluator or package.module:Class "
                           "(None: see epnas.config.default_evaluator)")

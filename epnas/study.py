@@ -66,7 +66,7 @@ from epnas.executors import (
 from epnas.objective import Objective
 from epnas.spaces.base import Space
 from epnas.store import CSV_NAME, DB_NAME, NewTrial, RunLock, Store, TrialRecord
-from epnas.strategies.base import Strategy
+from epnas.strategies.base import STRATEGIES, Strategy
 from epnas.trial import Candidate, Result
 
 CSV_INTERVAL = 10.0  # seconds between trials.csv exports during a run (always at the end)
@@ -168,6 +168,8 @@ class Study:
             if not isinstance(given, str | None) and settings.get(f"{kind}_options"):
                 raise EpnasError(f"{kind}_options apply when {kind} is given by name, "
                                  "not as an instance")
+        if isinstance(strategy, Strategy) and settings.get("preset"):
+            raise EpnasError("a preset applies when the strategy is given by name")
         if isinstance(strategy, Strategy):  # record what an instance is, for resume checks
             space = strategy.space
             settings["strategy_options"] = strategy.options.model_dump(mode="json")
@@ -180,7 +182,7 @@ class Study:
         self.space = space if isinstance(space, Space) else \
             spaces.get(config.space, **config.space_options)
         self.strategy = strategy if isinstance(strategy, Strategy) else strategies.get(
-            config.strategy, space=self.space, seed=config.seed, **config.strategy_options)
+            config.strategy, space=self.space, seed=config.seed, **strategy_options(config))
         self.spec: EvaluatorSpec | None = None
         if isinstance(evaluator, Evaluator):
             self.evaluator = evaluator
@@ -456,6 +458,17 @@ class Study:
     def _report(self, trial_id: int) -> None:
         if self.progress is not None:
             self.progress(self.store.trials_by_id([trial_id])[0])
+
+
+def strategy_options(config: StudyConfig) -> dict[str, Any]:
+    """The strategy's options: its ``preset`` (if any) updated by ``strategy_options``."""
+    if config.preset is None:
+        return dict(config.strategy_options)
+    _, cls = STRATEGIES.resolve(config.strategy)  # type: ignore[arg-type]
+    if config.preset not in cls.presets:
+        raise EpnasError(f"strategy {config.strategy!r} has no preset {config.preset!r}; its "
+                         f"presets: {', '.join(cls.presets) or 'none'}")
+    return {**cls.presets[config.preset], **config.strategy_options}
 
 
 def _name(component: Any) -> str | None:

@@ -145,6 +145,7 @@ def test_bad_config_file(tmp_path: Path, capsys: pytest.CaptureFixture, yaml_tex
     (["--evaluator-opt", "bogus=1"], "evaluator 'synthetic' options"),
     (["--dataset", "digits"], "takes no 'dataset'"),
     (["--config", "/no/such.yaml"], "cannot read config file /no/such.yaml"),
+    (["--preset", "tabular"], "strategy 'random' has no preset 'tabular'; its presets: none"),
 ])
 def test_bad_flags(tmp_path: Path, capsys: pytest.CaptureFixture, flags: list[str],
                    message: str) -> None:
@@ -230,3 +231,13 @@ def test_live_display_renders_trials() -> None:
         study.run()
     text = stream.getvalue()
     assert "trials 3/3" in text and "best feasible #" in text and "runs/x" in text
+
+
+def test_preset_with_overrides(capsys: pytest.CaptureFixture) -> None:
+    args = ["search", "--strategy", "epnas", "--preset", "tabular", "--strategy-opt",
+            "top_k=2", "--space", "nb201", "--evaluator", "synthetic", "--trials", "3"]
+    assert main([*args, "--print-config"]) == 0
+    assert "preset: tabular" in capsys.readouterr().out
+    study = Study(strategy="epnas", preset="tabular", strategy_options={"top_k": 2},
+                  space="nb201", evaluator="synthetic", trials=3)
+    assert study.strategy.options.steps == 1 and study.strategy.options.top_k == 2
