@@ -226,3 +226,16 @@ def mutate_until_changed(genome: Any, rng: np.random.Generator, mutation: Any) -
         if child.key != genome.key:
             return child
     raise GenomeError("no mutation changes this genome (are the tables single-valued?)")
+
+
+def action_from(chosen: dict[str, Any]) -> Any:
+    """The action for a complete set of insert/remove/keep sub-decisions."""
+    from epnas.spaces.genome import Insert, Keep, Remove
+
+    kind = chosen["kind"]
+    if kind == "keep":
+        return Keep()
+    if kind == "remove":
+        return Remove(chosen["target"])
+    fields = {k: v for k, v in chosen.items() if k not in ("kind", "target")}
+    return Insert(**fields)

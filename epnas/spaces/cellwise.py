@@ -17,7 +17,7 @@ the channels -> global average pool -> linear.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -26,20 +26,15 @@ from pydantic import Field, field_validator, model_validator
 from epnas.costmodel import Cost, Shape, Tally
 from epnas.errors import GenomeError
 from epnas.spaces import _units as U
-from epnas.spaces.base import Space
 from epnas.spaces.genome import (
-    SCALE_CHOICES,
-    Action,
     ActionSpace,
     Decision,
     Genome,
     Insert,
-    Keep,
-    Remove,
-    Scale,
     SpaceOptions,
     make_decision,
 )
+from epnas.spaces.units import UnitSpace
 
 PARTS = ("conv", "maxpool", "avgpool", "none")
 BRANCH_TYPES = ("conv-conv", "conv-maxpool", "conv-avgpool", "conv-none", "maxpool-none",
@@ -127,47 +122,20 @@ def live_branches(genome: CellwiseGenome) -> set[int]:
     return U.live_units(genome.branches, outputs)
 
 
-class CellwiseSpace(Space):
+class CellwiseSpace(UnitSpace):
     """Module search: a cell of up to MAX_BRANCHES two-input branches, stacked in stages."""
 
     Options = CellwiseOptions
     options: CellwiseOptions
+    limit_options = ("min_branches", "max_branches")
+    unit_field, unit_class, unit_word = "branches", Branch, "branch"
+    genome_class = CellwiseGenome
 
     # --- genomes -----------------------------------------------------------------
 
-    def genome(self, branches: tuple[Branch, ...] | list[Branch]) -> CellwiseGenome:
-        genome = CellwiseGenome(space=self.name, options=self.options, branches=tuple(branches))
-        self.validate(genome)
-        return genome
-
-    def from_structure(self, data: Mapping[str, Any]) -> CellwiseGenome:
-        unknown = set(data) - {"branches"}
-        if unknown:
-            raise GenomeError(f"unknown key(s) {sorted(unknown)} in a cellwise genome")
-        raw = data.get("branches")
-        if not isinstance(raw, list):
-            raise GenomeError("branches: must be a list of branch objects")
-        allowed = {f.name for f in fields(Branch)}
-        branches = []
-        for index, item in enumerate(raw, start=1):
-            item = U.unit_fields(item, "branches", index, allowed)
-            missing = {"uid", "type", "src1", "src2", "channels"} - set(item)
-            if missing:
-                raise GenomeError(f"branches[{index}]: missing {sorted(missing)}")
-            branches.append(Branch(**item))
-        return self.genome(branches)
-
     def validate(self, genome: Genome) -> None:
-        self._check_space(genome)
-        if not isinstance(genome, CellwiseGenome):
-            raise GenomeError("genome is not a CellwiseGenome")
         o = self.options
-        n = len(genome.branches)
-        if not o.min_branches <= n <= o.max_branches:
-            raise GenomeError(f"branches: {n} branches, must be {o.min_branches}.."
-                              f"{o.max_branches} (max_branches)")
-        U.check_uids("branches", genome.branches)
-        for b, branch in enumerate(genome.branches, start=1):
+        for b, branch in enumerate(self._checked_units(genome), start=1):
             f = f"branches[{b}]"
             U.check_choice(f"{f}.type", branch.type, o.branch_types)
             U.check_ref(f"{f}.src1", branch.src1, 0, b - 1)
@@ -184,9 +152,6 @@ class CellwiseSpace(Space):
             U.check_choice(f"{f}.propagate", branch.propagate, (0, 1))
         if not any(b.propagate for b in genome.branches):
             raise GenomeError("branches: at least one branch must propagate to the cell output")
-
-    def size(self, genome: Genome) -> int:
-        return len(genome.branches)  # type: ignore[attr-defined]
 
     def describe(self, genome: Genome) -> str:
         """E.g. ``conv-maxpool(k3,p2,16)[0,1]*``: type, kernel, pool, channels, [Src1,Src2],
@@ -226,10 +191,6 @@ class CellwiseSpace(Space):
         branches = [replace(br, propagate=1 if b not in used else int(rng.integers(2)))
                     for b, br in enumerate(branches, start=1)]
         return self.genome(branches)
-
-    def mutate(self, genome: Genome, rng: np.random.Generator) -> CellwiseGenome:
-        self.validate(genome)
-        return U.mutate_until_changed(genome, rng, self._mutation)
 
     def _mutation(self, genome: CellwiseGenome, rng: np.random.Generator) -> CellwiseGenome:
         kind = U.pick(rng, ("type", "param", "src", "grow"))
@@ -288,18 +249,6 @@ class CellwiseSpace(Space):
         n = len(g.branches)
         vocab = self.decision_vocabulary()
 
-        def scale_decision(group: int) -> Decision:
-            members = [b for i, b in enumerate(g.branches, start=1)
-                       if U.group_of(i, n, o.groups) == group]
-
-            def legal(choice: str) -> bool:
-                if choice == "keep":
-                    return True
-                what, step = choice[:-1], 1 if choice[-1] == "+" else -1
-                return any(self._scaled(m, what, step) is not None for m in members)
-
-            return make_decision("scale", SCALE_CHOICES, legal)
-
         prior = U.place_prior(vocab["place"], n, o.insert_prior)
         removable = [t for t in range(1, n + 1) if self._removable(g, t)]
 
@@ -328,76 +277,29 @@ class CellwiseSpace(Space):
                     return make_decision(name, vocab[name], lambda _: True)
             return None
 
-        def make_action(chosen: Mapping[str, Any]) -> Action:
-            kind = chosen["kind"]
-            if kind == "keep":
-                return Keep()
-            if kind == "remove":
-                return Remove(chosen["target"])
-            return Insert(op=chosen["op"], place=chosen["place"], src2=chosen["src2"],
-                          width=chosen.get("width"), pool=chosen.get("pool"),
-                          channels=chosen["channels"], propagate=chosen["propagate"])
+        return ActionSpace(self.scale_decisions(g), next_decision, U.action_from)
 
-        return ActionSpace(tuple(scale_decision(k) for k in range(o.groups)),
-                           next_decision, make_action)
-
-    def apply(self, genome: Genome, action: Action) -> CellwiseGenome:
-        self.validate(genome)
+    def _removed(self, genome: Genome, target: int) -> CellwiseGenome:
         g: CellwiseGenome = genome  # type: ignore[assignment]
-        o = self.options
-        n = len(g.branches)
-        if isinstance(action, Keep):
-            return g
-        if isinstance(action, Scale):
-            if not 0 <= action.group < o.groups or action.what not in ("channels", "width") \
-                    or action.step not in (-1, 1):
-                raise U.illegal(f"{action}: group must be in 0..{o.groups - 1}, what "
-                                "'channels' or 'width', step -1 or +1")
-            branches, moved = [], False
-            for i, branch in enumerate(g.branches, start=1):
-                scaled = None
-                if U.group_of(i, n, o.groups) == action.group:
-                    scaled = self._scaled(branch, action.what, action.step)
-                moved |= scaled is not None
-                branches.append(scaled or branch)
-            if not moved:
-                raise U.illegal(f"{action}: no branch of group {action.group} can move that way")
-            return self.genome(branches)
-        if isinstance(action, Remove):
-            if n <= o.min_branches:
-                raise U.illegal(f"remove: the cell already has the minimum {o.min_branches} "
-                                "branches")
-            if not 1 <= action.target <= n:
-                raise U.illegal(f"remove target = {action.target} must be in 1..{n}")
-            if not self._removable(g, action.target):
-                raise U.illegal(f"remove target = {action.target}: it is the only branch that "
-                                "reaches the cell output")
-            gone = g.branches[action.target - 1]
-            branches = list(g.branches)
-            if gone.propagate and gone.src1 > 0:  # keep the removed branch's path to the output
-                branches[gone.src1 - 1] = replace(branches[gone.src1 - 1], propagate=1)
-            return self.genome(U.remove_unit(branches, action.target))
-        if isinstance(action, Insert):
-            if n >= o.max_branches:
-                raise U.illegal(f"insert: the cell already has max_branches = {o.max_branches}")
-            if not 0 <= action.place <= n:
-                raise U.illegal(f"insert place = {action.place} must be in 0..{n}")
-            if not 0 <= action.src2 <= action.place:
-                raise U.illegal(f"insert src2 = {action.src2} must be in 0..{action.place}")
-            new = Branch(U.next_uid(g.branches), action.op, action.place, action.src2,
-                         action.channels, action.width, action.pool,  # type: ignore[arg-type]
-                         action.propagate if action.propagate is not None else 1)
-            try:
-                return self.genome(U.splice_insert(g.branches, action.place, new))
-            except GenomeError as exc:
-                raise U.illegal(f"insert {action}: {exc}") from None
-        raise U.illegal(f"{action!r} is not a cellwise action")
+        if not self._removable(g, target):
+            raise U.illegal(f"remove target = {target}: it is the only branch that reaches "
+                            "the cell output")
+        gone = g.branches[target - 1]
+        branches = list(g.branches)
+        if gone.propagate and gone.src1 > 0:  # keep the removed branch's path to the output
+            branches[gone.src1 - 1] = replace(branches[gone.src1 - 1], propagate=1)
+        return self.genome(U.remove_unit(branches, target))
+
+    def _inserted(self, genome: Genome, action: Insert) -> CellwiseGenome:
+        if not 0 <= action.src2 <= action.place:
+            raise U.illegal(f"insert src2 = {action.src2} must be in 0..{action.place}")
+        branches = genome.branches  # type: ignore[attr-defined]
+        new = Branch(U.next_uid(branches), action.op, action.place, action.src2,
+                     action.channels, action.width, action.pool,  # type: ignore[arg-type]
+                     action.propagate if action.propagate is not None else 1)
+        return self.genome(U.splice_insert(branches, action.place, new))
 
     # --- tokens --------------------------------------------------------------------
-
-    @property
-    def token_fields(self) -> tuple[str, ...]:
-        return ("type", "width", "pool", "channels", "src1", "src2", "propagate")
 
     def _vocab(self) -> dict[str, tuple[Any, ...]]:
         o = self.options
@@ -411,17 +313,6 @@ class CellwiseSpace(Space):
             "src2": places,
             "propagate": (0, 1),
         }
-
-    @property
-    def vocab_size(self) -> int:
-        return sum(len(v) for v in self._vocab().values())
-
-    def encode(self, genome: Genome) -> list[int]:
-        return U.encode_units(self._vocab(), genome.branches)  # type: ignore[attr-defined]
-
-    def decode(self, tokens: list[int]) -> CellwiseGenome:
-        rows = U.decode_units(self._vocab(), tokens)
-        return self.genome([Branch(uid=i, **row) for i, row in enumerate(rows, start=1)])
 
     # --- shapes, costs, network ------------------------------------------------------
 

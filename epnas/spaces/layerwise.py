@@ -10,7 +10,7 @@ last layer (through Src1 or Src2 of later layers) are not built and cost nothing
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -20,20 +20,15 @@ from epnas.costmodel import Cost, Shape, Tally, join_shape
 from epnas.errors import GenomeError
 from epnas.nn.ops import ACTIVATIONS, channel_factor
 from epnas.spaces import _units as U
-from epnas.spaces.base import Space
 from epnas.spaces.genome import (
-    SCALE_CHOICES,
-    Action,
     ActionSpace,
     Decision,
     Genome,
     Insert,
-    Keep,
-    Remove,
-    Scale,
     SpaceOptions,
     make_decision,
 )
+from epnas.spaces.units import UnitSpace
 
 CONV_OPS = ("conv", "sepconv")
 POOL_OPS = ("maxpool", "avgpool")
@@ -120,49 +115,20 @@ class LayerPlan:
     out: Shape
 
 
-class LayerwiseSpace(Space):
+class LayerwiseSpace(UnitSpace):
     """Layer-by-layer search: conv, separable conv, max/avg pool and add layers with skips."""
 
     Options = LayerwiseOptions
     options: LayerwiseOptions
+    limit_options = ("min_layers", "max_layers")
+    unit_field, unit_class, unit_word = "layers", Layer, "layer"
+    genome_class = LayerwiseGenome
 
     # --- genomes -----------------------------------------------------------------
 
-    def genome(self, layers: tuple[Layer, ...] | list[Layer]) -> LayerwiseGenome:
-        """Make and validate a genome of this space from its layers."""
-        genome = LayerwiseGenome(space=self.name, options=self.options, layers=tuple(layers))
-        self.validate(genome)
-        return genome
-
-    def from_structure(self, data: Mapping[str, Any]) -> LayerwiseGenome:
-        unknown = set(data) - {"layers"}
-        if unknown:
-            raise GenomeError(f"unknown key(s) {sorted(unknown)} in a layerwise genome")
-        raw = data.get("layers")
-        if not isinstance(raw, list):
-            raise GenomeError("layers: must be a list of layer objects")
-        allowed = {f.name for f in fields(Layer)}
-        layers = []
-        for index, item in enumerate(raw, start=1):
-            item = U.unit_fields(item, "layers", index, allowed)
-            missing = {"uid", "op", "src1"} - set(item)
-            if missing:
-                raise GenomeError(f"layers[{index}]: missing {sorted(missing)}")
-            layers.append(Layer(**item))
-        return self.genome(layers)
-
     def validate(self, genome: Genome) -> None:
-        self._check_space(genome)
-        if not isinstance(genome, LayerwiseGenome):
-            raise GenomeError("genome is not a LayerwiseGenome")
         o = self.options
-        n = len(genome.layers)
-        if not o.min_layers <= n <= o.max_layers:
-            raise GenomeError(
-                f"layers: {n} layers, must be {o.min_layers}..{o.max_layers} (max_layers)"
-            )
-        U.check_uids("layers", genome.layers)
-        for i, layer in enumerate(genome.layers, start=1):
+        for i, layer in enumerate(self._checked_units(genome), start=1):
             f = f"layers[{i}]"
             U.check_choice(f"{f}.op", layer.op, o.ops)
             U.check_ref(f"{f}.src1", layer.src1, 0, min(i - 1, o.max_layers - 1))
@@ -179,9 +145,6 @@ class LayerwiseSpace(Space):
                 U.check_unused(f"{f}.width", layer.width, "an add layer has no kernel")
             U.check_unused(f"{f}.channels", layer.channels, f"a {layer.op} layer keeps channels")
             U.check_unused(f"{f}.act", layer.act, f"a {layer.op} layer has no activation")
-
-    def size(self, genome: Genome) -> int:
-        return len(genome.layers)  # type: ignore[attr-defined]
 
     def describe(self, genome: Genome) -> str:
         """E.g. ``conv3:32:relu max2 add+1``: op, kernel, channels, activation; ``<s`` marks a
@@ -229,10 +192,6 @@ class LayerwiseSpace(Space):
             raise GenomeError(f"depth = {depth} must be in {o.min_layers}..{o.max_layers}")
         return self.genome([self._random_layer(rng, i, i) for i in range(1, depth + 1)])
 
-    def mutate(self, genome: Genome, rng: np.random.Generator) -> LayerwiseGenome:
-        self.validate(genome)
-        return U.mutate_until_changed(genome, rng, self._mutation)
-
     def _mutation(self, genome: LayerwiseGenome, rng: np.random.Generator) -> LayerwiseGenome:
         kind = U.pick(rng, ("op", "param", "src", "grow"))
         if kind == "grow":
@@ -257,11 +216,6 @@ class LayerwiseSpace(Space):
         return self.genome(layers)
 
     # --- progressive actions ------------------------------------------------------
-
-    def _group_members(self, genome: LayerwiseGenome, group: int) -> list[Layer]:
-        n = len(genome.layers)
-        return [layer for i, layer in enumerate(genome.layers, start=1)
-                if U.group_of(i, n, self.options.groups) == group]
 
     def _scaled(self, layer: Layer, what: str, step: int) -> Layer | None:
         """``layer`` moved one table step, or None when it cannot move that way."""
@@ -288,17 +242,6 @@ class LayerwiseSpace(Space):
         o = self.options
         n = len(g.layers)
         vocab = self.decision_vocabulary()
-
-        def scale_decision(group: int) -> Decision:
-            members = self._group_members(g, group)
-
-            def legal(choice: str) -> bool:
-                if choice == "keep":
-                    return True
-                what, step = choice[:-1], 1 if choice[-1] == "+" else -1
-                return any(self._scaled(m, what, step) is not None for m in members)
-
-            return make_decision("scale", SCALE_CHOICES, legal)
 
         prior = U.place_prior(vocab["place"], n, o.insert_prior)
 
@@ -329,72 +272,24 @@ class LayerwiseSpace(Space):
                     return make_decision(name, vocab[name], lambda _: True)
             return None
 
-        def make_action(chosen: Mapping[str, Any]) -> Action:
-            kind = chosen["kind"]
-            if kind == "keep":
-                return Keep()
-            if kind == "remove":
-                return Remove(chosen["target"])
-            return Insert(
-                op=chosen["op"], place=chosen["place"], src2=chosen["src2"],
-                width=chosen.get("width"), pool=chosen.get("pool"),
-                channels=chosen.get("channels"), act=chosen.get("act"),
-            )
+        return ActionSpace(self.scale_decisions(g), next_decision, U.action_from)
 
-        return ActionSpace(tuple(scale_decision(k) for k in range(o.groups)),
-                           next_decision, make_action)
+    def _removed(self, genome: Genome, target: int) -> LayerwiseGenome:
+        return self.genome(U.remove_unit(genome.layers, target))  # type: ignore[attr-defined]
 
-    def apply(self, genome: Genome, action: Action) -> LayerwiseGenome:
-        self.validate(genome)
-        g: LayerwiseGenome = genome  # type: ignore[assignment]
+    def _inserted(self, genome: Genome, action: Insert) -> LayerwiseGenome:
         o = self.options
-        n = len(g.layers)
-        if isinstance(action, Keep):
-            return g
-        if isinstance(action, Scale):
-            if not 0 <= action.group < o.groups or action.what not in ("channels", "width") \
-                    or action.step not in (-1, 1):
-                raise U.illegal(f"{action}: group must be in 0..{o.groups - 1}, what "
-                                "'channels' or 'width', step -1 or +1")
-            layers, moved = [], False
-            for i, layer in enumerate(g.layers, start=1):
-                scaled = None
-                if U.group_of(i, n, o.groups) == action.group:
-                    scaled = self._scaled(layer, action.what, action.step)
-                moved |= scaled is not None
-                layers.append(scaled or layer)
-            if not moved:
-                raise U.illegal(f"{action}: no layer of group {action.group} can move that way")
-            return self.genome(layers)
-        if isinstance(action, Remove):
-            if n <= o.min_layers:
-                raise U.illegal(f"remove: the genome already has the minimum {o.min_layers} layers")
-            if not 1 <= action.target <= n:
-                raise U.illegal(f"remove target = {action.target} must be in 1..{n}")
-            return self.genome(U.remove_unit(g.layers, action.target))
-        if isinstance(action, Insert):
-            if n >= o.max_layers:
-                raise U.illegal(f"insert: the genome already has max_layers = {o.max_layers}")
-            if action.op not in o.insertable:
-                raise U.illegal(f"insert op = {action.op!r} is not one of {list(o.insertable)}")
-            if not 0 <= action.place <= n:
-                raise U.illegal(f"insert place = {action.place} must be in 0..{n}")
-            if not -1 <= action.src2 <= action.place:
-                raise U.illegal(f"insert src2 = {action.src2} must be -1 or in 0..{action.place}")
-            width = action.pool if action.op in POOL_OPS else action.width
-            new = Layer(U.next_uid(g.layers), action.op, action.place, action.src2,
-                        width, action.channels, action.act)
-            try:
-                return self.genome(U.splice_insert(g.layers, action.place, new))
-            except GenomeError as exc:
-                raise U.illegal(f"insert {action}: {exc}") from None
-        raise U.illegal(f"{action!r} is not a layerwise action")
+        if action.op not in o.insertable:
+            raise U.illegal(f"insert op = {action.op!r} is not one of {list(o.insertable)}")
+        if not -1 <= action.src2 <= action.place:
+            raise U.illegal(f"insert src2 = {action.src2} must be -1 or in 0..{action.place}")
+        layers = genome.layers  # type: ignore[attr-defined]
+        width = action.pool if action.op in POOL_OPS else action.width
+        new = Layer(U.next_uid(layers), action.op, action.place, action.src2, width,
+                    action.channels, action.act)
+        return self.genome(U.splice_insert(layers, action.place, new))
 
     # --- tokens --------------------------------------------------------------------
-
-    @property
-    def token_fields(self) -> tuple[str, ...]:
-        return ("op", "width", "channels", "act", "src1", "src2")
 
     def _vocab(self) -> dict[str, tuple[Any, ...]]:
         o = self.options
@@ -407,17 +302,6 @@ class LayerwiseSpace(Space):
             "src1": places,
             "src2": (-1, *places),
         }
-
-    @property
-    def vocab_size(self) -> int:
-        return sum(len(v) for v in self._vocab().values())
-
-    def encode(self, genome: Genome) -> list[int]:
-        return U.encode_units(self._vocab(), genome.layers)  # type: ignore[attr-defined]
-
-    def decode(self, tokens: list[int]) -> LayerwiseGenome:
-        rows = U.decode_units(self._vocab(), tokens)
-        return self.genome([Layer(uid=i, **row) for i, row in enumerate(rows, start=1)])
 
     # --- shapes, costs, network ------------------------------------------------------
 

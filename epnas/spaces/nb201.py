@@ -195,15 +195,7 @@ class NB201Space(Space):
                                      lambda op: op != "none" and op != ops[edge])
             return None
 
-        def make_action(chosen: Mapping[str, Any]) -> Action:
-            kind = chosen["kind"]
-            if kind == "keep":
-                return Keep()
-            if kind == "remove":
-                return Remove(chosen["target"])
-            return Insert(op=chosen["op"], place=chosen["place"])
-
-        return ActionSpace((), next_decision, make_action)
+        return ActionSpace((), next_decision, U.action_from)
 
     def apply(self, genome: Genome, action: Action) -> NB201Genome:
         self.validate(genome)
