@@ -3,12 +3,15 @@
 __version__ = "0.1.0"
 
 from epnas import spaces
+from epnas.config import StudyConfig
 from epnas.costmodel import Cost, cost
 from epnas.errors import ActionError, EpnasError, GenomeError, SpaceError
 from epnas.nn.build import build
 from epnas.spaces import Genome, Space, load_genome
+from epnas.study import Study, StudyFailed, Summary
 
 __all__ = [
-    "ActionError", "Cost", "EpnasError", "Genome", "GenomeError", "Space", "SpaceError",
-    "__version__", "build", "cost", "load_genome", "spaces",
+    "ActionError", "Cost", "EpnasError", "Genome", "GenomeError", "Space", "SpaceError", "Study",
+    "StudyConfig", "StudyFailed", "Summary", "__version__", "build", "cost", "load_genome",
+    "spaces",
 ]

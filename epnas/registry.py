@@ -6,6 +6,8 @@ Spaces, strategies and evaluators each have one; see ``epnas.spaces.register``.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -47,6 +49,9 @@ class Registry(Generic[T]):
             raise self.error(f"unknown {self.kind} {spec!r}; known: {', '.join(self.names())} "
                              "(or give package.module:ClassName)")
         module_name, _, attr = spec.partition(":")
+        if "" not in sys.path and os.getcwd() not in sys.path:
+            # like `python -m`, user modules in the working directory are importable
+            sys.path.insert(0, os.getcwd())
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:

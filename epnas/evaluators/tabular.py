@@ -126,7 +126,7 @@ class TabularEvaluator(Evaluator):
     """Answers nb201 candidates from a NAS-Bench-201-style CSV.
 
     Args:
-        path: the CSV; default ``$EPNAS_NB201_CSV``, else the shared benchmark CSV next
+        data: the CSV (`--data`); default ``$EPNAS_NB201_CSV``, else the shared benchmark CSV next
             to the repository.
         input_shape: (C, H, W) the analytic costs are computed for.
         num_classes: classifier outputs for the analytic costs.
@@ -143,10 +143,10 @@ class TabularEvaluator(Evaluator):
     fidelities = ("200ep", "12ep")
     default_fidelity = "200ep"
 
-    def __init__(self, path: str | os.PathLike[str] | None = None,
+    def __init__(self, data: str | os.PathLike[str] | None = None,
                  input_shape: tuple[int, int, int] = (3, 32, 32), num_classes: int = 10,
                  objective_column: str = "test_acc_200ep") -> None:
-        self.path = Path(path) if path is not None else default_path()
+        self.path = Path(data) if data is not None else default_path()
         self.input_shape = tuple(input_shape)
         self.num_classes = num_classes
         self.columns = {"200ep": objective_column, "12ep": PROXY_COLUMN}
