@@ -1,0 +1,360 @@
+"""The training loop: one readable file, every hyper-parameter in a :class:`Schedule`.
+
+The data set stays on the training device as uint8 tensors; each step gathers a
+shuffled batch, augments it there (:mod:`epnas.data.augment`), normalises it and takes
+an SGD step under autocast. That removes the DataLoader, the per-image Python
+transforms and the host-to-device copies that dominate a plain PyTorch loop for the
+small networks a search trains. On CPU, bf16 autocast and the channels-last layout
+let oneDNN use its fast convolution kernels; on CUDA the same code runs with bf16 or
+fp16 (with loss scaling) autocast.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from epnas.data import augment
+from epnas.train.schedules import Schedule
+
+__all__ = ["Progress", "TrainResult", "autocast_dtype", "evaluate", "train"]
+
+Progress = Callable[[int, dict[str, float]], None]
+
+
+class _Data(Protocol):
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run measured.
+
+    Attributes:
+        status: ``"done"``; ``"diverged"`` when the loss became NaN or infinite
+            (training stopped there, accuracies are 0); ``"timeout"`` when
+            ``time_limit`` ran out (the partly trained model was still evaluated).
+        accuracy: Validation accuracy, a fraction in [0, 1].
+        val_loss: Validation cross-entropy (without label smoothing).
+        test_accuracy: Test accuracy when asked for, else ``None``.
+        loss: Mean training loss of the last epoch run (the non-finite value when
+            diverged; the partial epoch when stopped early).
+        epochs: Epochs completed.
+        train_seconds: Wall time of the whole call, set-up and evaluation included.
+        images_per_second: Training images per second of optimisation steps alone.
+        history: Per completed epoch: ``epoch``, ``lr``, ``loss``,
+            ``train_accuracy``, ``seconds`` (cumulative), ``images_per_second``, and
+            ``accuracy`` and ``val_loss`` on the epochs validation was evaluated.
+    """
+
+    status: str
+    accuracy: float
+    val_loss: float
+    test_accuracy: float | None
+    loss: float
+    epochs: int
+    train_seconds: float
+    images_per_second: float
+    history: tuple[dict[str, float], ...]
+
+    def metrics(self) -> dict[str, float]:
+        """The figures an evaluator reports, under the project's metric names."""
+        out = {
+            "accuracy": self.accuracy,
+            "loss": self.loss,
+            "val_loss": self.val_loss,
+            "epochs": float(self.epochs),
+            "train_seconds": self.train_seconds,
+            "images_per_second": self.images_per_second,
+        }
+        if self.test_accuracy is not None:
+            out["test_accuracy"] = self.test_accuracy
+        return out
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for a :class:`Schedule` precision on a device; ``None``: fp32.
+
+    ``"auto"`` picks bf16 on CUDA devices that support it and fp16 on older ones; on
+    CPU it picks bf16 only where the processor computes it natively (AVX512-BF16 or
+    AMX), where it roughly doubles convolution throughput; emulated bf16 is slower
+    than fp32.
+    """
+    if precision == "fp32":
+        return None
+    if precision != "auto":
+        return torch.bfloat16 if precision == "bf16" else torch.float16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and torch.backends.mkldnn.is_available():
+        native = (
+            getattr(torch.cpu, "_is_avx512_bf16_supported", None),
+            getattr(torch.cpu, "_is_amx_tile_supported", None),
+        )
+        if any(check is not None and check() for check in native):
+            return torch.bfloat16
+    return None
+
+
+def train(
+    model: nn.Module,
+    data: _Data,
+    schedule: Schedule,
+    *,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    evaluate_test: bool = False,
+    progress: Progress | None = None,
+    time_limit: float | None = None,
+) -> TrainResult:
+    """Train ``model`` in place on ``data`` with ``schedule`` and measure it.
+
+    Args:
+        model: Any classifier mapping ``[N, C, H, W]`` floats to ``[N, classes]``
+            logits. It is moved to ``device`` (channels-last when the schedule says
+            so), trained in place and left there in eval mode.
+        data: A data set: uint8 ``train_x``/``val_x``/``test_x`` ``[N, C, H, W]``,
+            int64 labels, per-channel ``mean`` and ``std`` of [0, 1]-scaled images.
+        schedule: The hyper-parameters.
+        seed: Seeds shuffling, augmentation and the model's own randomness
+            (dropout); on CPU the same seed gives the same result bit for bit. The
+            caller's global RNG state is left as it was.
+        device: Where to train; default CUDA when available, else CPU.
+        evaluate_test: Also measure test accuracy (only for final reports).
+        progress: Called after every epoch with its number (from 1) and figures.
+        time_limit: Seconds of training after which the run stops with status
+            ``"timeout"``.
+
+    Returns:
+        The measured :class:`TrainResult`.
+    """
+    start = time.perf_counter()
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    memory_format = torch.channels_last if schedule.channels_last else torch.contiguous_format
+    dtype = autocast_dtype(schedule.precision, device)
+    model.to(device, memory_format=memory_format)
+
+    train_x, train_y = data.train_x.to(device), data.train_y.to(device)
+    mean = torch.tensor(data.mean, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(data.std, device=device).view(1, -1, 1, 1)
+    n = len(train_y)
+    if n == 0:
+        raise ValueError("the training set is empty")
+    batch_size = min(schedule.batch_size, n)
+    steps_per_epoch = n // batch_size  # a ragged last batch would skew BN statistics
+
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim > 1 else no_decay).append(p)
+    optimizer = torch.optim.SGD(
+        [
+            {"params": decay, "weight_decay": schedule.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=schedule.lr,
+        momentum=schedule.momentum,
+        nesterov=schedule.nesterov,
+        foreach=True,
+    )
+    # Only fp16 can underflow gradients; bf16 has fp32's exponent range.
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
+    generator = torch.Generator(device).manual_seed(seed)
+    # A host read of the loss is free on CPU but stalls a GPU's queue, so there the
+    # NaN check waits for a few steps' worth of work.
+    check_every = 1 if device.type == "cpu" else 16
+
+    def measure(images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+        return evaluate(
+            model,
+            images,
+            labels,
+            data.mean,
+            data.std,
+            batch_size=schedule.eval_batch_size,
+            precision=schedule.precision,
+            channels_last=schedule.channels_last,
+        )
+
+    status, history = "done", []
+    epochs_done, step, trained, step_seconds = 0, 0, 0, 0.0
+    loss_value = math.nan
+    cudnn = torch.backends.cudnn
+    with (
+        torch.random.fork_rng(
+            devices=[device] if device.type == "cuda" else [], device_type=device.type
+        ),
+        # Autotuned kernels pay for themselves within an epoch; other settings stay.
+        cudnn.flags(
+            enabled=cudnn.enabled,
+            benchmark=True,
+            deterministic=cudnn.deterministic,
+            allow_tf32=cudnn.allow_tf32,
+        ),
+    ):
+        torch.manual_seed(seed)
+        for _ in range(schedule.train_epochs):
+            model.train()
+            epoch_start = time.perf_counter()
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.long)
+            seen = 0
+            order = torch.randperm(n, generator=generator, device=device)
+            for i in range(steps_per_epoch):
+                idx = order[i * batch_size : (i + 1) * batch_size]
+                x = _augmented(train_x[idx], schedule, mean, std, generator)
+                y = train_y[idx]
+                lr = schedule.lr_at((step + 0.5) / steps_per_epoch)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                    logits = model(x.contiguous(memory_format=memory_format))
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=schedule.label_smoothing)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+
+                step += 1
+                seen += len(y)
+                loss_sum += loss.detach() * len(y)
+                correct += (logits.argmax(1) == y).sum()
+                if step % check_every == 0 and not torch.isfinite(loss_sum):
+                    status = "diverged"
+                    break
+                if time_limit is not None and time.perf_counter() - start > time_limit:
+                    status = "timeout"
+                    break
+            _sync(device)
+            epoch_seconds = time.perf_counter() - epoch_start
+            step_seconds += epoch_seconds
+            trained += seen
+            loss_value = loss_sum.item() / max(seen, 1)
+            if status == "done" and not math.isfinite(loss_value):
+                status = "diverged"
+            if status != "done":
+                break
+
+            epochs_done += 1
+            record = {
+                "epoch": float(epochs_done),
+                "lr": lr,
+                "loss": loss_value,
+                "train_accuracy": correct.item() / seen,
+                "seconds": step_seconds,
+                "images_per_second": seen / epoch_seconds,
+            }
+            every = schedule.eval_every
+            if epochs_done == schedule.train_epochs or (every and epochs_done % every == 0):
+                record["accuracy"], record["val_loss"] = measure(data.val_x, data.val_y)
+            history.append(record)
+            if progress is not None:
+                progress(epochs_done, record)
+
+    accuracy, val_loss, test_accuracy = 0.0, math.nan, None
+    if status == "done":
+        accuracy, val_loss = history[-1]["accuracy"], history[-1]["val_loss"]
+    elif status == "timeout":
+        accuracy, val_loss = measure(data.val_x, data.val_y)
+    if evaluate_test and status != "diverged":
+        test_accuracy, _ = measure(data.test_x, data.test_y)
+    model.eval()
+    return TrainResult(
+        status=status,
+        accuracy=accuracy,
+        val_loss=val_loss,
+        test_accuracy=test_accuracy,
+        loss=loss_value,
+        epochs=epochs_done,
+        train_seconds=time.perf_counter() - start,
+        images_per_second=trained / max(step_seconds, 1e-9),
+        history=tuple(history),
+    )
+
+
+def _augmented(
+    x: torch.Tensor,
+    schedule: Schedule,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """A uint8 training batch, augmented as the schedule says and normalised to floats."""
+    x = augment.random_crop(x, schedule.crop_padding, generator)
+    if schedule.flip:
+        x = augment.random_flip(x, generator)
+    x = x.float().div_(255.0)
+    if schedule.brightness:
+        x = augment.jitter_brightness(x, schedule.brightness, generator)
+    if schedule.contrast:
+        x = augment.jitter_contrast(x, schedule.contrast, generator)
+    x = x.sub_(mean).div_(std)
+    return augment.cutout(x, schedule.cutout, generator)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    *,
+    batch_size: int = 256,
+    precision: str = "auto",
+    channels_last: bool = True,
+) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy of ``model`` (in eval mode) on a labelled set.
+
+    Args:
+        model: The classifier; evaluated on the device its parameters are on.
+        images: uint8 images ``[N, C, H, W]``, on any device.
+        labels: int64 labels ``[N]``.
+        mean: Per-channel mean of [0, 1]-scaled training images.
+        std: Per-channel standard deviation, likewise.
+        batch_size: Images per forward pass.
+        precision: Autocast precision, as in :class:`Schedule`.
+        channels_last: Feed the network NHWC tensors.
+
+    Returns:
+        ``(accuracy, loss)``; both NaN for an empty set.
+    """
+    device = next(model.parameters()).device
+    dtype = autocast_dtype(precision, device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    mean_t = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, device=device).view(1, -1, 1, 1)
+    model.eval()
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    loss_sum = torch.zeros((), device=device)
+    for i in range(0, len(labels), batch_size):
+        x = images[i : i + batch_size].to(device, non_blocking=True)
+        y = labels[i : i + batch_size].to(device, non_blocking=True)
+        x = x.float().div_(255.0).sub_(mean_t).div_(std_t)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            logits = model(x.contiguous(memory_format=memory_format)).float()
+        correct += (logits.argmax(1) == y).sum()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum")
+    if len(labels) == 0:
+        return math.nan, math.nan
+    return correct.item() / len(labels), loss_sum.item() / len(labels)
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for queued GPU work so that timings measure it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
