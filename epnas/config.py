@@ -55,15 +55,24 @@ def default_strategy() -> str:
 def default_evaluator(space: str) -> str:
     """The evaluator a study uses when none is named: the one place this choice is made.
 
-    Real training (``training``) once that evaluator is registered; until then the
-    tabular NAS-Bench-201 lookup for ``nb201`` and the instant ``synthetic`` evaluator
-    for every other space.
+    The tabular NAS-Bench-201 lookup for ``nb201`` (its cells are benchmarked; training
+    them needs CIFAR-10), real training (``training``) for every other space.
     """
     from epnas import evaluators
 
-    if "training" in evaluators.names():
-        return "training"
-    return "tabular" if space == "nb201" else "synthetic"
+    if space == "nb201":
+        return "tabular"
+    return "training" if "training" in evaluators.names() else "synthetic"
+
+
+def default_preset(strategy: str, evaluator: str) -> str | None:
+    """The strategy's preset for a study that names none: ``tabular`` for table lookups,
+    ``quick`` otherwise (the default command-line run), when the strategy has them."""
+    from epnas.strategies import STRATEGIES
+
+    _, cls = STRATEGIES.resolve(strategy)
+    wanted = "tabular" if evaluator == "tabular" else "quick"
+    return wanted if wanted in cls.presets else None
 
 
 class StudyConfig(BaseModel):
@@ -146,10 +155,12 @@ class StudyConfig(BaseModel):
             raise EpnasError(_explain(exc)) from None
 
     def resolved(self) -> StudyConfig:
-        """This config with the default strategy and evaluator filled in."""
-        return self.model_copy(update={
-            "strategy": self.strategy or default_strategy(),
-            "evaluator": self.evaluator or default_evaluator(self.space)})
+        """This config with the default strategy, evaluator and preset filled in."""
+        strategy = self.strategy or default_strategy()
+        evaluator = self.evaluator or default_evaluator(self.space)
+        preset = self.preset or default_preset(strategy, evaluator)
+        return self.model_copy(update={"strategy": strategy, "evaluator": evaluator,
+                                       "preset": preset})
 
     def objective(self) -> Objective:
         """The objective: ``constraints`` plus the shorthands."""

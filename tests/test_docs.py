@@ -27,6 +27,10 @@ def test_doc_example_runs(where: str, code: str) -> None:
     saved = epnas.spaces.registry.SPACES.snapshot()
     try:
         exec(compile(code, where, "exec"), {"__name__": "docs_example"})
+    except epnas.EpnasError as exc:
+        if "no NAS-Bench-201 table" not in str(exc):
+            raise
+        pytest.skip(f"the example needs the NAS-Bench-201 CSV: {exc}")
     finally:  # examples may register spaces; keep the registry as it was
         epnas.spaces.registry.SPACES.restore(saved)
 

@@ -238,6 +238,9 @@ class EPNAS(Strategy):
     options: EPNASOptions
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {},
+        # The default command-line run: a few minutes on 2 CPU cores with real training.
+        "quick": {"branches": 4, "steps": 3, "episodes": 4, "start_depth": 3,
+                  "seeds_from": "history", "avoid_repeats": 5},
         # Tabular lookups cost nothing, so queries are the budget (100-300): select often
         # (one step per episode, seeds from the best 4 ever seen), never re-query a cell,
         # and learn from every step with normalised advantages. See docs/epnas.md.

@@ -1,0 +1,88 @@
+"""Real training: build the genome, train it on a data set, measure validation accuracy.
+
+Fidelities are the trainer's schedules: ``prediction`` (the short, large-batch
+performance-prediction schedule, the default during search) and ``full``. Costs come
+from the analytic cost model for the data set's input shape, not from training.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import torch
+
+from epnas.costmodel import cost
+from epnas.data import Dataset, load
+from epnas.errors import EpnasError, validation_message
+from epnas.evaluators.base import Evaluator
+from epnas.nn.build import build
+from epnas.train import schedules, train
+from epnas.trial import Candidate, Result
+
+
+class TrainingEvaluator(Evaluator):
+    """Trains every candidate on a real data set (validation accuracy is searched).
+
+    Args:
+        dataset: data set name (``epnas.data.names()``); ``digits`` is embedded.
+        data: where its files are (None: the data set's default places).
+        seed: seeds weight initialisation, shuffling and augmentation.
+        schedule: overrides of the schedule fields (``epochs``, ``batch_size``, ...) for
+            every fidelity.
+        time_limit: seconds of training per candidate before it is stopped and failed
+            with reason ``timeout``.
+        device: ``cpu``, ``cuda``, ``cuda:1`` ... (None: CUDA when available).
+        val_fraction: share of the training set held out for validation.
+    """
+
+    fidelities: ClassVar[tuple[str, ...]] = ("prediction", "full")
+    default_fidelity: ClassVar[str | None] = "prediction"
+
+    def __init__(self, dataset: str = "digits", data: str | None = None, seed: int = 0,
+                 schedule: dict[str, Any] | None = None, time_limit: float | None = None,
+                 device: str | None = None, val_fraction: float = 0.1) -> None:
+        self.dataset, self.data, self.seed = dataset, data, seed
+        self.overrides = dict(schedule or {})
+        self.time_limit, self.device, self.val_fraction = time_limit, device, val_fraction
+        self._data: Dataset | None = None
+        for name in self.fidelities:  # bad overrides fail now, not in every trial
+            self.schedule(name, dataset)
+
+    def schedule(self, fidelity: str, dataset: Any = None) -> schedules.Schedule:
+        try:
+            return schedules.get(fidelity, dataset=dataset or self.dataset, **self.overrides)
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError
+            raise EpnasError(validation_message("schedule options", exc)) from None
+
+    @property
+    def loaded(self) -> Dataset:
+        """The data set, loaded on first use (once per worker process)."""
+        if self._data is None:
+            self._data = load(self.dataset, self.data, val_fraction=self.val_fraction)
+        return self._data
+
+    def evaluate(self, candidate: Candidate) -> Result:
+        fidelity = candidate.fidelity or self.default_fidelity
+        if fidelity not in self.fidelities:
+            return Result.failure("error", f"unknown fidelity {fidelity!r}; this evaluator "
+                                           f"has {list(self.fidelities)}")
+        data = self.loaded
+        costs = cost(candidate.genome, data.input_shape, data.num_classes).as_dict()
+        schedule = self.schedule(fidelity, data)
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed)
+                model = build(candidate.genome, data.input_shape, data.num_classes)
+            run = train(model, data, schedule, seed=self.seed, device=self.device,
+                        time_limit=self.time_limit)
+        except torch.OutOfMemoryError as exc:
+            return Result.failure("oom", str(exc).splitlines()[0], costs)
+        metrics = {**costs, **run.metrics()}
+        if run.status == "diverged" or not math.isfinite(run.accuracy):
+            return Result.failure("diverged", f"loss became {run.loss} in epoch "
+                                              f"{run.epochs + 1}", metrics)
+        if run.status == "timeout":
+            return Result.failure("timeout", f"training passed time_limit={self.time_limit}s "
+                                             f"after {run.epochs} epochs", metrics)
+        return Result("done", metrics)

@@ -1,0 +1,62 @@
+"""The training evaluator on the embedded digits data: real training, real failures."""
+
+from __future__ import annotations
+
+import pytest
+
+import epnas
+from epnas.errors import EpnasError
+from epnas.evaluators.training import TrainingEvaluator
+from epnas.spaces import Layer
+from epnas.trial import Candidate
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("EPNAS_CACHE", str(tmp_path / "cache"))
+
+
+def small_cnn() -> epnas.Genome:
+    space = epnas.spaces.get("layerwise")
+    return space.genome([Layer(1, "conv", 0, -1, 3, 32, "relu"),
+                         Layer(2, "maxpool", 1, -1, 2),
+                         Layer(3, "conv", 2, -1, 3, 64, "relu")])
+
+
+def test_trains_digits_well_above_chance_with_costs() -> None:
+    evaluator = TrainingEvaluator("digits", seed=0)
+    result = evaluator.evaluate(Candidate(small_cnn()))
+    assert result.status == "done", result.error
+    assert result.accuracy > 0.85
+    genome_cost = epnas.cost(small_cnn(), (1, 8, 8), 10)
+    assert result.metrics["params"] == genome_cost.params
+    assert result.metrics["flops"] == genome_cost.flops
+    assert result.metrics["epochs"] == 10 and result.metrics["train_seconds"] > 0
+
+
+def test_same_seed_same_accuracy() -> None:
+    a = TrainingEvaluator("digits", seed=3, schedule={"epochs": 2, "stop_epoch": 2})
+    b = TrainingEvaluator("digits", seed=3, schedule={"epochs": 2, "stop_epoch": 2})
+    ra, rb = a.evaluate(Candidate(small_cnn())), b.evaluate(Candidate(small_cnn()))
+    assert ra.metrics["accuracy"] == rb.metrics["accuracy"]
+    assert ra.metrics["loss"] == rb.metrics["loss"]
+
+
+def test_divergence_is_a_failed_trial() -> None:
+    evaluator = TrainingEvaluator("digits", schedule={"lr": 1e9})
+    result = evaluator.evaluate(Candidate(small_cnn()))
+    assert (result.status, result.reason) == ("failed", "diverged")
+
+
+def test_time_limit_is_a_timeout() -> None:
+    evaluator = TrainingEvaluator("digits", time_limit=1e-6)
+    result = evaluator.evaluate(Candidate(small_cnn(), "full"))
+    assert (result.status, result.reason) == ("failed", "timeout")
+
+
+def test_unknown_fidelity_and_bad_schedule_options() -> None:
+    evaluator = TrainingEvaluator("digits")
+    result = evaluator.evaluate(Candidate(small_cnn(), "200ep"))
+    assert result.reason == "error" and "unknown fidelity" in result.error
+    with pytest.raises(EpnasError, match="bogus"):
+        TrainingEvaluator("digits", schedule={"bogus": 1})
