@@ -14,6 +14,10 @@ with the built network (see ``tests/test_costmodel.py``):
   1x1 projection, an elementwise sum (reads every addend), a concatenation, the
   global average pool and the classifier. Identities move nothing.
 * ``intensity``: ``flops / bytes``, the paper's compute intensity (FLOPs per byte).
+* ``memory`` (an estimate of peak training memory at a batch size B, float32):
+  ``4 * (3 * params + B * activations)``, where ``activations`` counts the elements
+  every operation writes for one image (autograd keeps about that much for the
+  backward pass) and ``3 * params`` holds weights, gradients and momentum.
 
 Resolution rule shared with the builder: every downsampling (a pool layer, a
 stride-2 reduction) maps ``H x W`` to ``ceil(H/2) x ceil(W/2)``, so a 1x1 map stays
@@ -26,13 +30,14 @@ projected by a 1x1 convolution + batch norm if its channels differ.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from epnas.spaces.genome import Genome
 
 FLOAT_BYTES = 4
+DEFAULT_BATCH = 128  # batch size of the ``memory`` estimate when none is given
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,7 @@ class Cost:
     params: int
     flops: int
     bytes: int
+    activations: int = 0  # elements written per image (for the memory estimate)
 
     @property
     def intensity(self) -> float:
@@ -52,8 +58,14 @@ class Cost:
     def mflops(self) -> float:
         return self.flops / 1e6
 
-    def as_dict(self) -> dict[str, float]:
-        return {**asdict(self), "intensity": self.intensity}
+    def memory(self, batch_size: int = DEFAULT_BATCH) -> float:
+        """Estimated peak training memory in bytes at ``batch_size`` (module docstring)."""
+        return FLOAT_BYTES * (3 * self.params + batch_size * self.activations)
+
+    def as_dict(self, batch_size: int = DEFAULT_BATCH) -> dict[str, float]:
+        """The cost metrics: params, flops, bytes, intensity, memory (at ``batch_size``)."""
+        return {"params": self.params, "flops": self.flops, "bytes": self.bytes,
+                "intensity": self.intensity, "memory": self.memory(batch_size)}
 
 
 @dataclass(frozen=True)
@@ -107,9 +119,11 @@ class Tally:
         self.params = 0
         self.flops = 0
         self.elements = 0  # activation elements read + written
+        self.written = 0  # activation elements written
 
     def move(self, reads: Iterable[Shape], write: Shape) -> None:
         self.elements += sum(s.elements for s in reads) + write.elements
+        self.written += write.elements
 
     def conv(self, cin: int, cout: int, k: int, out: Shape, *, groups: int = 1) -> None:
         """A bias-free convolution producing ``out`` (traffic is counted by the unit)."""
@@ -155,7 +169,8 @@ class Tally:
         self.move([pooled], Shape(num_classes, 1, 1))
 
     def result(self) -> Cost:
-        return Cost(self.params, self.flops, FLOAT_BYTES * (self.params + self.elements))
+        return Cost(self.params, self.flops, FLOAT_BYTES * (self.params + self.elements),
+                    self.written)
 
 
 def check_input_shape(input_shape: Iterable[int]) -> tuple[int, int, int]:

@@ -24,6 +24,9 @@ def test_worked_example_single_conv_layer() -> None:
     assert c.bytes == 4 * (c.params + elements) == 18_384
     assert c.intensity == pytest.approx(166_048 / 18_384)
     assert c.as_dict()["intensity"] == c.intensity
+    written = 1024 + 512 + 8 + 10
+    assert c.activations == written
+    assert c.memory(64) == 4 * (3 * 1434 + 64 * written) == c.as_dict(64)["memory"]
 
 
 def test_skip_join_costs_pooling_projection_and_sum() -> None:

@@ -68,8 +68,9 @@ class TrainingEvaluator(Evaluator):
             return Result.failure("error", f"unknown fidelity {fidelity!r}; this evaluator "
                                            f"has {list(self.fidelities)}")
         data = self.loaded
-        costs = cost(candidate.genome, data.input_shape, data.num_classes).as_dict()
         schedule = self.schedule(fidelity, data)
+        costs = cost(candidate.genome, data.input_shape,
+                     data.num_classes).as_dict(schedule.batch_size)
         try:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.seed)

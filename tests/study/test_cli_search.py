@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -243,3 +244,14 @@ def test_preset_with_overrides(capsys: pytest.CaptureFixture) -> None:
     study = Study(strategy="epnas", preset="tabular", strategy_options={"top_k": 2},
                   space="nb201", evaluator="synthetic", trials=3)
     assert study.strategy.options.steps == 1 and study.strategy.options.top_k == 2
+
+
+def test_max_memory_constrains_the_estimated_training_memory(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    assert main(["search", "--evaluator", "synthetic", "--strategy", "random", "--trials", "4",
+                 "--max-memory", "100k", "--out", str(out), "--quiet"]) == 0
+    assert "no feasible architecture found" in capsys.readouterr().out
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    assert len(rows) == 4 and {row["feasible"] for row in rows} == {"0"}
+    assert all(float(row["memory"]) > 100e3 for row in rows)
