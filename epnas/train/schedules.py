@@ -141,7 +141,8 @@ PRESETS: dict[str, Schedule] = {
     ),
     # The paper's performance prediction: LR 0.5 at batch 1024 with aggressive decay,
     # stopped at 10 epochs. The exponential curve spans 20 epochs and reaches 1% of
-    # the peak at the stop; a one-epoch warm-up keeps LR 0.5 from blowing up BN nets.
+    # the peak at the stop; the one-epoch warm-up is the usual guard for large-batch
+    # SGD (Goyal et al., 2017).
     "prediction": Schedule(
         epochs=20,
         stop_epoch=10,
