@@ -120,8 +120,9 @@ def test_no_feasible_model_reports_the_least_violating() -> None:
 
 
 def test_a_constraint_on_a_metric_the_evaluator_lacks_is_a_clear_error() -> None:
-    study = Study(strategy="random", evaluator="synthetic", trials=3, max_memory="2GB")
-    with pytest.raises(EpnasError, match="'memory', but the evaluator reports only"):
+    study = Study(strategy="random", evaluator="synthetic", trials=3,
+                  constraints=["latency::5"])
+    with pytest.raises(EpnasError, match="'latency', but the evaluator reports only"):
         study.run()
 
 
