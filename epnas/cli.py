@@ -23,7 +23,7 @@ from rich.table import Table
 
 import epnas
 from epnas.config import StudyConfig, merge, read_config_file
-from epnas.errors import EpnasError
+from epnas.errors import EpnasError, validation_message
 from epnas.evaluators import EVALUATORS
 from epnas.progress import LineReporter, LiveReporter, duration, metrics_text
 from epnas.store import Store, holder_pid
@@ -374,6 +374,50 @@ def add_study_commands(sub: Any, json_flag: Any) -> None:
     p.set_defaults(func=cmd_status)
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from epnas.data import load
+    from epnas.evaluators.training import train_genome
+    from epnas.train import schedules
+
+    genome = read_genome(args.genome)
+    data = load(args.dataset, args.data)
+    overrides: dict[str, Any] = {}
+    if args.epochs is not None:  # train exactly N epochs; the LR curve spans them
+        overrides.update(epochs=args.epochs, stop_epoch=None)
+    try:
+        schedule = schedules.get(args.schedule, dataset=data, **overrides)
+    except ValueError as exc:
+        raise EpnasError(validation_message("schedule", exc)) from None
+    cost = epnas.cost(genome, data.input_shape, data.num_classes)
+    console = Console(stderr=bool(args.json == "-"))
+    console.print(f"training {epnas.spaces.space_of(genome).describe(genome)} "
+                  f"({cost.params:,} params, {cost.mflops:,.2f} MFLOPs) on {data.name} "
+                  f"with the {args.schedule} schedule ({schedule.train_epochs} epochs)")
+
+    def progress(epoch: int, record: dict[str, float]) -> None:
+        line = f"epoch {epoch}/{schedule.train_epochs}  loss {record['loss']:.4f}  " \
+               f"train {100 * record['train_accuracy']:.2f}%"
+        if "accuracy" in record:
+            line += f"  val {100 * record['accuracy']:.2f}%"
+        speed = record["images_per_second"]
+        console.print(f"{line}  {record['seconds']:.1f}s  {speed:,.0f} img/s")
+
+    run = train_genome(genome, data, schedule, seed=args.seed, device=args.device,
+                       evaluate_test=True, progress=progress)
+    result = {"status": run.status, "validation_accuracy": run.accuracy,
+              "test_accuracy": run.test_accuracy, "epochs": run.epochs,
+              "train_seconds": run.train_seconds, "images_per_second": run.images_per_second,
+              **cost.as_dict(schedule.batch_size)}
+    if args.json:
+        _emit_json(args, [json.dumps(result)])
+    if args.json != "-":
+        test = "n/a" if run.test_accuracy is None else f"{100 * run.test_accuracy:.2f}%"
+        console.print(f"{run.status}: validation {100 * run.accuracy:.2f}%  test {test}  "
+                      f"{run.epochs} epochs in {run.train_seconds:.1f}s "
+                      f"({run.images_per_second:,.0f} img/s)")
+    return 0 if run.status == "done" else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="epnas", description="Efficient Progressive Neural Architecture Search.")
@@ -411,6 +455,17 @@ def build_parser() -> argparse.ArgumentParser:
     shape_flags(p)
     json_flag(p)
     p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("train", help="train one architecture and report its accuracy")
+    p.add_argument("--genome", required=True, metavar="FILE", help="genome JSON file")
+    p.add_argument("--dataset", default="digits", help="data set (default digits)")
+    p.add_argument("--data", metavar="PATH", help="where the data set's files are")
+    p.add_argument("--schedule", default="full", choices=("full", "prediction"))
+    p.add_argument("--epochs", type=int, help="train exactly N epochs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+    json_flag(p)
+    p.set_defaults(func=cmd_train)
 
     add_study_commands(sub, json_flag)
     return parser

@@ -17,8 +17,20 @@ from epnas.data import Dataset, load
 from epnas.errors import EpnasError, validation_message
 from epnas.evaluators.base import Evaluator
 from epnas.nn.build import build
-from epnas.train import schedules, train
+from epnas.spaces.genome import Genome
+from epnas.train import TrainResult, schedules, train
 from epnas.trial import Candidate, Result
+
+
+def train_genome(genome: Genome, data: Dataset, schedule: schedules.Schedule, *, seed: int = 0,
+                 device: str | None = None, time_limit: float | None = None,
+                 evaluate_test: bool = False, progress: Any = None) -> TrainResult:
+    """Build ``genome`` for ``data`` (weights seeded by ``seed``) and train it."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build(genome, data.input_shape, data.num_classes)
+    return train(model, data, schedule, seed=seed, device=device, time_limit=time_limit,
+                 evaluate_test=evaluate_test, progress=progress)
 
 
 class TrainingEvaluator(Evaluator):
@@ -72,11 +84,8 @@ class TrainingEvaluator(Evaluator):
         costs = cost(candidate.genome, data.input_shape,
                      data.num_classes).as_dict(schedule.batch_size)
         try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.seed)
-                model = build(candidate.genome, data.input_shape, data.num_classes)
-            run = train(model, data, schedule, seed=self.seed, device=self.device,
-                        time_limit=self.time_limit)
+            run = train_genome(candidate.genome, data, schedule, seed=self.seed,
+                               device=self.device, time_limit=self.time_limit)
         except torch.OutOfMemoryError as exc:
             return Result.failure("oom", str(exc).splitlines()[0], costs)
         metrics = {**costs, **run.metrics()}

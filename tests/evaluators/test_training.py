@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 import epnas
@@ -60,3 +63,29 @@ def test_unknown_fidelity_and_bad_schedule_options() -> None:
     assert result.reason == "error" and "unknown fidelity" in result.error
     with pytest.raises(EpnasError, match="bogus"):
         TrainingEvaluator("digits", schedule={"bogus": 1})
+
+
+def test_train_command_writes_the_result_json(tmp_path, capsys) -> None:
+    from epnas.cli import main
+
+    genome_file = tmp_path / "g.json"
+    genome_file.write_text(small_cnn().to_json())
+    out = tmp_path / "result.json"
+    assert main(["train", "--genome", str(genome_file), "--dataset", "digits",
+                 "--schedule", "prediction", "--epochs", "3", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["epochs"] == 3 and result["status"] == "done"
+    assert 0.5 < result["validation_accuracy"] <= 1 and 0.5 < result["test_accuracy"] <= 1
+    assert result["train_seconds"] > 0 and result["images_per_second"] > 0
+    assert result["params"] == epnas.cost(small_cnn(), (1, 8, 8), 10).params
+    printed = capsys.readouterr().out
+    assert "epoch 3/3" in printed and "test" in printed
+
+
+def test_reference_example_genome_is_the_documented_network() -> None:
+    path = Path(__file__).resolve().parents[2] / "docs" / "examples" / "fmnist_small.json"
+    genome = epnas.load_genome(path.read_text())
+    cost = epnas.cost(genome, (1, 28, 28), 10)
+    ops = [layer.op for layer in genome.layers]
+    assert ops.count("conv") == 3 and ops.count("maxpool") == 2
+    assert 35_000 < cost.params < 45_000
