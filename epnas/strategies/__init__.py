@@ -4,12 +4,14 @@ from epnas.strategies.base import STRATEGIES, Strategy, StrategyOptions, get
 from epnas.strategies.epnas import EPNAS
 from epnas.strategies.evolution import RegularizedEvolution
 from epnas.strategies.random import RandomSearch
+from epnas.strategies.reinforce import Reinforce
 
 register = STRATEGIES.register
 names = STRATEGIES.names
 register("random")(RandomSearch)
 register("epnas")(EPNAS)
 register("evolution")(RegularizedEvolution)
+register("reinforce")(Reinforce)
 
-__all__ = ["EPNAS", "STRATEGIES", "RandomSearch", "RegularizedEvolution", "Strategy",
-           "StrategyOptions", "get", "names", "register"]
+__all__ = ["EPNAS", "STRATEGIES", "RandomSearch", "RegularizedEvolution", "Reinforce",
+           "Strategy", "StrategyOptions", "get", "names", "register"]
