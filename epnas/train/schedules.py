@@ -195,7 +195,8 @@ def get(name: str, dataset: str | _DatasetLike | None = None, **overrides: Any) 
             (crop padding and Cutout scaled from CIFAR's 32 pixels) and the size of
             its training set (batch size at most 1/8 of it, LR scaled linearly).
         **overrides: Any :class:`Schedule` field. A ``batch_size`` without ``lr``
-            scales the LR linearly from the (adapted) preset's batch size and LR.
+            scales the LR linearly from the (adapted) preset's batch size and LR; an
+            ``epochs`` without ``stop_epoch`` caps the preset's early stop at it.
 
     Returns:
         The validated schedule.
@@ -215,6 +216,9 @@ def get(name: str, dataset: str | _DatasetLike | None = None, **overrides: Any) 
         values.update(adapted)
     if "batch_size" in overrides and "lr" not in overrides:
         values["lr"] *= overrides["batch_size"] / values["batch_size"]
+    if "epochs" in overrides and "stop_epoch" not in overrides and values["stop_epoch"]:
+        # a shorter curve keeps the early stop only where it still falls inside it
+        values["stop_epoch"] = min(values["stop_epoch"], overrides["epochs"])
     values.update(overrides)
     return Schedule(**values)
 

@@ -346,3 +346,12 @@ def test_colour_jitter_stays_in_range_and_keeps_the_mean_grey() -> None:
     # Factors below 1.4 cannot push values from [0.25, 0.7] out of [0, 1]: no clipping,
     # so each image's mean is unchanged.
     assert torch.allclose(contrast.mean((1, 2, 3)), x.mean((1, 2, 3)), atol=1e-5)
+
+
+def test_shorter_epochs_cap_the_prediction_early_stop() -> None:
+    from epnas.train import schedules
+
+    short = schedules.get("prediction", epochs=4)
+    assert (short.epochs, short.stop_epoch, short.train_epochs) == (4, 4, 4)
+    assert schedules.get("prediction", epochs=15).stop_epoch == 10
+    assert schedules.get("prediction", epochs=4, stop_epoch=2).stop_epoch == 2
