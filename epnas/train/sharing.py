@@ -1,0 +1,213 @@
+"""The parameter-sharing dictionary: warm-start new candidates from earlier ones' weights.
+
+Weights are grouped per *unit* under a sharing key, (stable unit id, op type) as in
+the EPNAS paper, so a layer keeps its key when layers are inserted or removed around
+it or when it is scaled:
+
+- layerwise: ``layer/<uid>/<op>`` per built layer (its op, and its skip adapters when
+  it has a skip), plus ``stem`` and ``head``;
+- cellwise: ``cell<k>/branch/<uid>/<type>`` per live branch and ``cell<k>/project``
+  (the cell's output projection) where ``k`` counts the cells of the network from 0
+  (the cell is repeated, each copy learns its own weights), plus ``stem``,
+  ``reduction<s>`` (the stride-2 unit before stage ``s`` >= 1) and ``head``;
+- nb201: ``cell<k>/edge<e>/<op>`` (``e`` indexes ``EDGES``), ``stem``,
+  ``reduction<s>`` and ``head`` (the final BN and the classifier).
+
+Units without parameters or buffers (pools, identities) have no key. Tensor names
+inside a unit are those of the unit's modules' ``state_dict``. Shapes that changed
+since the weights were stored are bridged by :func:`fit`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from epnas.errors import EpnasError
+from epnas.nn.build import Cell, LayerwiseNet, NB201Cell
+from epnas.spaces.genome import Genome
+from epnas.spaces.nb201 import EDGES
+
+UnitState = dict[str, torch.Tensor]
+"""The tensors of one unit, by their name inside the unit."""
+
+MAX_SHAPES = 4
+"""Differently shaped versions kept per key (a scaled unit alternates between a few)."""
+
+
+def _unit_modules(genome: Genome, model: nn.Module) -> dict[str, dict[str, nn.Module]]:
+    """Sharing key -> {name prefix inside the unit: module} for every unit of ``model``."""
+    if isinstance(model, LayerwiseNet):
+        units = {"stem": {"": model.stem}}
+        for block in model.layers:
+            # Block indices are 1-based positions in the genome; the uid comes from there.
+            layer = genome.layers[block.index - 1]  # type: ignore[attr-defined]
+            units[f"layer/{layer.uid}/{layer.op}"] = {"": block}
+        units["head"] = {"": model.head}
+        return units
+    if not isinstance(model, nn.Sequential):
+        raise TypeError(f"no sharing keys for a {type(model).__name__}")
+    modules = list(model)
+    if any(isinstance(m, NB201Cell) for m in modules):
+        # stem = conv + BN; head = final BN + ReLU + classifier (see build_nb201)
+        units = {"stem": {"0.": modules[0], "1.": modules[1]}}
+        body, head = modules[2:-3], {"bn.": modules[-3], "fc.": modules[-1]}
+    else:
+        units = {"stem": {"": modules[0]}}
+        body, head = modules[1:-1], {"": modules[-1]}
+    cells = stage = 0
+    for module in body:
+        if isinstance(module, Cell):
+            for branch in module.branches:
+                br = genome.branches[branch.index - 1]  # type: ignore[attr-defined]
+                units[f"cell{cells}/branch/{br.uid}/{br.type}"] = {"": branch}
+            units[f"cell{cells}/project"] = {"": module.project}
+            cells += 1
+        elif isinstance(module, NB201Cell):
+            for op, edge in zip(module.ops, module.edges):
+                e = EDGES.index(edge)
+                units[f"cell{cells}/edge{e}/{genome.ops[e]}"] = {"": op}  # type: ignore[attr-defined]
+            cells += 1
+        else:  # the stride-2 unit between stages
+            stage += 1
+            units[f"reduction{stage}"] = {"": module}
+    units["head"] = head
+    return units
+
+
+def _tensors(modules: dict[str, nn.Module]) -> UnitState:
+    """The live (storage-sharing) tensors of one unit's state dicts, by unit-local name."""
+    return {prefix + name: t for prefix, m in modules.items()
+            for name, t in m.state_dict().items()}
+
+
+def unit_states(genome: Genome, model: nn.Module) -> dict[str, UnitState]:
+    """The weights of a built ``model`` of ``genome`` per sharing key (CPU copies).
+
+    Units without any tensor are left out.
+    """
+    states = {}
+    for key, modules in _unit_modules(genome, model).items():
+        state = {name: t.detach().to("cpu", copy=True) for name, t in _tensors(modules).items()}
+        if state:
+            states[key] = state
+    return states
+
+
+def fit(stored: torch.Tensor, shape: torch.Size | tuple[int, ...], fill: float = 0.0
+        ) -> torch.Tensor:
+    """``stored`` sliced or padded to ``shape``: the leading overlap, ``fill`` elsewhere."""
+    out = torch.full(tuple(shape), fill, dtype=stored.dtype)
+    block = tuple(slice(0, min(a, b)) for a, b in zip(stored.shape, shape))
+    out[block] = stored[block]
+    return out
+
+
+def _distance(a: torch.Size, b: torch.Size) -> int:
+    return sum(abs(x - y) for x, y in zip(a, b))
+
+
+@dataclass
+class SharingStats:
+    """What :meth:`WeightDictionary.load_into` did, counted in tensors."""
+
+    exact: int = 0  # a stored tensor of the same shape was copied
+    resized: int = 0  # the closest stored tensor was sliced/padded
+    missing: int = 0  # nothing stored: the tensor keeps its initialisation
+
+
+@dataclass
+class WeightDictionary:
+    """Sharing key -> stored unit states, one per distinct set of shapes, newest first."""
+
+    entries: dict[str, list[UnitState]] = field(default_factory=dict)
+    max_shapes: int = MAX_SHAPES
+
+    def load_into(self, genome: Genome, model: nn.Module) -> SharingStats:
+        """Copy the stored weights into ``model`` (built from ``genome``) in place."""
+        stats = SharingStats()
+        with torch.no_grad():
+            for key, modules in _unit_modules(genome, model).items():
+                stored = self.entries.get(key, [])
+                for name, target in _tensors(modules).items():
+                    source = self._closest(stored, name, target.shape)
+                    if source is None:
+                        stats.missing += 1
+                    elif source.shape == target.shape:
+                        target.copy_(source)
+                        stats.exact += 1
+                    else:
+                        # A zero running variance would scale new channels by
+                        # 1/sqrt(eps) in eval mode; 1 is BatchNorm's own initial value.
+                        fill = 1.0 if name.endswith("running_var") else 0.0
+                        target.copy_(fit(source, target.shape, fill))
+                        stats.resized += 1
+        return stats
+
+    @staticmethod
+    def _closest(stored: list[UnitState], name: str, shape: torch.Size) -> torch.Tensor | None:
+        candidates = [s[name] for s in stored if name in s and s[name].dim() == len(shape)]
+        # min keeps the first of equals, i.e. the newest entry
+        return min(candidates, key=lambda t: _distance(t.shape, shape), default=None)
+
+    def merge(self, step: Iterable[tuple[float, dict[str, UnitState]]]) -> None:
+        """Add one EPNAS step's models, given as (accuracy, :func:`unit_states`) pairs.
+
+        Within the step the most accurate model wins each key; its unit state replaces
+        the stored one of the same shapes and becomes the newest entry. Models with a
+        non-finite accuracy (diverged) are skipped: their weights are not worth sharing.
+        """
+        ranked = sorted((m for m in step if math.isfinite(m[0])), key=lambda m: -m[0])
+        winners: dict[str, UnitState] = {}
+        for _, states in ranked:
+            for key, state in states.items():
+                winners.setdefault(key, state)
+        for key, state in winners.items():
+            state = {name: t.detach().to("cpu", copy=True) for name, t in state.items()}
+            kept = [s for s in self.entries.get(key, []) if _shapes(s) != _shapes(state)]
+            self.entries[key] = [state, *kept][: self.max_shapes]
+
+    def save(self, path: str | Path) -> None:
+        """Write the dictionary atomically (a temp file renamed over ``path``)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(self.entries, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path: str | Path, max_shapes: int = MAX_SHAPES) -> WeightDictionary:
+        """Read a dictionary written by :meth:`save` (tensors only, never other pickles)."""
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # weights_only rejects anything but plain data and tensors
+            raise EpnasError(f"{path}: not a weight dictionary ({exc})") from None
+        if not (isinstance(data, dict) and all(
+                isinstance(k, str) and isinstance(v, list) and all(_is_state(s) for s in v)
+                for k, v in data.items())):
+            raise EpnasError(f"{path}: not a weight dictionary (expected key -> list of "
+                             f"tensor dicts)")
+        return cls(data, max_shapes)
+
+
+def _shapes(state: UnitState) -> dict[str, torch.Size]:
+    return {name: t.shape for name, t in state.items()}
+
+
+def _is_state(value: object) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in value.items())
