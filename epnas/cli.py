@@ -381,7 +381,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     genome = read_genome(args.genome)
     data = load(args.dataset, args.data)
-    overrides: dict[str, Any] = {}
+    overrides = parse_options(args.schedule_opt, "--schedule-opt")
     if args.epochs is not None:  # train exactly N epochs; the LR curve spans them
         overrides.update(epochs=args.epochs, stop_epoch=None)
     try:
@@ -462,6 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", metavar="PATH", help="where the data set's files are")
     p.add_argument("--schedule", default="full", choices=("full", "prediction"))
     p.add_argument("--epochs", type=int, help="train exactly N epochs")
+    p.add_argument("--schedule-opt", action="append", metavar="KEY=VALUE",
+                   help="schedule field, e.g. lr=0.05 or cutout=0 (repeatable)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
     json_flag(p)

@@ -72,7 +72,8 @@ def test_train_command_writes_the_result_json(tmp_path, capsys) -> None:
     genome_file.write_text(small_cnn().to_json())
     out = tmp_path / "result.json"
     assert main(["train", "--genome", str(genome_file), "--dataset", "digits",
-                 "--schedule", "prediction", "--epochs", "3", "--json", str(out)]) == 0
+                 "--schedule", "prediction", "--epochs", "3", "--schedule-opt", "lr=0.2",
+                 "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["epochs"] == 3 and result["status"] == "done"
     assert 0.5 < result["validation_accuracy"] <= 1 and 0.5 < result["test_accuracy"] <= 1
@@ -89,3 +90,12 @@ def test_reference_example_genome_is_the_documented_network() -> None:
     ops = [layer.op for layer in genome.layers]
     assert ops.count("conv") == 3 and ops.count("maxpool") == 2
     assert 35_000 < cost.params < 45_000
+
+
+def test_train_command_rejects_an_unknown_schedule_field(tmp_path, capsys) -> None:
+    from epnas.cli import main
+
+    genome_file = tmp_path / "g.json"
+    genome_file.write_text(small_cnn().to_json())
+    assert main(["train", "--genome", str(genome_file), "--schedule-opt", "bogus=1"]) == 2
+    assert "bogus" in capsys.readouterr().err
