@@ -14,28 +14,8 @@ from pydantic import ValidationError
 from sklearn.datasets import load_digits
 from torch import nn
 
-from epnas.data import augment
+from epnas.data import Dataset, augment
 from epnas.train import Schedule, schedules, train
-
-
-@dataclasses.dataclass(frozen=True)
-class Digits:
-    """The slice of the Dataset interface the trainer uses, built from sklearn's digits."""
-
-    name: str
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    val_x: torch.Tensor
-    val_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        c, h, w = self.train_x.shape[1:]
-        return (c, h, w)
 
 
 @pytest.fixture(autouse=True)
@@ -53,14 +33,14 @@ def one_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def digits() -> Digits:
+def digits() -> Dataset:
     bunch = load_digits()
     x = torch.from_numpy(np.rint(bunch.images * (255 / 16)).astype(np.uint8))[:, None]
     y = torch.from_numpy(bunch.target.astype(np.int64))
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
     x, y = x[order], y[order]
     scaled = x[:1300].float() / 255
-    return Digits(
+    return Dataset(
         name="digits",
         train_x=x[:1300],
         train_y=y[:1300],
@@ -68,6 +48,7 @@ def digits() -> Digits:
         val_y=y[1300:1550],
         test_x=x[1550:],
         test_y=y[1550:],
+        classes=tuple(str(d) for d in range(10)),
         mean=(scaled.mean().item(),),
         std=(scaled.std().item(),),
     )
@@ -111,7 +92,7 @@ class NanAfter(nn.Module):
 # --- the trainer -----------------------------------------------------------------------
 
 
-def test_learns_digits_well_above_chance(digits: Digits) -> None:
+def test_learns_digits_well_above_chance(digits: Dataset) -> None:
     schedule = schedules.get("prediction", "digits", stop_epoch=6)
     model = tiny_cnn()
     result = train(model, digits, schedule, evaluate_test=True)
@@ -126,7 +107,7 @@ def test_learns_digits_well_above_chance(digits: Digits) -> None:
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_each_autocast_precision_trains(digits: Digits, precision: str) -> None:
+def test_each_autocast_precision_trains(digits: Dataset, precision: str) -> None:
     # fp16 runs the loss-scaling (GradScaler) path that CUDA uses for older GPUs.
     schedule = schedules.get("prediction", "digits", stop_epoch=3, precision=precision)
     result = train(tiny_cnn(), digits, schedule)
@@ -134,7 +115,7 @@ def test_each_autocast_precision_trains(digits: Digits, precision: str) -> None:
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_same_seed_same_result_other_seed_differs(digits: Digits, threads: int) -> None:
+def test_same_seed_same_result_other_seed_differs(digits: Dataset, threads: int) -> None:
     torch.set_num_threads(threads)  # oneDNN splits work differently per thread count
     schedule = schedules.get("full", "digits", epochs=1)
     a = train(tiny_cnn(), digits, schedule, seed=3)
@@ -145,7 +126,7 @@ def test_same_seed_same_result_other_seed_differs(digits: Digits, threads: int) 
     assert a.loss != c.loss
 
 
-def test_caller_rng_state_is_left_alone(digits: Digits) -> None:
+def test_caller_rng_state_is_left_alone(digits: Dataset) -> None:
     model = tiny_cnn()
     torch.manual_seed(123)
     expected = torch.rand(3)
@@ -154,7 +135,7 @@ def test_caller_rng_state_is_left_alone(digits: Digits) -> None:
     assert torch.equal(torch.rand(3), expected)
 
 
-def test_nan_loss_stops_promptly_as_diverged(digits: Digits) -> None:
+def test_nan_loss_stops_promptly_as_diverged(digits: Dataset) -> None:
     model = NanAfter(tiny_cnn(), start=3)
     result = train(model, digits, schedules.get("full", "digits", epochs=5))
     assert result.status == "diverged"
@@ -163,7 +144,7 @@ def test_nan_loss_stops_promptly_as_diverged(digits: Digits) -> None:
     assert result.accuracy == 0.0 and not math.isfinite(result.loss)
 
 
-def test_huge_learning_rate_diverges(digits: Digits) -> None:
+def test_huge_learning_rate_diverges(digits: Dataset) -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))  # no BN to absorb the blow-up
     schedule = schedules.get("full", "digits", lr=1e30, epochs=3, precision="fp32")
@@ -172,14 +153,14 @@ def test_huge_learning_rate_diverges(digits: Digits) -> None:
     assert result.epochs == 0
 
 
-def test_time_limit_stops_with_a_measured_model(digits: Digits) -> None:
+def test_time_limit_stops_with_a_measured_model(digits: Dataset) -> None:
     result = train(tiny_cnn(), digits, schedules.get("full", "digits"), time_limit=0.0)
     assert result.status == "timeout"
     assert result.epochs == 0
     assert 0.0 <= result.accuracy <= 1.0 and math.isfinite(result.val_loss)
 
 
-def test_progress_and_history_per_epoch(digits: Digits) -> None:
+def test_progress_and_history_per_epoch(digits: Dataset) -> None:
     seen: list[tuple[int, dict[str, float]]] = []
     schedule = schedules.get(
         "full", "digits", epochs=4, eval_every=2, precision="fp32", channels_last=False
@@ -232,7 +213,7 @@ def test_batch_override_scales_lr_linearly_unless_lr_given() -> None:
     )
 
 
-def test_dataset_defaults(digits: Digits) -> None:
+def test_dataset_defaults(digits: Dataset) -> None:
     on_digits = schedules.get("full", "digits")
     assert not on_digits.flip and on_digits.crop_padding == 1
     assert schedules.get("full", "fashion-mnist").flip
