@@ -53,6 +53,7 @@ import torch
 import epnas
 from epnas import spaces, strategies
 from epnas.config import StudyConfig
+from epnas.data.custom import as_dataset
 from epnas.errors import EpnasError
 from epnas.evaluators import EVALUATORS, Evaluator
 from epnas.executors import (
@@ -150,7 +151,9 @@ class Study:
         progress: called with every trial as it is recorded.
         force_new: start a new run in ``out`` even if it holds one (the old files move
             to ``out/replaced-<time>/``).
-        **settings: the other :class:`~epnas.config.StudyConfig` fields (``constraints``,
+        **settings: the other :class:`~epnas.config.StudyConfig` fields (``dataset``: a
+            name, or the user's own data as ``(images, labels)``, a torch ``Dataset`` or an
+            :class:`~epnas.data.Dataset`, recorded by its name; ``constraints``,
             ``trials``, ``time``, ``workers``, ``seed``, ``out`` (None: in memory, no
             files), ...).
 
@@ -176,6 +179,10 @@ class Study:
             settings.setdefault("seed", strategy.seed)
         if isinstance(space, Space):
             settings["space_options"] = space.options.model_dump(mode="json")
+        dataset = settings.get("dataset")
+        if not isinstance(dataset, str | None):  # the user's own data: recorded by name
+            dataset = as_dataset(dataset)
+            settings["dataset"] = dataset.name
         config = StudyConfig.parse({"space": _name(space), "strategy": _name(strategy),
                                     "evaluator": _name(evaluator), **settings}).resolved()
         self.config = config
@@ -188,7 +195,8 @@ class Study:
             self.evaluator = evaluator
         else:
             self.spec = EvaluatorSpec(config.evaluator, config.evaluator_options,
-                                      {"dataset": config.dataset, "data": config.data,
+                                      {"dataset": dataset or config.dataset,
+                                       "data": config.data,
                                        "seed": config.seed})
             self.evaluator = self.spec.create()
         if executor is None and self.spec is None and (config.workers > 1
@@ -269,6 +277,21 @@ class Study:
             if self._unsaved is not None:
                 self._checkpoint(self._unsaved)
         return self.summary()
+
+    def optimize(self, trials: int | None = None, time: float | str | None = None) -> Summary:
+        """Run with these budgets (None: the configured ones); the notebook spelling of
+        ``epnas search`` / ``epnas resume --trials N --time T``.
+
+        The budgets count every trial and all wall time of the run, so calling it again
+        with a larger ``trials`` continues where the last call stopped.
+        """
+        budgets = {k: v for k, v in (("trials", trials), ("time", time)) if v is not None}
+        if budgets:
+            self.config = StudyConfig.parse({**self.config.model_dump(), **budgets})
+            self.store.set_meta({"config": self.config.model_dump(mode="json")})
+            if self.run_dir is not None:
+                (self.run_dir / "config.yaml").write_text(self.config.to_yaml())
+        return self.run()
 
     def best(self) -> TrialRecord | None:
         """The best feasible trial; when none is feasible, the least-violating one."""

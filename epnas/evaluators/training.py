@@ -37,7 +37,8 @@ class TrainingEvaluator(Evaluator):
     """Trains every candidate on a real data set (validation accuracy is searched).
 
     Args:
-        dataset: data set name (``epnas.data.names()``); ``digits`` is embedded.
+        dataset: data set name (``epnas.data.names()``; ``digits`` is embedded) or a
+            :class:`~epnas.data.Dataset` (e.g. from ``epnas.data.from_tensors``).
         data: where its files are (None: the data set's default places).
         seed: seeds weight initialisation, shuffling and augmentation.
         schedule: overrides of the schedule fields (``epochs``, ``batch_size``, ...) for
@@ -51,15 +52,16 @@ class TrainingEvaluator(Evaluator):
     fidelities: ClassVar[tuple[str, ...]] = ("prediction", "full")
     default_fidelity: ClassVar[str | None] = "prediction"
 
-    def __init__(self, dataset: str = "digits", data: str | None = None, seed: int = 0,
+    def __init__(self, dataset: str | Dataset = "digits", data: str | None = None, seed: int = 0,
                  schedule: dict[str, Any] | None = None, time_limit: float | None = None,
                  device: str | None = None, val_fraction: float = 0.1) -> None:
-        self.dataset, self.data, self.seed = dataset, data, seed
+        self._data: Dataset | None = dataset if isinstance(dataset, Dataset) else None
+        self.dataset = dataset.name if isinstance(dataset, Dataset) else dataset
+        self.data, self.seed = data, seed
         self.overrides = dict(schedule or {})
         self.time_limit, self.device, self.val_fraction = time_limit, device, val_fraction
-        self._data: Dataset | None = None
         for name in self.fidelities:  # bad overrides fail now, not in every trial
-            self.schedule(name, dataset)
+            self.schedule(name, self._data or dataset)
 
     def schedule(self, fidelity: str, dataset: Any = None) -> schedules.Schedule:
         try:

@@ -196,7 +196,8 @@ def get(name: str, dataset: str | _DatasetLike | None = None, **overrides: Any) 
             its training set (batch size at most 1/8 of it, LR scaled linearly).
         **overrides: Any :class:`Schedule` field. A ``batch_size`` without ``lr``
             scales the LR linearly from the (adapted) preset's batch size and LR; an
-            ``epochs`` without ``stop_epoch`` caps the preset's early stop at it.
+            ``epochs`` without ``stop_epoch`` caps the preset's early stop at it, and one without
+            ``warmup_epochs`` caps the warm-up at a quarter of it.
 
     Returns:
         The validated schedule.
@@ -219,6 +220,9 @@ def get(name: str, dataset: str | _DatasetLike | None = None, **overrides: Any) 
     if "epochs" in overrides and "stop_epoch" not in overrides and values["stop_epoch"]:
         # a shorter curve keeps the early stop only where it still falls inside it
         values["stop_epoch"] = min(values["stop_epoch"], overrides["epochs"])
+    if "epochs" in overrides and "warmup_epochs" not in overrides:
+        # and a warm-up at most a quarter of it, so a 1-epoch run is still a valid schedule
+        values["warmup_epochs"] = min(values["warmup_epochs"], overrides["epochs"] / 4)
     values.update(overrides)
     return Schedule(**values)
 
