@@ -16,6 +16,7 @@ from epnas.costmodel import cost
 from epnas.data import Dataset, load
 from epnas.errors import EpnasError, validation_message
 from epnas.evaluators.base import Evaluator
+from epnas.evaluators.latency import genome_latency
 from epnas.nn.build import build
 from epnas.spaces.genome import Genome
 from epnas.train import TrainResult, schedules, train
@@ -47,6 +48,9 @@ class TrainingEvaluator(Evaluator):
             with reason ``timeout``.
         device: ``cpu``, ``cuda``, ``cuda:1`` ... (None: CUDA when available).
         val_fraction: share of the training set held out for validation.
+        latency: also measure ``latency``, the median milliseconds of a forward pass
+            at batch 1 on ``device`` (:mod:`epnas.evaluators.latency`), so that a
+            constraint such as ``latency::2`` (at most 2 ms) can use it.
     """
 
     fidelities: ClassVar[tuple[str, ...]] = ("prediction", "full")
@@ -54,12 +58,14 @@ class TrainingEvaluator(Evaluator):
 
     def __init__(self, dataset: str | Dataset = "digits", data: str | None = None, seed: int = 0,
                  schedule: dict[str, Any] | None = None, time_limit: float | None = None,
-                 device: str | None = None, val_fraction: float = 0.1) -> None:
+                 device: str | None = None, val_fraction: float = 0.1,
+                 latency: bool = False) -> None:
         self._data: Dataset | None = dataset if isinstance(dataset, Dataset) else None
         self.dataset = dataset.name if isinstance(dataset, Dataset) else dataset
         self.data, self.seed = data, seed
         self.overrides = dict(schedule or {})
         self.time_limit, self.device, self.val_fraction = time_limit, device, val_fraction
+        self.latency = latency
         for name in self.fidelities:  # bad overrides fail now, not in every trial
             self.schedule(name, self._data or dataset)
 
@@ -85,6 +91,9 @@ class TrainingEvaluator(Evaluator):
         schedule = self.schedule(fidelity, data)
         costs = cost(candidate.genome, data.input_shape,
                      data.num_classes).as_dict(schedule.batch_size)
+        if self.latency:
+            costs["latency"] = genome_latency(candidate.genome, data.input_shape,
+                                              data.num_classes, device=self.device)
         try:
             run = train_genome(candidate.genome, data, schedule, seed=self.seed,
                                device=self.device, time_limit=self.time_limit)
