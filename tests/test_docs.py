@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
+import shlex
 from pathlib import Path
 
 import pytest
 
 import epnas
+from epnas import cli, reference
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -37,3 +41,41 @@ def test_doc_example_runs(where: str, code: str) -> None:
 
 def test_docs_have_examples() -> None:
     assert len(examples()) >= 3
+
+
+SHELL = re.compile(r"```bash\n(.*?)```", re.S)
+
+
+def shell_commands() -> list[tuple[str, list[str]]]:
+    """Every ``epnas ...`` command of the shell blocks, as argv (redirections cut off)."""
+    found = []
+    for path in DOCS:
+        for block in SHELL.findall(path.read_text()):
+            for line in block.replace("\\\n", " ").splitlines():
+                code = line.split("  #")[0].strip()
+                for part in re.split(r"&&|\|\||;|\|", code):
+                    argv = shlex.split(part)
+                    if argv[:1] != ["epnas"]:
+                        continue
+                    cut = [i for i, a in enumerate(argv) if a.startswith((">", "2>"))]
+                    found.append((path.name, argv[1:cut[0]] if cut else argv[1:]))
+    return found
+
+
+@pytest.mark.parametrize(("where", "argv"), shell_commands(),
+                         ids=[f"{w}:{' '.join(a[:3])}" for w, a in shell_commands()])
+def test_doc_shell_commands_parse(where: str, argv: list[str]) -> None:
+    """The commands the docs show exist with those flags (running them is the CLI tests')."""
+    errors = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(errors):
+            cli.build_parser().parse_args(argv)
+    except SystemExit as exc:
+        pytest.fail(f"{where}: `epnas {' '.join(argv)}` does not parse (exit {exc.code}): "
+                    f"{errors.getvalue().strip()}")
+
+
+def test_reference_is_current() -> None:
+    current = (ROOT / "docs" / "reference.md").read_text()
+    assert current == reference.render(), \
+        "docs/reference.md is stale: run python -m epnas.reference docs/reference.md"
