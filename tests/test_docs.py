@@ -12,6 +12,8 @@ import pytest
 
 import epnas
 from epnas import cli, reference
+from epnas.evaluators import EVALUATORS
+from epnas.strategies import STRATEGIES
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -28,15 +30,17 @@ def examples() -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize(("where", "code"), examples(), ids=[w for w, _ in examples()])
 def test_doc_example_runs(where: str, code: str) -> None:
-    saved = epnas.spaces.registry.SPACES.snapshot()
+    registries = (epnas.spaces.registry.SPACES, STRATEGIES, EVALUATORS)
+    saved = [r.snapshot() for r in registries]
     try:
         exec(compile(code, where, "exec"), {"__name__": "docs_example"})
     except epnas.EpnasError as exc:
         if "no NAS-Bench-201 table" not in str(exc):
             raise
         pytest.skip(f"the example needs the NAS-Bench-201 CSV: {exc}")
-    finally:  # examples may register spaces; keep the registry as it was
-        epnas.spaces.registry.SPACES.restore(saved)
+    finally:  # examples may register spaces and more; keep the registries as they were
+        for registry, snapshot in zip(registries, saved):
+            registry.restore(snapshot)
 
 
 def test_docs_have_examples() -> None:
