@@ -155,8 +155,9 @@ EXIT_TERMINATED = 143  # SIGTERM (a preempted cluster job)
 # flag -> StudyConfig field, for the flags that override a --config file
 _STUDY_FLAGS = ("dataset", "data", "space", "strategy", "preset", "evaluator", "fidelity",
                 "max_params", "max_mflops", "min_intensity", "max_memory", "trials", "time",
-                "workers", "trial_timeout", "max_consecutive_failures", "seed", "out")
-_RESUME_FLAGS = ("trials", "time", "workers", "trial_timeout", "max_consecutive_failures")
+                "workers", "ray", "trial_timeout", "max_consecutive_failures", "seed", "out")
+_RESUME_FLAGS = ("trials", "time", "workers", "ray", "trial_timeout",
+                 "max_consecutive_failures")
 
 
 class _Terminated(KeyboardInterrupt):
@@ -222,7 +223,7 @@ def _run_study(config: StudyConfig, args: argparse.Namespace, *, force_new: bool
     verb = "resuming" if start.trials else "searching"
     console.print(f"epnas: {verb} {config.space} with {config.strategy}, evaluator "
                   f"{config.evaluator} ({' / '.join(budget) or 'no budget'}, "
-                  f"{config.workers} worker{'s' * (config.workers > 1)}); run: {config.out}")
+                  f"{_executor_text(config)}); run: {config.out}")
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     code = 0
     try:
@@ -243,6 +244,13 @@ def _run_study(config: StudyConfig, args: argparse.Namespace, *, force_new: bool
     else:
         _print_summary(summary, console)
     return code
+
+
+def _executor_text(config: StudyConfig) -> str:
+    if config.ray is not None:
+        where = "a local Ray" if config.ray == "local" else f"Ray at {config.ray}"
+        return f"on {where}" + (f", {config.workers} workers" if config.workers > 1 else "")
+    return f"{config.workers} worker{'s' * (config.workers > 1)}"
 
 
 def _print_summary(summary: Summary, console: Console) -> None:
@@ -320,6 +328,10 @@ def _budget_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trials", type=int, help="trial budget; cached repeats count (default 100)")
     p.add_argument("--time", help="wall-time budget, e.g. 2h, 30m, 90s")
     p.add_argument("--workers", type=int, help="parallel evaluations in local processes")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="evaluate on Ray: alone, start a local Ray; 'auto' or an address "
+                        "joins a cluster (--workers: trials in flight, default one per CPU "
+                        "or GPU)")
     p.add_argument("--trial-timeout", metavar="TIME", help="fail a trial after this long")
     p.add_argument("--max-consecutive-failures", type=int, metavar="N",
                    help="stop after more than N failures in a row (default 20)")

@@ -23,7 +23,8 @@ from epnas.objective import Constraint, Objective, parse_size
 
 # Settings a resumed run may change: extending a finished run's budget is how users buy
 # more search, and the executor does not change what is searched.
-RESUMABLE = ("trials", "time", "workers", "trial_timeout", "max_consecutive_failures", "out")
+RESUMABLE = ("trials", "time", "workers", "ray", "trial_timeout", "max_consecutive_failures",
+             "out")
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION_PART = r"([0-9]*\.?[0-9]+)\s*([smhd]?)"
@@ -112,7 +113,11 @@ class StudyConfig(BaseModel):
         100, ge=1, description="trial budget; cached repeats count (None: no limit)")
     time: float | None = Field(
         None, gt=0, description="wall-time budget in seconds ('2h', '30m' accepted)")
-    workers: int = Field(1, ge=1, description="parallel evaluations (1: inline)")
+    workers: int = Field(1, ge=1, description="parallel evaluations (1: inline; with ray, "
+                                              "1 means one per CPU, or GPU, of the cluster)")
+    ray: str | None = Field(
+        None, description="evaluate on Ray: 'local' starts a Ray instance, 'auto' or an "
+                          "address (ray://host:10001, host:6379) joins a cluster")
     trial_timeout: float | None = Field(
         None, gt=0, description="seconds before a trial fails with 'timeout'")
     max_consecutive_failures: int = Field(

@@ -2,7 +2,8 @@
 
 The Study hands an executor a batch of :class:`Job` and consumes :class:`Outcome` as
 each finishes, in any order; every job yields exactly one outcome, failures included,
-so an executor never ends a search. A Ray executor implements the same two methods.
+so an executor never ends a search. :class:`RayExecutor` runs the same jobs on a Ray
+cluster (a local one, or one it joins), with the same retry and timeout rules.
 
 The process pool runs its own worker processes (``forkserver`` where available, else
 ``spawn``) rather than ``concurrent.futures.ProcessPoolExecutor``: when one of its
@@ -16,11 +17,15 @@ worker. Candidates and results cross the process boundary as JSON, never pickled
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import json
+import logging
 import multiprocessing as mp
 import os
 import signal
+import socket
+import sys
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -119,6 +124,10 @@ class Executor(ABC):
     def run(self, jobs: Sequence[Job]) -> Iterator[Outcome]:
         """Evaluate ``jobs``; yield one outcome per job as each finishes (any order)."""
 
+    @abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """Kind, workers, threads and devices, as ``env.json`` records them."""
+
     def close(self) -> None:  # noqa: B027 (most executors hold nothing to release)
         """Release workers; the executor is not used afterwards."""
 
@@ -141,6 +150,11 @@ class InlineExecutor(Executor):
     def __init__(self, evaluator: Evaluator, workers: int = 1) -> None:
         self.evaluator = evaluator
         self.workers = workers
+
+    def describe(self) -> dict[str, Any]:
+        import torch
+
+        return {"kind": "inline", "workers": self.workers, "threads": torch.get_num_threads()}
 
     def run(self, jobs: Sequence[Job]) -> Iterator[Outcome]:
         for job in jobs:
@@ -168,10 +182,14 @@ class ProcessExecutor(Executor):
             by the worker before every trial.
         retries: how often a trial whose worker died is run again before it fails
             with ``worker-lost``.
+        devices: the GPU each worker slot sees, as a ``CUDA_VISIBLE_DEVICES`` value
+            (default :func:`pin_devices`: round-robin over the visible GPUs, none
+            without GPUs). A worker that replaces a dead one keeps its slot's GPU.
     """
 
     def __init__(self, spec: EvaluatorSpec, workers: int, *, timeout: float | None = None,
-                 threads: int | None = None, retries: int = 1) -> None:
+                 threads: int | None = None, retries: int = 1,
+                 devices: Sequence[str | None] | None = None) -> None:
         if workers < 1:
             raise EpnasError(f"workers must be at least 1, got {workers}")
         self.spec = spec
@@ -179,19 +197,28 @@ class ProcessExecutor(Executor):
         self.timeout = timeout
         self.threads = threads or max(1, available_cores() // workers)
         self.retries = retries
+        self.devices = list(devices) if devices is not None else pin_devices(workers)
         method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
         self._context = mp.get_context(method)
         if method == "forkserver":
             # Workers fork from a server that has imported torch and epnas once.
             self._context.set_forkserver_preload(["torch", "epnas.evaluators", "epnas.spaces"])
         self._idle: list[_Worker] = []
+        self._slots: set[int] = set()  # slots with a live worker
         self._spawned = 0
 
     def _worker(self) -> _Worker:
         if self._idle:
             return self._idle.pop()
         self._spawned += 1
-        return _Worker(self._context, self._spawned, self.spec, self.threads)
+        slot = min(set(range(self.workers)) - self._slots)
+        self._slots.add(slot)
+        return _Worker(self._context, self._spawned, slot, self.spec, self.threads,
+                       self.devices[slot % len(self.devices)] if self.devices else None)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "process", "workers": self.workers, "threads": self.threads,
+                "devices": self.devices}
 
     def run(self, jobs: Sequence[Job]) -> Iterator[Outcome]:
         queue = deque(jobs)
@@ -213,11 +240,14 @@ class ProcessExecutor(Executor):
                         del busy[worker.conn]
                         if worker.alive:
                             self._idle.append(worker)
+                        else:
+                            self._slots.discard(worker.slot)
                     if outcome is not None:
                         yield outcome
         finally:
             for worker in busy.values():  # abandoned mid-batch (interrupt): stop the work
                 worker.kill()
+                self._slots.discard(worker.slot)
 
     def _check(self, worker: _Worker, ready: list[Any], queue: deque[Job],
                attempts: dict[int, int]) -> Outcome | None:
@@ -253,18 +283,49 @@ class ProcessExecutor(Executor):
         for worker in self._idle:
             worker.stop()
         self._idle = []
+        self._slots = set()
+
+
+def pin_devices(workers: int, visible: str | None = None,
+                count: int | None = None) -> list[str | None]:
+    """The GPU of each of ``workers`` local worker slots, round-robin (one GPU per worker).
+
+    Args:
+        workers: number of worker slots.
+        visible: this process's ``CUDA_VISIBLE_DEVICES`` (default: read from the
+            environment); workers choose among these devices.
+        count: GPUs torch sees (default ``torch.cuda.device_count()``).
+
+    Returns:
+        a ``CUDA_VISIBLE_DEVICES`` value per slot, or None per slot without GPUs.
+    """
+    if count is None:
+        import torch
+
+        count = torch.cuda.device_count()  # asks the driver; CUDA stays uninitialised
+    if visible is None:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [d.strip() for d in visible.split(",") if d.strip()] if visible is not None else []
+    ids = ids[:count] if ids else [str(i) for i in range(count)]
+    if not ids:
+        return [None] * workers
+    return [ids[i % len(ids)] for i in range(workers)]
 
 
 class _Worker:
     """One worker process and the job it is running."""
 
-    def __init__(self, context: Any, index: int, spec: EvaluatorSpec, threads: int) -> None:
+    def __init__(self, context: Any, index: int, slot: int, spec: EvaluatorSpec, threads: int,
+                 device: str | None) -> None:
         self.conn, child = context.Pipe()
         self.process = context.Process(target=_worker_main, name=f"epnas-worker-{index}",
-                                       args=(child, spec.to_dict(), threads), daemon=True)
+                                       args=(child, spec.to_dict(), threads, device),
+                                       daemon=True)
         self.process.start()
         child.close()
-        self.name = f"w{index}:{self.process.pid}"
+        self.slot = slot
+        self.device = device
+        self.name = f"w{index}:{self.process.pid}" + (f":gpu{device}" if device else "")
         self.job: Job | None = None
         self.ready = False  # the evaluator is created: trial timeouts apply from here
         self.deadline: float | None = None
@@ -317,19 +378,213 @@ class _Worker:
         self.conn.close()
 
 
-def _worker_main(conn: Connection, spec: dict[str, Any], threads: int) -> None:
+class RayExecutor(Executor):
+    """Trials on a Ray cluster: a local one it starts, or an existing one it joins.
+
+    Each worker is a Ray actor holding one evaluator (created once, like a pool worker,
+    so loading data is not trial time) and running one trial at a time; it reserves
+    ``threads`` CPUs and, on a cluster with GPUs, ``gpus`` GPUs (Ray then sets its
+    ``CUDA_VISIBLE_DEVICES``). A trial whose actor dies (its process killed, its node
+    lost) is run again on a fresh actor, ``retries`` times, then fails ``worker-lost``;
+    a trial past ``timeout`` kills its actor and fails ``timeout``. Candidates and
+    results cross as JSON text.
+
+    Args:
+        spec: the evaluator each actor creates for itself.
+        workers: trials in flight (None: one per GPU of the cluster, else one per CPU).
+        address: ``local`` (start a Ray instance on this machine), ``auto`` (join the
+            cluster of ``ray start`` on this machine) or a cluster address. Ignored when
+            Ray is already initialised in this process.
+        timeout: seconds a trial may run (None: no limit).
+        threads: torch threads (and Ray CPUs) per trial (None: the cluster's CPUs
+            divided among the workers, at least 1).
+        retries: runs again of a trial whose actor died.
+        gpus: GPUs per trial (None: 1 where the cluster has GPUs, else 0).
+        num_cpus: CPUs of a ``local`` Ray instance (None: all of this machine's).
+    """
+
+    def __init__(self, spec: EvaluatorSpec, workers: int | None = None, *,
+                 address: str = "local", timeout: float | None = None,
+                 threads: int | None = None, retries: int = 1, gpus: float | None = None,
+                 num_cpus: int | None = None) -> None:
+        ray = import_ray()
+        self._ray = ray
+        self._owner = not ray.is_initialized()
+        if self._owner:
+            options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                       "logging_level": logging.ERROR}
+            try:
+                if address == "local":
+                    ray.init(num_cpus=num_cpus, **options)
+                else:
+                    ray.init(address=address, **options)
+            except ConnectionError as exc:
+                raise EpnasError(f"cannot join the Ray cluster at {address!r}: {exc}; start "
+                                 "one with `ray start --head`, or use --ray for a local "
+                                 "one") from None
+        resources = ray.cluster_resources()
+        cpus, cluster_gpus = int(resources.get("CPU", 1)), resources.get("GPU", 0)
+        self.gpus = (1.0 if cluster_gpus >= 1 else 0.0) if gpus is None else gpus
+        if workers is None:
+            workers = int(cluster_gpus // self.gpus) if self.gpus else cpus
+        if workers < 1:
+            raise EpnasError(f"workers must be at least 1, got {workers}")
+        self.workers = workers
+        self.threads = threads or max(1, cpus // workers)
+        self.timeout = timeout
+        self.retries = retries
+        self.spec = spec
+        # A local cluster's workers import user code (module:Class specs) as this process does.
+        path = [os.getcwd(), *sys.path] if address == "local" else []
+        self._new_actor = functools.partial(
+            ray.remote(num_cpus=self.threads, num_gpus=self.gpus, max_restarts=0)(
+                _TrialActor).remote, spec.to_dict(), self.threads, path)
+        self._idle: list[_Actor] = []
+        self.address = address
+
+    def describe(self) -> dict[str, Any]:
+        ray = self._ray
+        return {"kind": "ray", "address": self.address, "ray": ray.__version__,
+                "workers": self.workers, "threads": self.threads, "gpus": self.gpus,
+                "nodes": len([n for n in ray.nodes() if n.get("Alive")]),
+                "cluster": ray.cluster_resources()}
+
+    def _actor(self) -> _Actor:
+        if self._idle:
+            return self._idle.pop()
+        handle = self._new_actor()
+        return _Actor(handle, handle.where.remote())
+
+    def run(self, jobs: Sequence[Job]) -> Iterator[Outcome]:
+        ray = self._ray
+        queue = deque(jobs)
+        attempts = {job.trial_id: 0 for job in jobs}
+        busy: dict[Any, _Actor] = {}  # the ref of the call an actor runs -> the actor
+        try:
+            while queue or busy:
+                while queue and len(busy) < self.workers:
+                    actor = self._actor()
+                    actor.start(queue.popleft(), self.timeout)
+                    busy[actor.call] = actor
+                waiting = [a.ready for a in busy.values() if a.ready is not None]
+                deadlines = [a.deadline for a in busy.values() if a.deadline is not None]
+                wait_for = (max(0.0, min(deadlines) - time.monotonic()) if deadlines
+                            else None)
+                done, _ = ray.wait([*busy, *waiting], num_returns=1, timeout=wait_for)
+                for actor in [a for a in busy.values() if a.ready in done]:
+                    actor.set_ready(ray, self.timeout)
+                for ref in [r for r in done if r in busy]:
+                    actor = busy.pop(ref)
+                    outcome = self._finish(actor, queue, attempts)
+                    if outcome is not None:
+                        yield outcome
+                now = time.monotonic()
+                for ref, actor in list(busy.items()):
+                    if actor.deadline is not None and now >= actor.deadline:
+                        del busy[ref]
+                        ray.kill(actor.handle, no_restart=True)
+                        yield Outcome(actor.job.trial_id, Result.failure(
+                            "timeout", f"trial exceeded its {self.timeout:g} s timeout"),
+                            actor.name, actor.started, time.time())
+        finally:
+            for actor in busy.values():  # abandoned mid-batch (interrupt): stop the work
+                ray.kill(actor.handle, no_restart=True)
+
+    def _finish(self, actor: _Actor, queue: deque[Job],
+                attempts: dict[int, int]) -> Outcome | None:
+        """The outcome of ``actor``'s finished call; requeues the job of a dead actor."""
+        ray, job = self._ray, actor.job
+        if actor.ready is not None:  # its call finished before its start-up was seen
+            actor.set_ready(ray, None)
+        try:
+            message = json.loads(ray.get(actor.call))
+        except ray.exceptions.RayActorError as exc:
+            ray.kill(actor.handle, no_restart=True)
+            attempts[job.trial_id] += 1
+            if attempts[job.trial_id] <= self.retries:
+                queue.appendleft(job)
+                return None
+            cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return Outcome(job.trial_id, Result.failure(
+                "worker-lost", f"Ray worker died on every attempt ({attempts[job.trial_id]}): "
+                               f"{cause}"), actor.name, actor.started, time.time())
+        except ray.exceptions.RayError as exc:
+            self._idle.append(actor)
+            return Outcome(job.trial_id, Result.failure("error", f"{type(exc).__name__}: {exc}"),
+                           actor.name, actor.started, time.time())
+        self._idle.append(actor)
+        return Outcome(job.trial_id, Result.from_dict(message["result"]), actor.name,
+                       message["start"], message["end"])
+
+    def close(self) -> None:
+        for actor in self._idle:
+            self._ray.kill(actor.handle, no_restart=True)
+        self._idle = []
+        if self._owner and self._ray.is_initialized():
+            self._ray.shutdown()
+
+
+def import_ray() -> Any:
+    """The ``ray`` module, or an error saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise EpnasError("the Ray executor needs Ray: pip install 'epnas[ray]'") from None
+    return ray
+
+
+class _Actor:
+    """A Ray actor of :class:`RayExecutor`, the job it runs and since when."""
+
+    def __init__(self, handle: Any, ready: Any) -> None:
+        self.handle = handle
+        self.ready: Any = ready  # the ref of its start-up, until it resolved
+        self.name = "ray"
+        self.job: Job | None = None
+        self.call: Any = None
+        self.started = 0.0
+        self.deadline: float | None = None
+
+    def start(self, job: Job, timeout: float | None) -> None:
+        self.job, self.started, self.deadline = job, time.time(), None
+        self.call = self.handle.evaluate.remote(json.dumps({"candidate":
+                                                            job.candidate.to_dict()}))
+        if self.ready is None and timeout is not None:
+            self.deadline = time.monotonic() + timeout
+
+    def set_ready(self, ray: Any, timeout: float | None) -> None:
+        """Its evaluator is created: the trial's timeout runs from here."""
+        with contextlib.suppress(ray.exceptions.RayError):  # died: its call reports that
+            self.name = ray.get(self.ready)
+        self.ready = None
+        if timeout is not None:
+            self.deadline = time.monotonic() + timeout
+
+
+class _TrialActor:
+    """The Ray actor of :class:`RayExecutor` (made remote when the executor starts)."""
+
+    def __init__(self, spec: dict[str, Any], threads: int, path: list[str]) -> None:
+        sys.path[:0] = [p for p in path if p not in sys.path]
+        self.runner = _TrialRunner(spec, threads)
+
+    def where(self) -> str:
+        return f"ray:{socket.gethostname()}:{os.getpid()}"
+
+    def evaluate(self, message: str) -> str:
+        return self.runner.run(message).decode()
+
+
+def _worker_main(conn: Connection, spec: dict[str, Any], threads: int,
+                 device: str | None = None) -> None:
     """A worker: evaluate one JSON job at a time until told to stop or orphaned."""
+    if device is not None:  # before anything initialises CUDA in this process
+        os.environ["CUDA_VISIBLE_DEVICES"] = device
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the Study decides how to stop
     parent = mp.parent_process()
     if parent is not None:  # a killed Study must not leave trainings running
         threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True).start()
-    import torch
-
-    try:
-        evaluator: Evaluator | None = EvaluatorSpec.from_dict(spec).create()
-        setup_error = ""
-    except Exception as exc:
-        evaluator, setup_error = None, f"cannot create the evaluator: {type(exc).__name__}: {exc}"
+    trial = _TrialRunner(spec, threads)
     conn.send_bytes(b'{"ready": true}')  # set-up (loading data, say) is not trial time
     while True:
         try:
@@ -338,17 +593,35 @@ def _worker_main(conn: Connection, spec: dict[str, Any], threads: int) -> None:
             return
         if not message:
             return
+        conn.send_bytes(trial.run(message))
+
+
+class _TrialRunner:
+    """The worker side of both pools: one evaluator, JSON candidates in, JSON results out."""
+
+    def __init__(self, spec: Mapping[str, Any], threads: int) -> None:
+        self.threads = threads
+        try:
+            self.evaluator: Evaluator | None = EvaluatorSpec.from_dict(spec).create()
+            self.setup_error = ""
+        except Exception as exc:
+            self.evaluator = None
+            self.setup_error = f"cannot create the evaluator: {type(exc).__name__}: {exc}"
+
+    def run(self, message: bytes | str) -> bytes:
+        import torch
+
         start = time.time()
-        torch.set_num_threads(threads)  # reused workers keep no thread setting
+        torch.set_num_threads(self.threads)  # reused workers (Ray's too) keep no setting
         try:
             candidate = Candidate.from_dict(json.loads(message)["candidate"])
         except Exception as exc:
             result = Result.failure("error", f"cannot read the candidate: {exc}")
         else:
-            result = (evaluate_safely(evaluator, candidate) if evaluator is not None
-                      else Result.failure("error", setup_error))
-        conn.send_bytes(json.dumps({"result": result.to_dict(), "start": start,
-                                    "end": time.time()}).encode())
+            result = (evaluate_safely(self.evaluator, candidate) if self.evaluator is not None
+                      else Result.failure("error", self.setup_error))
+        return json.dumps({"result": result.to_dict(), "start": start,
+                           "end": time.time()}).encode()
 
 
 def _exit_with(sentinel: int) -> None:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import shutil
 import sys
@@ -62,6 +63,7 @@ from epnas.executors import (
     InlineExecutor,
     Job,
     ProcessExecutor,
+    RayExecutor,
     available_cores,
 )
 from epnas.objective import Objective
@@ -199,11 +201,11 @@ class Study:
                                        "data": config.data,
                                        "seed": config.seed})
             self.evaluator = self.spec.create()
-        if executor is None and self.spec is None and (config.workers > 1
+        if executor is None and self.spec is None and (config.workers > 1 or config.ray
                                                        or config.trial_timeout):
             raise EpnasError("an Evaluator instance runs inline only: give the evaluator by "
-                             "name (or package.module:Class) and options to use workers or a "
-                             "trial timeout")
+                             "name (or package.module:Class) and options to use workers, Ray "
+                             "or a trial timeout")
         self.objective: Objective = config.objective()
         self.fidelity = config.fidelity or self.evaluator.default_fidelity
         self.progress = progress
@@ -234,12 +236,18 @@ class Study:
     @property
     def executor(self) -> Executor:
         if self._executor is None:
-            if self.config.workers == 1 and self.config.trial_timeout is None:
+            c = self.config
+            if c.ray is not None:
+                assert self.spec is not None
+                self._executor = RayExecutor(self.spec, c.workers if c.workers > 1 else None,
+                                             address=c.ray, timeout=c.trial_timeout)
+            elif c.workers == 1 and c.trial_timeout is None:
                 self._executor = InlineExecutor(self.evaluator)
             else:
                 assert self.spec is not None
-                self._executor = ProcessExecutor(self.spec, self.config.workers,
-                                                 timeout=self.config.trial_timeout)
+                self._executor = ProcessExecutor(self.spec, c.workers, timeout=c.trial_timeout)
+            if self.run_dir is not None:
+                write_environment(self.run_dir, c, self._executor)
         return self._executor
 
     def run(self) -> Summary:
@@ -556,7 +564,7 @@ def _open_store(config: StudyConfig, force_new: bool) -> Store:
         meta.update(created=time.time(), epnas=epnas.__version__, elapsed=0.0)
     store.set_meta(meta)
     (run_dir / "config.yaml").write_text(config.to_yaml())
-    (run_dir / "env.json").write_text(json.dumps(environment(config), indent=2) + "\n")
+    write_environment(run_dir, config)
     return store
 
 
@@ -577,11 +585,26 @@ def _start_over(run_dir: Path) -> Store:
     return Store(run_dir, lock=lock)
 
 
-def environment(config: StudyConfig) -> dict[str, Any]:
-    """Versions and hardware of this session, for ``env.json``."""
+def environment(config: StudyConfig, executor: Executor | None = None) -> dict[str, Any]:
+    """Versions and hardware of this session, for ``env.json``.
+
+    ``torch_threads`` is this (the Study's) process; ``executor`` says how trials run:
+    its kind, workers, torch threads per trial and GPU per worker (Ray: its version,
+    address and cluster resources).
+    """
     cuda = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return {"epnas": epnas.__version__, "python": sys.version.split()[0],
             "torch": torch.__version__, "numpy": np.__version__,
-            "platform": platform.platform(), "cpus": available_cores(),
-            "torch_threads": torch.get_num_threads(), "workers": config.workers,
-            "cuda_devices": cuda, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "platform": platform.platform(), "processor": platform.processor() or None,
+            "cpus": available_cores(), "torch_threads": torch.get_num_threads(),
+            "workers": config.workers, "cuda_devices": cuda,
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "executor": None if executor is None else executor.describe(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def write_environment(run_dir: Path, config: StudyConfig,
+                      executor: Executor | None = None) -> None:
+    """Write ``env.json`` (again once the executor has started, to record it)."""
+    (run_dir / "env.json").write_text(json.dumps(environment(config, executor), indent=2)
+                                      + "\n")

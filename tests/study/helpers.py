@@ -113,3 +113,26 @@ class Unstable(RandomSearch):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.asked, self.told = state["asked"], state["told"]
+
+
+class Threads(SyntheticEvaluator):
+    """Reports the torch threads a trial started with (metric ``threads``), then changes
+    them, as training code may: the next trial in that worker must start from its own."""
+
+    def evaluate(self, candidate: Candidate) -> Result:
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(3)
+        result = super().evaluate(candidate)
+        return Result(result.status, {**result.metrics, "threads": threads})
+
+
+class Device(Sleepy):
+    """:class:`Sleepy` reporting the GPU its worker was pinned to: metric ``device`` is the
+    worker's ``CUDA_VISIBLE_DEVICES`` as a number (-1 when unset)."""
+
+    def evaluate(self, candidate: Candidate) -> Result:
+        result = super().evaluate(candidate)
+        device = float(os.environ.get("CUDA_VISIBLE_DEVICES", "-1"))
+        return Result(result.status, {**result.metrics, "device": device})

@@ -6,9 +6,17 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import epnas
-from epnas.executors import EvaluatorSpec, InlineExecutor, Job, ProcessExecutor, available_cores
+from epnas.executors import (
+    EvaluatorSpec,
+    InlineExecutor,
+    Job,
+    ProcessExecutor,
+    available_cores,
+    pin_devices,
+)
 from epnas.study import Study
 from epnas.trial import Candidate
 from tests.study.helpers import Sleepy
@@ -74,3 +82,31 @@ def test_evaluator_set_up_is_not_trial_time() -> None:
 def test_workers_split_the_cores() -> None:
     pool = ProcessExecutor(EvaluatorSpec(SLEEPY), workers=2, threads=None)
     assert pool.threads >= 1 and pool.threads * 2 <= max(2, available_cores())
+
+
+@pytest.mark.parametrize(("workers", "visible", "count", "expected"), [
+    (3, None, 0, [None, None, None]),  # no GPU: nothing pinned
+    (4, None, 2, ["0", "1", "0", "1"]),  # round-robin, one device per worker
+    (2, None, 4, ["0", "1"]),
+    (3, "2,5", 2, ["2", "5", "2"]),  # among the devices this process may use
+    (2, "GPU-a1, GPU-b2", 2, ["GPU-a1", "GPU-b2"]),
+    (2, "", 0, [None, None]),  # CUDA_VISIBLE_DEVICES= hides every GPU
+])
+def test_gpu_pinning_is_round_robin(workers: int, visible: str | None, count: int,
+                                    expected: list[str | None]) -> None:
+    assert pin_devices(workers, visible, count) == expected
+
+
+def test_workers_see_only_their_pinned_device(tmp_path: Path) -> None:
+    spec = EvaluatorSpec("tests.study.helpers:Device")
+    crash = EvaluatorSpec("tests.study.helpers:Device", {"crash_once": str(tmp_path / "crashed")})
+    with ProcessExecutor(spec, workers=2, devices=["3", "7"]) as pool:
+        outcomes = list(pool.run(jobs(4)))
+    by_worker = {o.worker: o.result.metrics["device"] for o in outcomes}
+    assert sorted(by_worker.values()) == [3.0, 7.0]
+    assert all(w.endswith(f":gpu{int(d)}") for w, d in by_worker.items())
+    # a worker that replaces a dead one keeps the dead one's device
+    with ProcessExecutor(crash, workers=1, devices=["4"]) as pool:
+        outcomes = list(pool.run(jobs(2)))
+    assert (tmp_path / "crashed").exists()
+    assert [o.result.metrics["device"] for o in outcomes] == [4.0, 4.0]
