@@ -7,11 +7,12 @@ from epnas.config import StudyConfig
 from epnas.costmodel import Cost, cost
 from epnas.errors import ActionError, EpnasError, GenomeError, SpaceError
 from epnas.nn.build import build
+from epnas.runs import Run, load_run
 from epnas.spaces import Genome, Space, load_genome
 from epnas.study import Study, StudyFailed, Summary
 
 __all__ = [
-    "ActionError", "Cost", "EpnasError", "Genome", "GenomeError", "Space", "SpaceError", "Study",
-    "StudyConfig", "StudyFailed", "Summary", "__version__", "build", "cost", "load_genome",
-    "spaces",
+    "ActionError", "Cost", "EpnasError", "Genome", "GenomeError", "Run", "Space", "SpaceError",
+    "Study", "StudyConfig", "StudyFailed", "Summary", "__version__", "build", "cost", "load_genome",
+    "load_run", "spaces",
 ]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -53,3 +56,21 @@ def assert_cost_matches(genome: epnas.Genome, input_shape: tuple[int, int, int],
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real finished search on digits (4 small random trials of 1 epoch, ~15 s), made once.
+
+    Read-only for tests: copy it (``shutil.copytree``) before writing into it.
+    """
+    root = tmp_path_factory.mktemp("runs")
+    config = root / "tiny.yaml"
+    config.write_text("evaluator_options:\n  schedule: {epochs: 1, warmup_epochs: 0}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "epnas", "search", "--config", str(config), "--strategy",
+         "random", "--trials", "4", "--space-opt", "max_layers=4", "--space-opt",
+         "channels=8,16,32", "--max-params", "20k", "--out", str(root / "tiny"), "--quiet"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return root / "tiny"
