@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 import epnas
+from epnas import retrain
 from epnas.config import StudyConfig, merge, read_config_file
 from epnas.errors import EpnasError, validation_message
 from epnas.evaluators import EVALUATORS
@@ -482,6 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     add_study_commands(sub, json_flag)
+    retrain.add_command(sub, json_flag)
     return parser
 
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -24,9 +24,10 @@ from torch import nn
 from epnas.data import augment
 from epnas.train.schedules import Schedule
 
-__all__ = ["Progress", "TrainResult", "autocast_dtype", "evaluate", "train"]
+__all__ = ["Checkpoint", "Progress", "TrainResult", "autocast_dtype", "evaluate", "train"]
 
 Progress = Callable[[int, dict[str, float]], None]
+Checkpoint = Callable[[dict[str, Any]], None]
 
 
 class _Data(Protocol):
@@ -120,6 +121,8 @@ def train(
     evaluate_test: bool = False,
     progress: Progress | None = None,
     time_limit: float | None = None,
+    checkpoint: Checkpoint | None = None,
+    resume: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``data`` with ``schedule`` and measure it.
 
@@ -138,6 +141,13 @@ def train(
         progress: Called after every epoch with its number (from 1) and figures.
         time_limit: Seconds of training after which the run stops with status
             ``"timeout"``.
+        checkpoint: Called after every epoch (after ``progress``) with the training
+            state: tensors, numbers and lists only, so ``torch.save`` and
+            ``torch.load(weights_only=True)`` round-trip it.
+        resume: Such a state: training continues after its epoch with the model,
+            optimizer and random generators as they were, so on CPU an interrupted and
+            resumed run ends bit for bit where an uninterrupted one does. ``model`` must
+            be built like the checkpointed one; the same ``data`` and ``schedule``.
 
     Returns:
         The measured :class:`TrainResult`.
@@ -193,6 +203,15 @@ def train(
     status, history = "done", []
     epochs_done, step, trained, step_seconds = 0, 0, 0, 0.0
     loss_value = math.nan
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scaler.load_state_dict(resume["scaler"])
+        generator.set_state(resume["generator"].to("cpu"))
+        history = [dict(record) for record in resume["history"]]
+        epochs_done, step = int(resume["epoch"]), int(resume["step"])
+        trained, step_seconds = int(resume["trained"]), float(resume["step_seconds"])
+        loss_value = history[-1]["loss"] if history else math.nan
     cudnn = torch.backends.cudnn
     with (
         torch.random.fork_rng(
@@ -207,7 +226,9 @@ def train(
         ),
     ):
         torch.manual_seed(seed)
-        for _ in range(schedule.train_epochs):
+        if resume is not None:
+            torch.random.set_rng_state(resume["rng"].to("cpu"))
+        for _ in range(epochs_done, schedule.train_epochs):
             model.train()
             epoch_start = time.perf_counter()
             loss_sum = torch.zeros((), device=device)
@@ -264,6 +285,19 @@ def train(
             history.append(record)
             if progress is not None:
                 progress(epochs_done, record)
+            if checkpoint is not None:
+                checkpoint({
+                    "epoch": epochs_done,
+                    "step": step,
+                    "trained": trained,
+                    "step_seconds": step_seconds,
+                    "history": history,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "generator": generator.get_state(),
+                    "rng": torch.random.get_rng_state(),
+                })
 
     accuracy, val_loss, test_accuracy = 0.0, math.nan, None
     if status == "done":

@@ -126,6 +126,33 @@ def test_same_seed_same_result_other_seed_differs(digits: Dataset, threads: int)
     assert a.loss != c.loss
 
 
+def test_resuming_a_checkpoint_ends_exactly_where_an_uninterrupted_run_ends(
+        digits: Dataset, tmp_path) -> None:
+    schedule = schedules.get("full", "digits", epochs=2)
+    whole = tiny_cnn()
+    reference = train(whole, digits, schedule, seed=5)
+    saved: list[dict] = []
+    first = tiny_cnn()
+    train(first, digits, schedule, seed=5,
+          checkpoint=lambda state: saved.append(torch.load(_round_trip(state, tmp_path),
+                                                           weights_only=True)))
+    assert [s["epoch"] for s in saved] == [1, 2]
+    resumed_model = tiny_cnn(seed=9)  # other initial weights: the checkpoint replaces them
+    resumed = train(resumed_model, digits, schedule, seed=5, resume=saved[0])
+    assert resumed.epochs == 2 and len(resumed.history) == 2
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in reference.history]
+    assert resumed.accuracy == reference.accuracy
+    for (name, a), b in zip(whole.state_dict().items(), resumed_model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def _round_trip(state: dict, tmp_path) -> str:
+    """Save a checkpoint as a caller would, so the test reads what torch.load gives back."""
+    path = tmp_path / "state.pt"
+    torch.save(state, path)
+    return str(path)
+
+
 def test_caller_rng_state_is_left_alone(digits: Dataset) -> None:
     model = tiny_cnn()
     torch.manual_seed(123)
