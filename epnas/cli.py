@@ -156,7 +156,8 @@ EXIT_TERMINATED = 143  # SIGTERM (a preempted cluster job)
 # flag -> StudyConfig field, for the flags that override a --config file
 _STUDY_FLAGS = ("dataset", "data", "space", "strategy", "preset", "evaluator", "fidelity",
                 "max_params", "max_mflops", "min_intensity", "max_memory", "trials", "time",
-                "workers", "ray", "trial_timeout", "max_consecutive_failures", "seed", "out")
+                "workers", "ray", "trial_timeout", "max_consecutive_failures", "seed", "out",
+                "init_from")
 _RESUME_FLAGS = ("trials", "time", "workers", "ray", "trial_timeout",
                  "max_consecutive_failures")
 
@@ -367,6 +368,8 @@ def add_study_commands(sub: Any, json_flag: Any) -> None:
     p.add_argument("--seed", type=int, help="seed (default 0)")
     p.add_argument("--out", metavar="RUN_DIR",
                    help="run directory (default runs/<space>-<strategy>-<time>)")
+    p.add_argument("--init-from", metavar="RUN_DIR",
+                   help="start from the best genomes of another run (same space and options)")
     p.add_argument("--force-new", action="store_true",
                    help="start over in --out even if it holds another run (kept aside)")
     p.add_argument("--print-config", action="store_true",

@@ -123,6 +123,9 @@ class StudyConfig(BaseModel):
     max_consecutive_failures: int = Field(
         20, ge=1, description="stop the run when more trials than this fail in a row")
     seed: int = Field(0, description="seed of the strategy (and of evaluators taking one)")
+    init_from: str | None = Field(
+        None, description="run directory whose best genomes (up to 8, feasible first) the "
+                          "strategy starts from; its space and options must match")
     out: str | None = Field(
         None, description="run directory (CLI default runs/<space>-<strategy>-<time>)")
 
@@ -136,7 +139,7 @@ class StudyConfig(BaseModel):
     def _duration(cls, value: Any) -> Any:
         return _as_value_error(parse_duration, value) if isinstance(value, str) else value
 
-    @field_validator("out", "data", mode="before")
+    @field_validator("out", "data", "init_from", mode="before")
     @classmethod
     def _path(cls, value: Any) -> Any:
         return str(value) if isinstance(value, PathLike) else value

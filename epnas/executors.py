@@ -39,16 +39,19 @@ from epnas.errors import EpnasError
 from epnas.evaluators import EVALUATORS, Evaluator
 from epnas.trial import Candidate, Result
 
-# Study settings an evaluator receives when its constructor has a parameter of that name.
-CONTEXT_ARGUMENTS = ("dataset", "data", "seed")
+# Study settings an evaluator receives when its constructor has a parameter of that name;
+# ``max_memory`` (``--max-memory``) lets an evaluator that trains refuse a candidate whose
+# estimated memory is above it before building it.
+CONTEXT_ARGUMENTS = ("dataset", "data", "seed", "max_memory")
+_OPTIONAL_CONTEXT = ("seed", "max_memory")  # an evaluator that takes none ignores them
 
 
 @dataclass(frozen=True)
 class EvaluatorSpec:
     """How to create an evaluator anywhere: registered name (or ``module:Class``) and options.
 
-    ``context`` holds study settings (``dataset``, ``data``, ``seed``); each is passed to
-    the evaluator's constructor when it takes an argument of that name. A ``dataset`` or
+    ``context`` holds study settings (:data:`CONTEXT_ARGUMENTS`); each is passed to the
+    evaluator's constructor when it takes an argument of that name. A ``dataset`` or
     ``data`` the evaluator cannot take is an error rather than silently ignored.
     """
 
@@ -66,7 +69,7 @@ class EvaluatorSpec:
                 continue
             if name in accepted:
                 kwargs.setdefault(name, value)
-            elif name != "seed":
+            elif name not in _OPTIONAL_CONTEXT:
                 raise EpnasError(f"evaluator {self.name!r} takes no {name!r} (given {value!r}); "
                                  f"its options: {', '.join(accepted) or 'none'}")
         try:

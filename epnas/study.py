@@ -68,12 +68,14 @@ from epnas.executors import (
 )
 from epnas.objective import Objective
 from epnas.spaces.base import Space
+from epnas.spaces.registry import load_genome
 from epnas.store import CSV_NAME, DB_NAME, NewTrial, RunLock, Store, TrialRecord
 from epnas.strategies.base import STRATEGIES, Strategy
 from epnas.trial import Candidate, Result
 
 CSV_INTERVAL = 10.0  # seconds between trials.csv exports during a run (always at the end)
 CHECKPOINT_INTERVAL = 2.0  # seconds between strategy checkpoints (always at the end)
+INIT_GENOMES = 8  # best genomes of another run that --init-from starts from (EPNAS's top-k)
 
 Progress = Callable[[TrialRecord], None]
 
@@ -199,7 +201,8 @@ class Study:
             self.spec = EvaluatorSpec(config.evaluator, config.evaluator_options,
                                       {"dataset": dataset or config.dataset,
                                        "data": config.data,
-                                       "seed": config.seed})
+                                       "seed": config.seed,
+                                       "max_memory": config.max_memory})
             self.evaluator = self.spec.create()
         if executor is None and self.spec is None and (config.workers > 1 or config.ray
                                                        or config.trial_timeout):
@@ -211,7 +214,15 @@ class Study:
         self.progress = progress
         self._executor = executor
         self.stop_reason: str | None = None
+        seeds = _seed_genomes(config, force_new)
+        if seeds is not None:  # refused seeds must leave RUN_DIR unchanged: check them first
+            self._start_from(seeds, config.init_from)
         self.store = _open_store(config, force_new)
+        if config.init_from is not None:
+            if seeds is None:  # a resumed run starts from the seeds it recorded
+                self._start_from(self.store.get_meta("init_genomes"), config.init_from)
+            else:
+                self.store.set_meta({"init_genomes": seeds})
         self._count = self.store.count()
         # (key, fidelity) -> (trial id, result) of every trial that finished `done`
         self._cache = {(t.key, t.fidelity): (t.id, t.result) for t in self.store.trials("done")}
@@ -332,6 +343,12 @@ class Study:
         self.close()
 
     # --- the loop ----------------------------------------------------------------------------
+
+    def _start_from(self, seeds: Sequence[str], source: str | None) -> None:
+        try:
+            self.strategy.start_from([load_genome(g) for g in seeds])
+        except EpnasError as exc:  # a genome or space mismatch
+            raise EpnasError(f"--init-from {source}: {exc}") from None
 
     def _next_size(self) -> int:
         if self.strategy.done:
@@ -525,6 +542,34 @@ def _diagnose(streak: Sequence[Result], limit: int) -> str:
     return (f"stopped: {len(streak)} trials in a row failed (more than "
             f"max_consecutive_failures = {limit}; {counted}); the last one: {last}. "
             "Fix the cause and run the same command again to continue")
+
+
+def best_genomes(run_dir: str | Path, k: int = INIT_GENOMES) -> list[TrialRecord]:
+    """The ``k`` best distinct finished trials of a stored run: feasible first, then by
+    reward (what ``--init-from`` starts from)."""
+    try:
+        with Store(run_dir, readonly=True) as store:
+            ok = [t for t in store.trials(("done", "cached")) if t.accuracy is not None]
+    except EpnasError as exc:
+        raise EpnasError(f"--init-from {run_dir}: {exc}") from None
+    best: dict[str, TrialRecord] = {}
+    for t in sorted(ok, key=lambda t: (not t.feasible, -(t.reward or 0.0), t.id)):
+        best.setdefault(t.key, t)
+    if not best:
+        raise EpnasError(f"--init-from {run_dir}: the run has no finished trial to start from")
+    return list(best.values())[:k]
+
+
+def _seed_genomes(config: StudyConfig, force_new: bool) -> list[str] | None:
+    """Genome JSON a new run with ``init_from`` starts from; None when there is no
+    ``init_from`` or the run in ``config.out`` already recorded its seeds (resume)."""
+    if config.init_from is None:
+        return None
+    if config.out is not None and not force_new and (Path(config.out) / DB_NAME).is_file():
+        with Store(config.out, readonly=True) as store:
+            if store.get_meta("init_genomes") is not None:
+                return None
+    return [t.genome_json for t in best_genomes(config.init_from)]
 
 
 def _open_store(config: StudyConfig, force_new: bool) -> Store:

@@ -162,13 +162,9 @@ def load(
         DatasetError: The name is unknown, or the files are missing or malformed.
     """
     key = name.lower().replace("_", "-")
-    if key not in _LOCATORS:
-        raise DatasetError(f"unknown data set {name!r}; known: {', '.join(names())}")
     if not 0.0 <= val_fraction < 1.0:
         raise DatasetError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    if image_size is not None and image_size < 1:
-        raise DatasetError(f"image_size must be a positive number of pixels, got {image_size}")
-    source = _LOCATORS[key](Path(root).expanduser() if root is not None else None, image_size)
+    source = _locate(key, root, image_size)
     raw, train_hist = _cached(key, source, image_size, _cache_root(cache_dir))
 
     train_idx, val_idx = _stratified_split(raw.train_y, val_fraction, seed)
@@ -186,6 +182,24 @@ def load(
         mean=mean,
         std=std,
     )
+
+
+def locate(name: str, root: str | Path | None = None, *, image_size: int | None = None) -> None:
+    """Check that :func:`load` can find data set ``name`` (arguments as there), cheaply:
+    its files are found, not read.
+
+    Raises:
+        DatasetError: The name is unknown or the files are missing (what and how to fix).
+    """
+    _locate(name.lower().replace("_", "-"), root, image_size)
+
+
+def _locate(key: str, root: str | Path | None, image_size: int | None) -> _Source:
+    if key not in _LOCATORS:
+        raise DatasetError(f"unknown data set {key!r}; known: {', '.join(names())}")
+    if image_size is not None and image_size < 1:
+        raise DatasetError(f"image_size must be a positive number of pixels, got {image_size}")
+    return _LOCATORS[key](Path(root).expanduser() if root is not None else None, image_size)
 
 
 # --- splits and statistics -------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import torch
 
 from epnas.costmodel import cost
-from epnas.data import Dataset, load
+from epnas.data import Dataset, load, locate
 from epnas.errors import EpnasError, validation_message
 from epnas.evaluators.base import Evaluator
 from epnas.evaluators.latency import genome_latency
@@ -51,6 +51,9 @@ class TrainingEvaluator(Evaluator):
         latency: also measure ``latency``, the median milliseconds of a forward pass
             at batch 1 on ``device`` (:mod:`epnas.evaluators.latency`), so that a
             constraint such as ``latency::2`` (at most 2 ms) can use it.
+        max_memory: bytes; a candidate whose estimated training memory (the cost
+            model's ``memory`` at the schedule's batch size) is above it fails with
+            reason ``oom`` without being built or trained (``--max-memory``).
     """
 
     fidelities: ClassVar[tuple[str, ...]] = ("prediction", "full")
@@ -59,15 +62,18 @@ class TrainingEvaluator(Evaluator):
     def __init__(self, dataset: str | Dataset = "digits", data: str | None = None, seed: int = 0,
                  schedule: dict[str, Any] | None = None, time_limit: float | None = None,
                  device: str | None = None, val_fraction: float = 0.1,
-                 latency: bool = False) -> None:
+                 latency: bool = False, max_memory: float | None = None) -> None:
         self._data: Dataset | None = dataset if isinstance(dataset, Dataset) else None
         self.dataset = dataset.name if isinstance(dataset, Dataset) else dataset
         self.data, self.seed = data, seed
         self.overrides = dict(schedule or {})
         self.time_limit, self.device, self.val_fraction = time_limit, device, val_fraction
         self.latency = latency
+        self.max_memory = max_memory
         for name in self.fidelities:  # bad overrides fail now, not in every trial
             self.schedule(name, self._data or dataset)
+        if self._data is None:  # so does missing data (found here, loaded in the workers)
+            locate(self.dataset, data)
 
     def schedule(self, fidelity: str, dataset: Any = None) -> schedules.Schedule:
         try:
@@ -91,6 +97,11 @@ class TrainingEvaluator(Evaluator):
         schedule = self.schedule(fidelity, data)
         costs = cost(candidate.genome, data.input_shape,
                      data.num_classes).as_dict(schedule.batch_size)
+        if self.max_memory is not None and costs["memory"] > self.max_memory:
+            return Result.failure("oom", f"estimated training memory {costs['memory']:.4g} "
+                                         f"bytes at batch size {schedule.batch_size} is above "
+                                         f"max_memory {self.max_memory:.4g}; not trained",
+                                  costs)
         if self.latency:
             costs["latency"] = genome_latency(candidate.genome, data.input_shape,
                                               data.num_classes, device=self.device)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -11,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from epnas.errors import EpnasError, validation_message
 from epnas.registry import Registry
 from epnas.spaces.base import Space
+from epnas.spaces.genome import Genome
 from epnas.trial import Candidate, Result
 
 
@@ -72,6 +74,40 @@ class Strategy(ABC):
     def done(self) -> bool:
         """True when the strategy's own schedule is over."""
         return False
+
+    def start_from(self, genomes: Sequence[Genome]) -> None:
+        """Start from ``genomes`` (another run's best, ``--init-from``) instead of random ones.
+
+        What a strategy does with them is its own choice, documented on it (random search
+        and evolution evaluate them first, EPNAS transforms them in its first episode).
+        Call it once on a fresh instance, before the first ``ask`` and before
+        ``load_state_dict``. The default refuses: a strategy that can use seeds overrides
+        this and calls :meth:`_check_seeds`.
+
+        Raises:
+            EpnasError: the strategy takes no seeds, or a genome is of another space.
+        """
+        able = [n for n in STRATEGIES.names()
+                if STRATEGIES.resolve(n)[1].start_from is not Strategy.start_from]
+        raise EpnasError(f"strategy {self.name or type(self).__name__} cannot start from "
+                         f"given genomes; strategies that can: {', '.join(able)}")
+
+    def _check_seeds(self, genomes: Sequence[Genome]) -> list[Genome]:
+        """``genomes`` as a list, when each is a valid genome of this strategy's space."""
+        from epnas.spaces.registry import space_of
+
+        seeds = list(genomes)
+        if not seeds:
+            raise EpnasError("no genomes to start from")
+        for genome in seeds:
+            if space_of(genome) != self.space:
+                raise EpnasError(f"a genome of space {genome.space!r} "
+                                 f"({genome.options.model_dump(mode='json')}) cannot seed a "
+                                 f"search of space {self.space.name!r} "
+                                 f"({self.space.options.model_dump(mode='json')}): the space "
+                                 "and its options must match")
+            self.space.validate(genome)
+        return seeds
 
     def stats(self) -> list[dict[str, float]]:
         """Per-episode figures (mean reward, entropy, feasible share) for the report."""

@@ -7,7 +7,9 @@ parameters); the B transformed networks are asked together so the executor train
 them in parallel, and each branch continues from its transformed network. At the end
 of an episode one REINFORCE update uses every decision of every step of every branch,
 and the ``top_k`` networks of the episode (by reward) seed the next episode's
-branches. The first episode starts from random networks.
+branches. The first episode starts from random networks, or from the seed genomes
+given to ``start_from`` (cycled over the branches, like the top-k seeds of later
+episodes).
 
 Reward: the Study fills ``Result.reward`` with the objective's soft-penalty reward
 (``accuracy * prod p_i ** v_i``), so constraints shape the policy directly.
@@ -268,6 +270,7 @@ class EPNAS(Strategy):
         self.episode_results: list[dict[str, Any]] = []
         self.history: list[dict[str, Any]] = []  # best results so far (seeds_from=history)
         self.seen: set[str] = set()
+        self.seeds: list[Genome] = []  # start networks of the first episode (start_from)
         self.baseline: float | None = None
         self._stats: list[dict[str, float]] = []
 
@@ -276,6 +279,9 @@ class EPNAS(Strategy):
     @property
     def done(self) -> bool:
         return self.episode >= self.options.episodes
+
+    def start_from(self, genomes: Sequence[Genome]) -> None:
+        self.seeds = self._check_seeds(genomes)
 
     def ask(self) -> Candidate | None:
         if self.done:
@@ -302,7 +308,9 @@ class EPNAS(Strategy):
 
     def _prepare_step(self) -> None:
         o = self.options
-        if self.branches is None:
+        if self.branches is None and self.seeds:
+            self.branches = [self.seeds[b % len(self.seeds)] for b in range(o.branches)]
+        elif self.branches is None:
             self.branches = [self.space.sample(self.rng, depth=o.start_depth)
                              for _ in range(o.branches)]
         proposals = self._propose(self.branches)

@@ -1,6 +1,7 @@
 """Regularized (aging) evolution (Real et al., 2019).
 
-The first ``population`` candidates are random samples. After that, every candidate is
+The first ``population`` candidates are random samples (seed genomes given to
+``start_from`` take the first places of that initial population). After that, every candidate is
 a mutation (``space.mutate``) of the best of ``sample`` members drawn at random from the
 population; each result joins the population and the oldest member leaves. Fitness is
 the reward, so constraints act through the soft penalty.
@@ -9,10 +10,12 @@ the reward, so constraints act through the soft penalty.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import Field
 
+from epnas.spaces.genome import Genome
 from epnas.spaces.registry import load_genome
 from epnas.strategies.base import Strategy, StrategyOptions
 from epnas.trial import Candidate, Result
@@ -34,12 +37,19 @@ class RegularizedEvolution(Strategy):
         super().__init__(space, seed, **options)
         self.asked = 0
         self.population: deque[dict[str, Any]] = deque()  # told members, oldest first
+        self.seeds: list[Genome] = []
+
+    def start_from(self, genomes: Sequence[Genome]) -> None:
+        self.seeds = self._check_seeds(genomes)[: self.options.population]
 
     def ask(self) -> Candidate | None:
         o = self.options
-        if self.asked < o.population:
+        if self.asked < len(self.seeds):
+            genome = self.seeds[self.asked]
+            info: dict[str, Any] = {"index": self.asked, "origin": "seed"}
+        elif self.asked < o.population:
             genome = self.space.sample(self.rng)
-            info: dict[str, Any] = {"index": self.asked, "origin": "random"}
+            info = {"index": self.asked, "origin": "random"}
         elif len(self.population) < min(o.population, o.sample):
             return None  # the first tournament waits for enough members
         else:

@@ -1,11 +1,13 @@
-"""Random search: independent uniform samples from the space."""
+"""Random search: independent uniform samples from the space (after any seed genomes)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import Field
 
+from epnas.spaces.genome import Genome
 from epnas.strategies.base import Strategy, StrategyOptions
 from epnas.trial import Candidate, Result
 
@@ -16,7 +18,10 @@ class RandomOptions(StrategyOptions):
 
 
 class RandomSearch(Strategy):
-    """Samples every candidate independently with ``space.sample``."""
+    """Samples every candidate independently with ``space.sample``.
+
+    Seeds given to :meth:`start_from` are asked first, in order, then sampling starts.
+    """
 
     Options = RandomOptions
     options: RandomOptions
@@ -25,11 +30,20 @@ class RandomSearch(Strategy):
         super().__init__(space, seed, **options)
         self.asked = 0
         self.told = 0
+        self.seeds: list[Genome] = []
+
+    def start_from(self, genomes: Sequence[Genome]) -> None:
+        self.seeds = self._check_seeds(genomes)
 
     def ask(self) -> Candidate:
-        genome = self.space.sample(self.rng, depth=self.options.depth)
+        info: dict[str, Any] = {"index": self.asked + 1}
+        if self.asked < len(self.seeds):
+            genome = self.seeds[self.asked]
+            info["origin"] = "seed"
+        else:
+            genome = self.space.sample(self.rng, depth=self.options.depth)
         self.asked += 1
-        return Candidate(genome, self.options.fidelity, {"index": self.asked})
+        return Candidate(genome, self.options.fidelity, info)
 
     def tell(self, candidate: Candidate, result: Result) -> None:
         self.told += 1

@@ -99,3 +99,33 @@ def test_train_command_rejects_an_unknown_schedule_field(tmp_path, capsys) -> No
     genome_file.write_text(small_cnn().to_json())
     assert main(["train", "--genome", str(genome_file), "--schedule-opt", "bogus=1"]) == 2
     assert "bogus" in capsys.readouterr().err
+
+
+def test_max_memory_refuses_a_candidate_before_building_it(monkeypatch) -> None:
+    evaluator = TrainingEvaluator("digits", max_memory=1e9)
+    batch = evaluator.schedule("prediction", evaluator.loaded).batch_size
+    memory = epnas.cost(small_cnn(), (1, 8, 8), 10).memory(batch)
+    evaluator.max_memory = memory * 0.99
+
+    def never(*args, **kwargs):
+        raise AssertionError("a candidate above max_memory was built")
+
+    monkeypatch.setattr("epnas.evaluators.training.build", never)
+    result = evaluator.evaluate(Candidate(small_cnn()))
+    assert (result.status, result.reason) == ("failed", "oom")
+    assert "estimated training memory" in result.error and "not trained" in result.error
+    assert result.metrics["memory"] == memory and "train_seconds" not in result.metrics
+
+
+def test_search_max_memory_fails_oversized_candidates_as_oom(tmp_path: Path, capsys) -> None:
+    import csv
+
+    from epnas.cli import main
+
+    out = tmp_path / "run"
+    assert main(["search", "--strategy", "random", "--trials", "3", "--max-memory", "1k",
+                 "--quiet", "--out", str(out)]) == 0
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    assert [(r["status"], r["reason"]) for r in rows] == [("failed", "oom")] * 3
+    assert all(float(r["memory"]) > 1e3 for r in rows)
+    assert "no trial finished with a result" in capsys.readouterr().out

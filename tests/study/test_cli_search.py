@@ -157,6 +157,19 @@ def test_bad_flags(tmp_path: Path, capsys: pytest.CaptureFixture, flags: list[st
     assert not out.exists()
 
 
+def test_missing_dataset_path(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    assert main(["search", *FAST, "--trials", "2", "--out", str(out)]) == 0  # to keep intact
+    capsys.readouterr()
+    before = snapshot(out)
+    for target in (tmp_path / "new", out):
+        err = bad(["search", "--dataset", "fashion-mnist", "--data", str(tmp_path / "nope"),
+                   "--out", str(target)], capsys)
+        assert "fashion-mnist: expected train-images-idx3-ubyte[.gz]" in err
+        assert "pass --data DIR" in err
+    assert not (tmp_path / "new").exists() and snapshot(out) == before
+
+
 def test_unwritable_run_directory(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
