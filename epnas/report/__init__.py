@@ -1,0 +1,5 @@
+"""The HTML report of a run: plots, the best architectures drawn, a table of all trials."""
+
+from epnas.report.html import REPORT_NAME, write_report
+
+__all__ = ["REPORT_NAME", "write_report"]
