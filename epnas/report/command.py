@@ -12,7 +12,7 @@ def add_parser(sub: Any) -> None:
                        description="Write RUN_DIR/report/report.html (self-contained: it "
                                    "opens offline) and its plots as PNG files. Works on "
                                    "finished, stopped and running runs.")
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the run directory to report on")
     p.add_argument("--compare", nargs="+", default=[], metavar="RUN_DIR",
                    help="other runs to draw next to it (e.g. other strategies)")
     p.add_argument("--out", metavar="DIR", help="where to write (default RUN_DIR/report)")
