@@ -198,8 +198,9 @@ def draw(graph: Graph) -> Figure:
     ax.set_ylim(y0, y1)
     ax.axis("off")
     ax.text(0, y1 - 0.35, graph.title, ha="center", va="center", fontsize=11, weight="bold")
-    if graph.note:  # wrapped to about the width of the boxes
-        ax.text(0, y0 + 0.45, textwrap.fill(graph.note, 70), ha="center", va="center",
+    if graph.note:  # wrapped to the figure's width (a 7.5 pt character is about 4.3 pt wide)
+        chars = int((x1 - x0) * _INCH * 72 / 4.3)
+        ax.text(0, y0 + 0.45, textwrap.fill(graph.note, chars), ha="center", va="center",
                 fontsize=7.5, color="#555555")
     colours = {"main": "#3b5b8c", "skip": "#c0504d", "out": "#9a9a9a"}
     labelled: list[tuple[float, float]] = []  # arc label positions so far, to avoid overlaps

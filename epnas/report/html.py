@@ -162,6 +162,7 @@ def _row(t: TrialRecord) -> dict[str, Any]:
         return {"text": text if ok else "", "sort": value if ok else ""}
 
     acc = t.accuracy
+    episode = t.info.get("episode")  # counted from 0 in the info, from 1 in the plots
     seconds = (t.end_time - t.start_time) if t.end_time and t.start_time else None
     status = t.status + (f" ({t.reason})" if t.reason else "") + \
         (f" = #{t.source}" if t.source else "")
@@ -171,7 +172,7 @@ def _row(t: TrialRecord) -> dict[str, Any]:
         architecture = f"({exc})"
     return {
         "id": t.id, "status": t.status, "status_text": status, "error": t.error or "",
-        "fidelity": t.fidelity or "", "episode": t.info.get("episode", ""),
+        "fidelity": t.fidelity or "", "episode": episode + 1 if isinstance(episode, int) else "",
         "accuracy": cell(acc, f"{100 * acc:.2f}%" if acc is not None else ""),
         "params": cell(m.get("params"), human(m.get("params", 0))),
         "mflops": cell(m["flops"] / 1e6 if "flops" in m else None,
