@@ -1,12 +1,12 @@
 """Framework overhead per trial: store + strategy + dispatch, with an evaluator that costs nothing.
 
-    python benchmarks/study_overhead.py [--trials 1000] [--pool-trials 400]
+    python benchmarks/study_overhead.py [--trials 1000] [--pool-trials 400] [--no-ray]
 
 Runs the same search (random search, and EPNAS for comparison, on ``layerwise``) with
 an instant evaluator: in memory, in a run directory (SQLite store, checkpoints,
-trials.csv), and in a run directory with a pool of 2 worker processes (started and
-warmed up before timing). Prints milliseconds per trial side by side; the target is
-under 5 ms per trial inline.
+trials.csv), in a run directory with a pool of 2 worker processes, and with 2 Ray
+actors on a local Ray instance (workers started and warmed up before timing). Prints
+milliseconds per trial side by side; the target is under 5 ms per trial inline.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 
 import epnas
 from epnas.evaluators import Evaluator
-from epnas.executors import EvaluatorSpec, Job, ProcessExecutor
+from epnas.executors import EvaluatorSpec, Executor, Job, ProcessExecutor, RayExecutor
 from epnas.study import Study
 from epnas.trial import Candidate, Result
 
@@ -39,13 +39,12 @@ class Instant(Evaluator):
 SPEC = f"{Path(__file__).stem}:Instant"  # importable by workers: the script's folder is on sys.path
 
 
-def timed(strategy: str, trials: int, out: Path | None, workers: int) -> float:
+def timed(strategy: str, trials: int, out: Path | None, executor: Executor | None = None) -> float:
     """Milliseconds per trial of one study (worker start-up excluded)."""
-    executor = None
-    if workers > 1:
-        executor = ProcessExecutor(EvaluatorSpec(SPEC), workers)
+    if executor is not None:
         genome = epnas.spaces.get("layerwise").sample(np.random.default_rng(0))
-        list(executor.run([Job(i, Candidate(genome)) for i in range(workers)]))  # start them
+        jobs = [Job(i, Candidate(genome)) for i in range(executor.workers)]
+        list(executor.run(jobs))  # start them
     # the paper preset: EPNAS's own schedule (1,200 candidates) outlasts the budget
     preset = "paper" if strategy == "epnas" else None
     study = Study(space="layerwise", strategy=strategy, evaluator=SPEC, trials=trials,
@@ -60,16 +59,23 @@ def timed(strategy: str, trials: int, out: Path | None, workers: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=1000, help="trials per inline run")
-    parser.add_argument("--pool-trials", type=int, default=400, help="trials per pool run")
+    parser.add_argument("--pool-trials", type=int, default=400,
+                        help="trials per process-pool and Ray run")
+    parser.add_argument("--no-ray", action="store_true", help="skip the Ray column")
     args = parser.parse_args()
-    print(f"{'strategy':<10}{'in memory':>12}{'run dir':>12}{'run dir, 2 workers':>22}"
-          "   (ms per trial)")
+    print(f"{'strategy':<10}{'in memory':>12}{'run dir':>12}{'2 processes':>14}"
+          f"{'2 Ray actors':>14}   (ms per trial)")
     for strategy in ("random", "epnas"):
         with tempfile.TemporaryDirectory() as tmp:
-            memory = timed(strategy, args.trials, None, 1)
-            stored = timed(strategy, args.trials, Path(tmp) / "inline", 1)
-            pooled = timed(strategy, args.pool_trials, Path(tmp) / "pool", 2)
-        print(f"{strategy:<10}{memory:>12.2f}{stored:>12.2f}{pooled:>22.2f}")
+            memory = timed(strategy, args.trials, None)
+            stored = timed(strategy, args.trials, Path(tmp) / "inline")
+            pooled = timed(strategy, args.pool_trials, Path(tmp) / "pool",
+                           ProcessExecutor(EvaluatorSpec(SPEC), 2))
+            ray = float("nan")
+            if not args.no_ray:
+                ray = timed(strategy, args.pool_trials, Path(tmp) / "ray",
+                            RayExecutor(EvaluatorSpec(SPEC), 2, num_cpus=2))
+        print(f"{strategy:<10}{memory:>12.2f}{stored:>12.2f}{pooled:>14.2f}{ray:>14.2f}")
     print("target: < 5 ms per trial inline (framework only; random search's own cost is "
           "negligible, EPNAS adds its policy network)")
 

@@ -325,7 +325,6 @@ class Store:
                             "VALUES (?, ?, ?)", (batch, size, now))
             self.db.executemany("UPDATE trials SET status = ?, start_time = ? WHERE id = ?",
                                 [(status, now, i) for i, status in (reset or {}).items()])
-            self.db.executemany("DELETE FROM trials WHERE id = ?", [(i,) for i in drop])
             self.db.executemany("UPDATE trials SET position = NULL WHERE id = ?",
                                 [(i,) for i in detach])
             ids = []
@@ -341,6 +340,9 @@ class Store:
                      r and r.reward, r and r.feasible, row.source, now,
                      now if row.status in FINISHED else None))
                 ids.append(cur.lastrowid)
+            # after the inserts: SQLite gives new rows max(id) + 1, so deleting first
+            # could hand a dropped trial's id (and its trials/<id>/) to another genome
+            self.db.executemany("DELETE FROM trials WHERE id = ?", [(i,) for i in drop])
         return ids
 
     def finish(self, trial_id: int, result: Result, *, status: str | None = None,

@@ -3,7 +3,9 @@ Executor.
 
 One step of the loop:
 
-1. ``strategy.ask_batch(workers)`` (at most the trials left in the budget);
+1. ``strategy.ask_batch(n)`` (at most the trials left in the budget): ``n`` is one per
+   worker, times the strategy's ``lookahead`` when there are several workers (so that a
+   worker done early takes the next candidate of the batch), 1 inline;
 2. a candidate whose ``(key, fidelity)`` already finished ``done`` is answered from the
    store as ``cached`` (it counts as a trial, nothing is evaluated); identical
    candidates within a batch are evaluated once, the others share that result;
@@ -354,7 +356,8 @@ class Study:
         if self.strategy.done:
             self.stop_reason = "strategy"
             return 0
-        left = self.executor.workers
+        workers = self.executor.workers
+        left = workers * self.strategy.lookahead if workers > 1 else 1
         if self.config.trials is not None:
             left = min(left, self.config.trials - self._count)
             if left <= 0:

@@ -37,6 +37,11 @@ class Strategy(ABC):
     # named option sets (``--preset``): ``paper`` (the method's published values),
     # ``tabular`` (tuned for NAS-Bench-201 lookups), ``quick`` (the default CLI run)
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    # Candidates per worker a parallel Study may ask in one batch. More than 1 only where
+    # asking ahead changes nothing that is asked (the asks do not depend on results not
+    # yet told): workers then start another candidate as soon as they finish one instead
+    # of waiting for the slowest trial of a batch of one per worker.
+    lookahead: ClassVar[int] = 1
     name: str = ""
 
     def __init__(self, space: Space, seed: int = 0, **options: Any) -> None:

@@ -238,6 +238,9 @@ class EPNAS(Strategy):
 
     Options = EPNASOptions
     options: EPNASOptions
+    # A step's B candidates are fixed when it starts and results act at its end, so a
+    # batch may hold the whole step (``ask`` gives no more than what is left of it).
+    lookahead = 8
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {},
         # The default command-line run: a few minutes on 2 CPU cores with real training.

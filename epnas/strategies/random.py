@@ -25,6 +25,7 @@ class RandomSearch(Strategy):
 
     Options = RandomOptions
     options: RandomOptions
+    lookahead = 4  # samples never depend on results
 
     def __init__(self, space: Any, seed: int = 0, **options: Any) -> None:
         super().__init__(space, seed, **options)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 from epnas import EpnasError, strategies
@@ -129,3 +130,23 @@ def test_ask_batch_returns_at_most_n(case: Case, n: int) -> None:
 def test_unknown_option_is_named(case: Case) -> None:
     with pytest.raises(EpnasError, match="no_such_option"):
         strategies.get(case.strategy, case.space, seed=0, no_such_option=1)
+
+
+def test_start_from_seeds_or_refuses_clearly(case: Case) -> None:
+    """``start_from``: seeds shape the first asks (deterministically), or a clear refusal."""
+    rng = np.random.default_rng(7)
+    seeds = [case.space.sample(rng) for _ in range(2)]
+    strategy = case.make()
+    try:
+        strategy.start_from(seeds)
+    except EpnasError as exc:
+        assert "cannot start from given genomes" in str(exc)
+        return
+    run = case.drive(strategy, BUDGET)
+    keys = {s.key for s in seeds}
+    first = run.candidates[: len(seeds)]
+    assert any(c.key in keys or c.info.get("parent") in keys for c in first), \
+        "the seeds did not shape the first candidates"
+    again = case.make()
+    again.start_from(seeds)
+    assert case.drive(again, BUDGET).asks == run.asks

@@ -110,3 +110,18 @@ def test_workers_see_only_their_pinned_device(tmp_path: Path) -> None:
         outcomes = list(pool.run(jobs(2)))
     assert (tmp_path / "crashed").exists()
     assert [o.result.metrics["device"] for o in outcomes] == [4.0, 4.0]
+
+
+def test_env_json_records_versions_hardware_and_the_executor(tmp_path: Path) -> None:
+    import json
+
+    study = Study(strategy="random", evaluator=SLEEPY, workers=2, trials=2, out=tmp_path)
+    with study:
+        study.run()
+    env = json.loads((tmp_path / "env.json").read_text())
+    assert env["epnas"] == epnas.__version__ and env["torch"] and env["python"]
+    assert env["cpus"] >= 1 and env["torch_threads"] >= 1 and "cuda_devices" in env
+    executor = env["executor"]
+    assert executor["kind"] == "process" and executor["workers"] == 2
+    assert executor["threads"] * 2 <= max(2, env["cpus"])
+    assert len(executor["devices"]) == 2
