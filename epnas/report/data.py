@@ -7,7 +7,6 @@ figures) are tested without looking at pixels.
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ class Run:
         running_pid: the process working on the run now, None when none is.
         summary: what ``epnas status`` says: the best feasible trial, or the least
             violating one when none is feasible.
+        dataset: the data set trained on (None for evaluators without one).
         input_shape, num_classes: what the costs were computed for (None when unknown).
     """
 
@@ -46,6 +46,7 @@ class Run:
     elapsed: float
     running_pid: int | None
     summary: Summary
+    dataset: str | None
     input_shape: tuple[int, int, int] | None
     num_classes: int | None
 
@@ -72,62 +73,28 @@ class Run:
 
 
 def read_run(run_dir: str | Path) -> Run:
-    """Read a run directory without locking it (a search may be writing to it).
+    """Read a run directory (with :func:`epnas.load_run`) without locking it: a search may
+    be writing to it.
 
     Raises:
         EpnasError: ``run_dir`` holds no study.
     """
+    from epnas.runs import load_run
+
     path = Path(run_dir)
     if not path.is_dir():
         raise EpnasError(f"run directory {path} does not exist")
-    with Store(path, readonly=True) as store:
-        stored = store.get_meta("config")
-        if stored is None:
-            raise EpnasError(f"{path} holds no study configuration")
-        config = StudyConfig.parse(stored)
-        trials, episodes = store.trials(), store.episodes()
+    loaded = load_run(path)
+    with Store(path, readonly=True) as store:  # what only the report needs
+        episodes = store.episodes()
         elapsed = float(store.get_meta("elapsed") or 0.0)
-        summary = summarize(store, config)
-    geometry = input_geometry(config)
-    return Run(path.resolve().name, path, config, tuple(trials), tuple(episodes), elapsed,
-               holder_pid(path), summary, *(geometry or (None, None)))
-
-
-def input_geometry(config: StudyConfig) -> tuple[tuple[int, int, int], int] | None:
-    """(input shape, classes) the run's costs refer to, or None when it cannot be told.
-
-    An evaluator that trains on a data set (it takes ``dataset``) has the data set's shape
-    (read from the decoded cache, or decoded once); others take ``input_shape`` and
-    ``num_classes`` as options, with their own defaults.
-    """
-    from epnas.data import load
-    from epnas.evaluators import EVALUATORS
-
-    options = dict(config.evaluator_options)
+        summary = summarize(store, loaded.config)
     try:
-        _, cls = EVALUATORS.resolve(config.evaluator)  # type: ignore[arg-type]
-    except EpnasError:
-        return None
-    params = inspect.signature(cls).parameters
-    if "dataset" in params:
-        dataset = options.get("dataset") or config.dataset or params["dataset"].default
-        if not isinstance(dataset, str):
-            return None
-        try:
-            data = load(dataset, options.get("data") or config.data)
-        except EpnasError:
-            return None
-        return data.input_shape, data.num_classes
-
-    def option(name: str) -> Any:
-        default = params[name].default if name in params else inspect.Parameter.empty
-        value = options.get(name, default)
-        return None if value is inspect.Parameter.empty else value
-
-    shape, classes = option("input_shape"), option("num_classes")
-    if shape is None or classes is None:
-        return None
-    return (int(shape[0]), int(shape[1]), int(shape[2])), int(classes)
+        shape, classes = loaded.input_shape, loaded.num_classes
+    except EpnasError:  # the data set's files are elsewhere: architectures without shapes
+        shape, classes = None, None
+    return Run(path.resolve().name, path, loaded.config, tuple(loaded.trials), tuple(episodes),
+               elapsed, holder_pid(path), summary, loaded.dataset, shape, classes)
 
 
 # --- the numbers behind the plots ------------------------------------------------------

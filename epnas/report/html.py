@@ -144,7 +144,7 @@ def _summary(run: Run) -> dict[str, Any]:
     best = run.summary.best
     return {
         "name": run.name, "path": str(run.path), "space": c.space, "strategy": c.strategy,
-        "preset": c.preset, "evaluator": c.evaluator, "dataset": c.dataset,
+        "preset": c.preset, "evaluator": c.evaluator, "dataset": run.dataset,
         "fidelity": c.fidelity, "trials": len(run.trials), "budget": c.trials,
         "counts": sorted(run.counts.items()), "elapsed": duration(run.elapsed), "state": state,
         "best": None if best is None else _row(best), "feasible": run.summary.feasible,

@@ -108,3 +108,10 @@ def test_report_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
                                       "missing)\n"
     assert main(["report", str(tmp_path), "--top", "-1"]) == 2
     assert "--top must be 0 or more" in capsys.readouterr().err
+
+
+def test_report_of_a_real_digits_search(tiny_run: Path, tmp_path: Path) -> None:
+    page = write_report(tiny_run, out=tmp_path).read_text()
+    assert "training evaluator on digits" in page and "input 1×8×8" in page
+    assert len(re.findall(r'<tr class="(\w+)">', page)) == 4
+    assert (tmp_path / "arch-1.png").is_file() and len(images_of(page)) >= 5
