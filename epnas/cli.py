@@ -28,6 +28,7 @@ from epnas.errors import EpnasError, validation_message
 from epnas.evaluators import EVALUATORS
 from epnas.progress import LineReporter, LiveReporter, duration, metrics_text
 from epnas.report import command as report_command
+from epnas.report import export, predict
 from epnas.store import Store, holder_pid
 from epnas.study import Study, StudyFailed, Summary, strategy_options, summarize
 
@@ -489,6 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_study_commands(sub, json_flag)
     retrain.add_command(sub, json_flag)
     report_command.add_parser(sub)
+    export.add_command(sub, json_flag)
+    predict.add_command(sub, json_flag)
     return parser
 
 

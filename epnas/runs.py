@@ -226,7 +226,8 @@ class Run:
                 False: freshly initialised.
         """
         trial = self._pick(trial_id)
-        model = build(trial.genome, self.input_shape, self.num_classes)
+        meta = self.metadata(trial.id)  # final/ may have been trained on another data set
+        model = build(trial.genome, tuple(meta["input_shape"]), meta["num_classes"])
         path = self.weights(trial.id) if weights else None
         if path is not None:
             try:
@@ -235,6 +236,28 @@ class Run:
                 raise EpnasError(f"weights {path} do not fit trial {trial.id}'s network: "
                                  f"{str(exc).splitlines()[0]}") from None
         return model.eval()
+
+    def metadata(self, trial_id: int | None = None) -> dict[str, Any]:
+        """What a deployer of a trial's network (None: of :meth:`best`) needs: ``trial``,
+        ``key``, ``space``, ``dataset``, ``input_shape``, ``num_classes``, ``classes``,
+        and the per-channel ``mean``/``std`` of [0, 1]-scaled pixels the inputs are
+        normalised with (zeros and ones for runs trained on no data set)."""
+        trial = self._pick(trial_id)
+        final = self.final
+        if final is not None and final.get("trial") == trial.id:
+            shape, classes = tuple(final["input_shape"]), list(final["classes"])
+            mean, std, dataset = list(final["mean"]), list(final["std"]), final["dataset"]
+        elif self.dataset is not None:
+            data = self.data
+            shape, classes, dataset = data.input_shape, list(data.classes), data.name
+            mean, std = list(data.mean), list(data.std)
+        else:
+            shape, dataset = self.input_shape, None
+            classes = [str(i) for i in range(self.num_classes)]
+            mean, std = [0.0] * shape[0], [1.0] * shape[0]
+        return {"trial": trial.id, "key": trial.key, "space": trial.genome.space,
+                "dataset": dataset, "input_shape": list(shape), "num_classes": len(classes),
+                "classes": classes, "mean": mean, "std": std}
 
     def _pick(self, trial_id: int | None) -> TrialRecord:
         if trial_id is not None:

@@ -1,4 +1,5 @@
-"""The HTML report of a run: plots, the best architectures drawn, a table of all trials."""
+"""After a search: the HTML report of a run (plots, the best architectures drawn, a table
+of all trials), and export of its networks (:mod:`epnas.report.export`)."""
 
 from epnas.report.html import REPORT_NAME, write_report
 
