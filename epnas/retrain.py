@@ -183,7 +183,12 @@ def plan(run: Run | str | Path, trial_id: int | None = None, *, epochs: int | No
     if trial is None:
         raise EpnasError(f"{run.path} has no feasible finished trial; choose one with "
                          "--trial ID (epnas status lists them)")
-    loaded = load(dataset, data or run.config.data) if dataset else run.data
+    if dataset and dataset != run.dataset:
+        loaded = load(dataset, data)
+    elif data and run.dataset:  # the search's data set, found elsewhere
+        loaded = load(run.dataset, data)
+    else:
+        loaded = run.data
     overrides = dict(schedule or {})
     if epochs is not None:  # exactly N epochs; the LR curve spans them
         overrides.update(epochs=epochs, stop_epoch=None)
