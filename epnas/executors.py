@@ -11,7 +11,9 @@ workers dies, ``ProcessPoolExecutor`` fails every pending future and cannot tell
 trial killed it, and it cannot stop one overdue task. Here each worker runs one trial
 at a time, so a dead worker costs exactly its own trial (retried once, then failed
 ``worker-lost``) and a trial past its timeout is failed ``timeout`` by killing only its
-worker. Candidates and results cross the process boundary as JSON, never pickled.
+worker. Candidates and results cross the process boundary as JSON, never pickled;
+files (trained weights, the sharing dictionary's snapshot) stay on disk, named by the
+job's :class:`~epnas.trial.TrialContext`.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from typing import Any
 
 from epnas.errors import EpnasError
 from epnas.evaluators import EVALUATORS, Evaluator
-from epnas.trial import Candidate, Result
+from epnas.trial import Candidate, Result, TrialContext
 
 # Study settings an evaluator receives when its constructor has a parameter of that name;
 # ``max_memory`` (``--max-memory``) lets an evaluator that trains refuse a candidate whose
@@ -86,10 +88,12 @@ class EvaluatorSpec:
         return cls(data["name"], dict(data["options"]), dict(data["context"]))
 
 
-def evaluate_safely(evaluator: Evaluator, candidate: Candidate) -> Result:
-    """``evaluator.evaluate(candidate)``, with any exception turned into a failed Result."""
+def evaluate_safely(evaluator: Evaluator, candidate: Candidate,
+                    context: TrialContext | None = None) -> Result:
+    """``evaluator.evaluate_trial(candidate, context)``, with any exception turned into a
+    failed Result."""
     try:
-        result = evaluator.evaluate(candidate)
+        result = evaluator.evaluate_trial(candidate, context or TrialContext())
     except MemoryError as exc:
         return Result.failure("oom", f"MemoryError: {exc}")
     except Exception as exc:
@@ -103,8 +107,16 @@ def evaluate_safely(evaluator: Evaluator, candidate: Candidate) -> Result:
 
 @dataclass(frozen=True)
 class Job:
+    """One trial to evaluate: its id, candidate, and where its files go."""
+
     trial_id: int
     candidate: Candidate
+    context: TrialContext = field(default_factory=TrialContext)
+
+    def to_json(self) -> str:
+        """What a worker process or actor receives (the trial id stays with the pool)."""
+        return json.dumps({"candidate": self.candidate.to_dict(),
+                           "context": self.context.to_dict()})
 
 
 @dataclass(frozen=True)
@@ -162,7 +174,7 @@ class InlineExecutor(Executor):
     def run(self, jobs: Sequence[Job]) -> Iterator[Outcome]:
         for job in jobs:
             start = time.time()
-            result = evaluate_safely(self.evaluator, job.candidate)
+            result = evaluate_safely(self.evaluator, job.candidate, job.context)
             yield Outcome(job.trial_id, result, "inline", start, time.time())
 
 
@@ -344,7 +356,7 @@ class _Worker:
         # A worker that died while idle fails to receive: its sentinel reports the death
         # and the job is retried.
         with contextlib.suppress(OSError):
-            self.conn.send_bytes(json.dumps({"candidate": job.candidate.to_dict()}).encode())
+            self.conn.send_bytes(job.to_json().encode())
 
     def set_ready(self, timeout: float | None) -> None:
         self.ready = True
@@ -561,8 +573,7 @@ class _Actor:
 
     def start(self, job: Job, timeout: float | None) -> None:
         self.job, self.started, self.deadline = job, time.time(), None
-        self.call = self.handle.evaluate.remote(json.dumps({"candidate":
-                                                            job.candidate.to_dict()}))
+        self.call = self.handle.evaluate.remote(job.to_json())
         if self.ready is None and timeout is not None:
             self.deadline = time.monotonic() + timeout
 
@@ -628,11 +639,14 @@ class _TrialRunner:
         start = time.time()
         torch.set_num_threads(self.threads)  # reused workers (Ray's too) keep no setting
         try:
-            candidate = Candidate.from_dict(json.loads(message)["candidate"])
+            job = json.loads(message)
+            candidate = Candidate.from_dict(job["candidate"])
+            context = TrialContext.from_dict(job.get("context", {}))
         except Exception as exc:
             result = Result.failure("error", f"cannot read the candidate: {exc}")
         else:
-            result = (evaluate_safely(self.evaluator, candidate) if self.evaluator is not None
+            result = (evaluate_safely(self.evaluator, candidate, context)
+                      if self.evaluator is not None
                       else Result.failure("error", self.setup_error))
         return json.dumps({"result": result.to_dict(), "start": start,
                            "end": time.time()}).encode()

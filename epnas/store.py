@@ -371,10 +371,13 @@ class Store:
                                 [(i, json.dumps(dict(s))) for i, s in enumerate(stats)])
             self._put_meta(meta)
 
-    def save_checkpoint(self, batch: int, state: Mapping[str, Any]) -> None:
-        """Checkpoint the strategy as it is after closed batch ``batch`` was told."""
+    def save_checkpoint(self, batch: int, state: Mapping[str, Any],
+                        meta: Mapping[str, Any] | None = None) -> None:
+        """Checkpoint the strategy as it is after closed batch ``batch`` was told, with
+        ``meta`` values that belong to it."""
         with self._transaction():
             self._put_checkpoint(batch, state)
+            self._put_meta(meta or {})
 
     def _put_checkpoint(self, batch: int, state: Mapping[str, Any]) -> None:
         buffer = io.BytesIO()

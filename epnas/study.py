@@ -34,6 +34,17 @@ unfinished trial there is dropped and a finished one is kept as a trial of the r
 detached from the batch (``position`` NULL; it still answers later repeats as
 ``cached``). So no finished trial is lost or evaluated twice, and every strategy that
 restores its random state in ``load_state_dict`` replays exactly.
+
+**Weight sharing.** With an evaluator that shares weights (the training evaluator), each
+trial gets ``RUN_DIR/trials/<id>/`` for its trained weights and the snapshot of the
+parameter-sharing dictionary of the current step (:mod:`epnas.train.sharing`). Before a
+batch is closed its ``done`` trials are merged into the dictionary, saved as the
+step's snapshot in ``RUN_DIR/weights/``, and the store records which snapshot goes
+with each strategy checkpoint in the same transaction: a resume restores both and the
+replayed batches rebuild the later snapshots, so a replayed trial warm-starts from the
+same weights as the first time. In-memory studies keep these files in a temporary
+directory removed by :meth:`Study.close`. A ``cached`` trial's directory holds hard
+links to its source trial's files.
 """
 
 from __future__ import annotations
@@ -44,6 +55,7 @@ import os
 import platform
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -73,11 +85,14 @@ from epnas.spaces.base import Space
 from epnas.spaces.registry import load_genome
 from epnas.store import CSV_NAME, DB_NAME, NewTrial, RunLock, Store, TrialRecord
 from epnas.strategies.base import STRATEGIES, Strategy
-from epnas.trial import Candidate, Result
+from epnas.train.sharing import SharedWeights
+from epnas.trial import Candidate, Result, TrialContext
 
 CSV_INTERVAL = 10.0  # seconds between trials.csv exports during a run (always at the end)
 CHECKPOINT_INTERVAL = 2.0  # seconds between strategy checkpoints (always at the end)
 INIT_GENOMES = 8  # best genomes of another run that --init-from starts from (EPNAS's top-k)
+TRIALS_DIR = "trials"  # RUN_DIR/trials/<id>/: a trial's files (trained weights)
+WEIGHTS_DIR = "weights"  # RUN_DIR/weights/: the parameter-sharing dictionary's snapshots
 
 Progress = Callable[[TrialRecord], None]
 
@@ -234,6 +249,16 @@ class Study:
         self._elapsed_before = 0.0
         self._last_checkpoint = 0.0
         self._unsaved: int | None = None  # closed batch whose strategy state is not saved
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None
+        root = self.store.run_dir
+        if root is None and self.evaluator.shares_weights:
+            # Workers read snapshots from files and write weights to files, in memory too.
+            self._scratch = tempfile.TemporaryDirectory(prefix="epnas-study-")
+            root = Path(self._scratch.name)
+        self._files = root  # where trial directories and weight snapshots go
+        self._sharing = (SharedWeights(root / WEIGHTS_DIR)
+                         if root is not None and self.evaluator.shares_weights else None)
+        self._checkpoint_weights: int | None = None  # the snapshot of the last checkpoint
 
     # --- public API ------------------------------------------------------------------------
 
@@ -337,6 +362,8 @@ class Study:
         if self._executor is not None:
             self._executor.close()
         self.store.close()
+        if self._scratch is not None:
+            self._scratch.cleanup()
 
     def __enter__(self) -> Study:
         return self
@@ -377,13 +404,32 @@ class Study:
         if checkpoint is not None:
             after, state = checkpoint
             self.strategy.load_state_dict(state)
+        if self._sharing is not None:
+            self._sharing.restore(self.store.get_meta("checkpoint_weights")
+                                  if checkpoint is not None else None)
+            self._checkpoint_weights = self._sharing.version
         for batch, size, stored in self.store.batches_after(after):
             self._run_batch(batch, size, self.strategy.ask_batch(size), stored)
 
     def _checkpoint(self, batch: int) -> None:
-        self.store.save_checkpoint(batch, self.strategy.state_dict())
-        self._last_checkpoint = time.monotonic()
+        self.store.save_checkpoint(batch, self.strategy.state_dict(), self._weights_meta())
+        self._checkpointed()
         self._unsaved = None
+
+    def _weights_meta(self) -> dict[str, Any]:
+        """What a checkpoint records of the sharing dictionary: its snapshot's step."""
+        return {} if self._sharing is None else {"checkpoint_weights": self._sharing.version}
+
+    def _checkpointed(self) -> None:
+        self._last_checkpoint = time.monotonic()
+        if self._sharing is not None:
+            self._checkpoint_weights = self._sharing.version
+        self._prune_weights()
+
+    def _prune_weights(self) -> None:
+        """Keep the snapshots a resume (the checkpoint's) and the next step need."""
+        if self._sharing is not None:
+            self._sharing.prune([self._checkpoint_weights])
 
     def _run_batch(self, batch: int, size: int, candidates: Sequence[Candidate],
                    stored: Sequence[TrialRecord]) -> None:
@@ -398,18 +444,60 @@ class Study:
                 self._streak = []
             else:
                 self._streak.append(slot.result)
+        self._merge_weights(batch, slots)
         due = (self.store.run_dir is not None
                and time.monotonic() - self._last_checkpoint >= CHECKPOINT_INTERVAL)
         self.store.close_batch(batch, self.strategy.state_dict() if due else None,
-                               self.strategy.stats(), {"elapsed": self.elapsed})
+                               self.strategy.stats(), {"elapsed": self.elapsed,
+                                                       **(self._weights_meta() if due else {})})
         if due:
-            self._last_checkpoint = time.monotonic()
+            self._checkpointed()
+        else:
+            self._prune_weights()
         self._unsaved = None if due or self.store.run_dir is None else batch
         self.store.export_csv(CSV_INTERVAL)
         limit = self.config.max_consecutive_failures
         if len(self._streak) > limit:
             self.stop_reason = "failures"
             raise StudyFailed(_diagnose(self._streak, limit))
+
+    def _merge_weights(self, batch: int, slots: Sequence[_Slot]) -> None:
+        """Merge the weights of the batch's trained trials into the sharing dictionary."""
+        if self._sharing is None:
+            return
+        models = []
+        for slot in slots:
+            if slot.result is not None and slot.result.status == "done":
+                units = self.evaluator.shared_units(slot.candidate, self._trial_dir(slot.trial_id))
+                if units is not None:
+                    models.append((slot.result.accuracy, units))
+        self._sharing.merge(batch, models)
+
+    def _trial_dir(self, trial_id: int) -> Path:
+        assert self._files is not None
+        return self._files / TRIALS_DIR / str(trial_id)
+
+    def _context(self, trial_id: int) -> TrialContext:
+        if self._files is None:
+            return TrialContext()
+        snapshot = self._sharing.snapshot if self._sharing is not None else None
+        return TrialContext(str(self._trial_dir(trial_id)),
+                            None if snapshot is None else str(snapshot))
+
+    def _link_files(self, trial_id: int, source: int) -> None:
+        """Give a cached trial its source trial's files (hard links, else copies)."""
+        if self._files is None or not self._trial_dir(source).is_dir():
+            return
+        target = self._trial_dir(trial_id)
+        target.mkdir(parents=True, exist_ok=True)
+        for path in self._trial_dir(source).iterdir():
+            link = target / path.name
+            if path.name.startswith(".") or not path.is_file() or link.exists():
+                continue
+            try:
+                os.link(path, link)
+            except OSError:  # a file system without hard links
+                shutil.copyfile(path, link)
 
     def _plan(self, batch: int, size: int, slots: list[_Slot],
               stored: Sequence[TrialRecord]) -> None:
@@ -465,6 +553,11 @@ class Study:
         for slot, source in cached:
             assert slot.result is not None
             self.store.finish(slot.trial_id, slot.result, source=source)
+        for item, trial_id in zip(new, ids):
+            if item.source is not None:
+                self._link_files(trial_id, item.source)
+        for slot, source in cached:
+            self._link_files(slot.trial_id, source)
         for slot in [slots[item.position] for item in new if item.status == "cached"] + \
                 [slot for slot, _ in cached]:
             self._report(slot.trial_id)
@@ -472,7 +565,8 @@ class Study:
     def _evaluate(self, slots: list[_Slot]) -> None:
         """Run the slots to evaluate; store each result (and its copies) as it arrives."""
         by_id = {s.trial_id: s for s in slots if s.evaluate}
-        jobs = [Job(s.trial_id, s.candidate) for s in slots if s.evaluate]
+        jobs = [Job(s.trial_id, s.candidate, self._context(s.trial_id))
+                for s in slots if s.evaluate]
         for outcome in self.executor.run(jobs):
             slot = by_id[outcome.trial_id]
             result = slot.result = self._score(outcome.result)
@@ -487,6 +581,8 @@ class Study:
                 copy.result = replace(result, status="cached") if result.ok else result
                 self.store.finish(copy.trial_id, copy.result, source=slot.trial_id,
                                   worker=outcome.worker)
+                if copy.result.ok:
+                    self._link_files(copy.trial_id, slot.trial_id)
                 self._report(copy.trial_id)
 
     def _with_fidelity(self, candidate: Candidate) -> Candidate:

@@ -45,6 +45,28 @@ class Candidate:
 
 
 @dataclass(frozen=True)
+class TrialContext:
+    """Where one trial of a study keeps its files (None: nowhere).
+
+    Attributes:
+        directory: the trial's own directory (``RUN_DIR/trials/<id>/``); the training
+            evaluator writes the trained weights there as ``model.pt``.
+        weights: the parameter-sharing dictionary snapshot of the current step, to
+            warm-start from.
+    """
+
+    directory: str | None = None
+    weights: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"directory": self.directory, "weights": self.weights}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrialContext:
+        return cls(data.get("directory"), data.get("weights"))
+
+
+@dataclass(frozen=True)
 class Result:
     """The outcome of evaluating one candidate.
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
 
 from epnas.errors import EpnasError
 from epnas.registry import Registry
-from epnas.trial import Candidate, Result
+from epnas.trial import Candidate, Result, TrialContext
+
+if TYPE_CHECKING:
+    from epnas.train.sharing import UnitState
 
 
 class Evaluator(ABC):
@@ -21,9 +25,21 @@ class Evaluator(ABC):
     fidelities: ClassVar[tuple[str, ...]] = ()
     default_fidelity: ClassVar[str | None] = None
 
+    shares_weights: bool = False
+    """Whether a study keeps a parameter-sharing dictionary for this evaluator's trials."""
+
     @abstractmethod
     def evaluate(self, candidate: Candidate) -> Result:
         """Measure one candidate; failures are returned as ``Result.failure``, not raised."""
+
+    def evaluate_trial(self, candidate: Candidate, context: TrialContext) -> Result:
+        """Measure one trial of a study, given where its files go (default: ``evaluate``)."""
+        return self.evaluate(candidate)
+
+    def shared_units(self, candidate: Candidate, directory: Path) -> dict[str, UnitState] | None:
+        """The weights a ``done`` trial (its files in ``directory``) gives the sharing
+        dictionary, per sharing key; None when it gives none."""
+        return None
 
 
 EVALUATORS: Registry[Evaluator] = Registry("evaluator", Evaluator, EpnasError)

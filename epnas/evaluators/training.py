@@ -3,11 +3,20 @@
 Fidelities are the trainer's schedules: ``prediction`` (the short, large-batch
 performance-prediction schedule, the default during search) and ``full``. Costs come
 from the analytic cost model for the data set's input shape, not from training.
+
+In a study every trained candidate is warm-started from the parameter-sharing
+dictionary's snapshot of the current step (``share=True``, :mod:`epnas.train.sharing`)
+and leaves its trained weights in its trial directory as ``model.pt``: the
+``state_dict`` of ``epnas.build(genome, input_shape, num_classes)``, read back with
+``torch.load(path, weights_only=True)``.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import tempfile
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -20,18 +29,45 @@ from epnas.evaluators.latency import genome_latency
 from epnas.nn.build import build
 from epnas.spaces.genome import Genome
 from epnas.train import TrainResult, schedules, train
-from epnas.trial import Candidate, Result
+from epnas.train.sharing import UnitState, snapshot, unit_states
+from epnas.trial import Candidate, Result, TrialContext
+
+MODEL_FILE = "model.pt"
+"""A trial's trained weights, in its trial directory."""
+
+SHARED_FIDELITIES = ("prediction", "full")
+"""Fidelities that train the genome's own full-width network: only these are
+warm-started and merged into the dictionary (a reduced-setting proxy trains a
+narrower network and measures what that setting ranks)."""
+
+
+def build_seeded(genome: Genome, data: Dataset, seed: int) -> torch.nn.Module:
+    """The network of ``genome`` for ``data``, its initial weights drawn from ``seed``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build(genome, data.input_shape, data.num_classes)
 
 
 def train_genome(genome: Genome, data: Dataset, schedule: schedules.Schedule, *, seed: int = 0,
                  device: str | None = None, time_limit: float | None = None,
                  evaluate_test: bool = False, progress: Any = None) -> TrainResult:
     """Build ``genome`` for ``data`` (weights seeded by ``seed``) and train it."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = build(genome, data.input_shape, data.num_classes)
-    return train(model, data, schedule, seed=seed, device=device, time_limit=time_limit,
-                 evaluate_test=evaluate_test, progress=progress)
+    return train(build_seeded(genome, data, seed), data, schedule, seed=seed, device=device,
+                 time_limit=time_limit, evaluate_test=evaluate_test, progress=progress)
+
+
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    """Write ``model``'s state_dict (contiguous CPU tensors) to ``path`` atomically."""
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 class TrainingEvaluator(Evaluator):
@@ -54,6 +90,9 @@ class TrainingEvaluator(Evaluator):
         max_memory: bytes; a candidate whose estimated training memory (the cost
             model's ``memory`` at the schedule's batch size) is above it fails with
             reason ``oom`` without being built or trained (``--max-memory``).
+        share: in a study, warm-start each candidate from the parameter-sharing
+            dictionary and add its trained weights to it (``prediction`` and ``full``
+            trials; trained weights are saved to the trial directory either way).
     """
 
     fidelities: ClassVar[tuple[str, ...]] = ("prediction", "full")
@@ -62,10 +101,12 @@ class TrainingEvaluator(Evaluator):
     def __init__(self, dataset: str | Dataset = "digits", data: str | None = None, seed: int = 0,
                  schedule: dict[str, Any] | None = None, time_limit: float | None = None,
                  device: str | None = None, val_fraction: float = 0.1,
-                 latency: bool = False, max_memory: float | None = None) -> None:
+                 latency: bool = False, max_memory: float | None = None,
+                 share: bool = True) -> None:
         self._data: Dataset | None = dataset if isinstance(dataset, Dataset) else None
         self.dataset = dataset.name if isinstance(dataset, Dataset) else dataset
         self.data, self.seed = data, seed
+        self.shares_weights = share
         self.overrides = dict(schedule or {})
         self.time_limit, self.device, self.val_fraction = time_limit, device, val_fraction
         self.latency = latency
@@ -89,6 +130,9 @@ class TrainingEvaluator(Evaluator):
         return self._data
 
     def evaluate(self, candidate: Candidate) -> Result:
+        return self.evaluate_trial(candidate, TrialContext())
+
+    def evaluate_trial(self, candidate: Candidate, context: TrialContext) -> Result:
         fidelity = candidate.fidelity or self.default_fidelity
         if fidelity not in self.fidelities:
             return Result.failure("error", f"unknown fidelity {fidelity!r}; this evaluator "
@@ -105,16 +149,33 @@ class TrainingEvaluator(Evaluator):
         if self.latency:
             costs["latency"] = genome_latency(candidate.genome, data.input_shape,
                                               data.num_classes, device=self.device)
+        model = build_seeded(candidate.genome, data, self.seed)
+        warm: dict[str, float] = {}
+        if self.shares_weights and context.weights and fidelity in SHARED_FIDELITIES:
+            stats = snapshot(context.weights).load_into(candidate.genome, model)
+            total = stats.exact + stats.resized + stats.missing
+            warm["warm_start"] = (stats.exact + stats.resized) / max(total, 1)
         try:
-            run = train_genome(candidate.genome, data, schedule, seed=self.seed,
-                               device=self.device, time_limit=self.time_limit)
+            run = train(model, data, schedule, seed=self.seed, device=self.device,
+                        time_limit=self.time_limit)
         except torch.OutOfMemoryError as exc:
             return Result.failure("oom", str(exc).splitlines()[0], costs)
-        metrics = {**costs, **run.metrics()}
+        metrics = {**costs, **warm, **run.metrics()}
         if run.status == "diverged" or not math.isfinite(run.accuracy):
             return Result.failure("diverged", f"loss became {run.loss} in epoch "
                                               f"{run.epochs + 1}", metrics)
         if run.status == "timeout":
             return Result.failure("timeout", f"training passed time_limit={self.time_limit}s "
                                              f"after {run.epochs} epochs", metrics)
+        if context.directory and fidelity in SHARED_FIDELITIES:
+            save_weights(model, Path(context.directory) / MODEL_FILE)
         return Result("done", metrics)
+
+    def shared_units(self, candidate: Candidate, directory: Path) -> dict[str, UnitState] | None:
+        path = Path(directory) / MODEL_FILE
+        if not (self.shares_weights and candidate.fidelity in SHARED_FIDELITIES
+                and path.is_file()):
+            return None
+        model = build(candidate.genome, self.loaded.input_shape, self.loaded.num_classes)
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return unit_states(candidate.genome, model)

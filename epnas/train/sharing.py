@@ -16,10 +16,16 @@ it or when it is scaled:
 Units without parameters or buffers (pools, identities) have no key. Tensor names
 inside a unit are those of the unit's modules' ``state_dict``. Shapes that changed
 since the weights were stored are bridged by :func:`fit`.
+
+In a study (:class:`SharedWeights`) the dictionary is merged once per step and saved as
+an immutable snapshot file per step, ``RUN_DIR/weights/step-<batch>.pt``; workers
+warm-start from the snapshot of the current step (:func:`snapshot`), so every trial of
+a step, replayed ones after a resume included, sees the same weights.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import tempfile
@@ -211,3 +217,66 @@ def _shapes(state: UnitState) -> dict[str, torch.Size]:
 def _is_state(value: object) -> bool:
     return isinstance(value, dict) and all(
         isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in value.items())
+
+
+def snapshot(path: str | Path) -> WeightDictionary:
+    """The dictionary saved at ``path``, read once per version of the file (a worker trains
+    several trials of a step from the same snapshot)."""
+    stat = os.stat(path)
+    return _read_snapshot(str(path), (stat.st_ino, stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=2)
+def _read_snapshot(path: str, stamp: tuple[int, int, int]) -> WeightDictionary:
+    return WeightDictionary.load(path)
+
+
+class SharedWeights:
+    """A study's dictionary and its per-step snapshot files in ``directory``.
+
+    The Study merges each step's trials with :meth:`merge` before it closes the step
+    and records :attr:`version` with every strategy checkpoint; :meth:`restore` brings
+    back the dictionary of a checkpoint, and the steps replayed after it rebuild the
+    later snapshots exactly.
+    """
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        self.dictionary = WeightDictionary()
+        self.version: int | None = None  # the step whose snapshot holds the dictionary
+
+    def path(self, version: int) -> Path:
+        return self.directory / f"step-{version:06d}.pt"
+
+    @property
+    def snapshot(self) -> Path | None:
+        """The file workers warm-start from (None while the dictionary is empty)."""
+        return None if self.version is None else self.path(self.version)
+
+    def restore(self, version: int | None) -> None:
+        """Go back to the snapshot of step ``version`` (None: the empty dictionary)."""
+        if version is None:
+            self.dictionary, self.version = WeightDictionary(), None
+            return
+        path = self.path(version)
+        if not path.is_file():
+            raise EpnasError(f"{path} is missing: the parameter-sharing dictionary of this "
+                             "run cannot be restored; put the file back, or start over with "
+                             "--force-new")
+        self.dictionary, self.version = WeightDictionary.load(path), version
+
+    def merge(self, step: int, models: Iterable[tuple[float, dict[str, UnitState]]]) -> None:
+        """Merge step ``step``'s (accuracy, unit states) and save its snapshot."""
+        models = list(models)
+        if not models:  # nothing trained: the previous snapshot stays current
+            return
+        self.dictionary.merge(models)
+        self.dictionary.save(self.path(step))
+        self.version = step
+
+    def prune(self, keep: Iterable[int | None]) -> None:
+        """Delete the snapshots of every step but ``keep`` (and the current one)."""
+        wanted = {self.path(v) for v in (*keep, self.version) if v is not None}
+        for path in self.directory.glob("step-*.pt"):
+            if path not in wanted:
+                path.unlink(missing_ok=True)
