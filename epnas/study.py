@@ -521,6 +521,8 @@ class Study:
                 slot.trial_id = row.id
                 if row.finished:
                     slot.result = row.result
+                    if row.source is not None:  # in case the run stopped before linking
+                        self._link_files(row.id, row.source)
                     continue
             elif row is not None:
                 (detach if row.finished else drop).append(row.id)
@@ -717,7 +719,8 @@ def _start_over(run_dir: Path) -> Store:
     lock = RunLock(run_dir)
     try:
         names = [n for n in (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", CSV_NAME,
-                             "config.yaml", "env.json") if (run_dir / n).exists()]
+                             "config.yaml", "env.json", TRIALS_DIR, WEIGHTS_DIR)
+                 if (run_dir / n).exists()]
         if names:
             archive = run_dir / time.strftime("replaced-%Y%m%d-%H%M%S")
             archive.mkdir()

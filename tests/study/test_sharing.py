@@ -32,12 +32,13 @@ def _cache(tmp_path, monkeypatch) -> None:
 
 
 def study(out: Path | None, *, share: bool = True, trials: int = 4, workers: int = 2,
-          strategy: str = "random", **options) -> Study:
+          strategy: str = "random", force_new: bool = False, **options) -> Study:
     """A search on digits; ``workers`` trials per step, evaluated inline."""
     evaluator = TrainingEvaluator("digits", schedule=SCHEDULE, share=share)
     return Study(space="layerwise", space_options=SPACE_OPTIONS, strategy=strategy,
                  strategy_options=options, evaluator=evaluator,
-                 executor=InlineExecutor(evaluator, workers), trials=trials, out=out)
+                 executor=InlineExecutor(evaluator, workers), trials=trials, out=out,
+                 force_new=force_new)
 
 
 def units_of(evaluator: TrainingEvaluator, trial: epnas.TrialRecord, run: Path) -> dict:
@@ -93,10 +94,16 @@ def test_every_trial_saves_its_weights_and_each_step_is_merged(tmp_path: Path) -
 
 def test_sharing_off_trains_as_before_and_still_saves_weights(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    with study(run, share=False, trials=2) as s:
+    with study(run, trials=4) as s:
+        s.run()
+    with study(run, share=False, trials=2, force_new=True) as s:  # over the shared run
         s.run()
         trials = s.trials()
+    (old,) = run.glob("replaced-*")  # the old run's files moved aside, weights included
+    assert sorted(p.name for p in (old / "trials").iterdir()) == ["1", "2", "3", "4"]
+    assert (old / "weights" / "step-000001.pt").is_file()
     assert not (run / "weights").exists()
+    assert sorted(p.name for p in (run / "trials").iterdir()) == ["1", "2"]
     plain = TrainingEvaluator("digits", schedule=SCHEDULE)
     for t in trials:
         assert (run / "trials" / str(t.id) / "model.pt").is_file()
