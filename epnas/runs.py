@@ -28,17 +28,18 @@ from torch import nn
 from epnas.config import StudyConfig
 from epnas.errors import EpnasError
 from epnas.evaluators import EVALUATORS
+from epnas.evaluators.training import MODEL_FILE
 from epnas.nn.build import build
 from epnas.spaces.genome import Genome
 from epnas.store import Store, TrialRecord
+from epnas.study import TRIALS_DIR
 
 if TYPE_CHECKING:
     import pandas
 
     from epnas.data import Dataset
 
-TRIALS_DIR = "trials"
-WEIGHTS_NAME = "model.pt"  # a trial's trained state_dict, torch.save'd
+WEIGHTS_NAME = MODEL_FILE  # a trial's trained state_dict, torch.save'd
 FINAL_DIR = "final"
 FINAL_WEIGHTS = "model.pt"
 FINAL_METRICS = "metrics.json"  # written last by retraining: its presence means complete
