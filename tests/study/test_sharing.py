@@ -18,7 +18,7 @@ from epnas.evaluators.training import TrainingEvaluator
 from epnas.executors import InlineExecutor
 from epnas.study import Study
 from epnas.train.sharing import MAX_SHAPES, WeightDictionary
-from tests.study.test_resume import finished, kill_when, rows, start
+from tests.study.test_resume import finished, rows, start, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SPACE_OPTIONS = {"max_layers": 4, "channels": [16, 32]}
@@ -197,9 +197,10 @@ def test_kill_9_mid_search_resumes_with_a_consistent_dictionary(tmp_path: Path,
         proc = start(args)  # inherits EPNAS_CACHE from the autouse fixture
         # mid-training, after a checkpoint: the killed trials must warm-start again
         # from the checkpoint's snapshot
-        kill_when(proc, lambda m=moment: len(finished(out)) >= m and checkpointed(out)
-                  and any(r[3] == "running" for r in rows(out)))
-        assert proc.returncode == -signal.SIGKILL
+        wait_for(proc, lambda m=moment: len(finished(out)) >= m and checkpointed(out)
+                 and any(r[3] == "running" for r in rows(out)), timeout=300)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL
     resumed = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600,
                              env=env)
     assert resumed.returncode == 0, resumed.stderr
