@@ -16,6 +16,8 @@ import yaml
 import epnas
 from epnas.evaluators.training import TrainingEvaluator
 from epnas.executors import InlineExecutor
+from epnas.strategies.epnas import EPNAS
+from epnas.strategies.random import RandomSearch
 from epnas.study import Study
 from epnas.train.sharing import MAX_SHAPES, WeightDictionary
 from tests.study.test_resume import finished, rows, start, wait_for
@@ -31,8 +33,22 @@ def _cache(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("EPNAS_CACHE", str(tmp_path / "cache"))
 
 
+class Steps(RandomSearch):
+    """Random search that asks one step of ``workers`` candidates at a time."""
+
+    lookahead = 1
+
+
+class StepwiseEPNAS(EPNAS):
+    """EPNAS whose batches are ``workers`` candidates (a step of 2 branches with 2 workers),
+    so that short runs have several batches and checkpoints."""
+
+    lookahead = 1
+
+
 def study(out: Path | None, *, share: bool = True, trials: int = 4, workers: int = 2,
-          strategy: str = "random", force_new: bool = False, **options) -> Study:
+          strategy: str = "tests.study.test_sharing:Steps", force_new: bool = False,
+          **options) -> Study:
     """A search on digits; ``workers`` trials per step, evaluated inline."""
     evaluator = TrainingEvaluator("digits", schedule=SCHEDULE, share=share)
     return Study(space="layerwise", space_options=SPACE_OPTIONS, strategy=strategy,
@@ -142,7 +158,8 @@ def search_command(out: Path, config: Path, trials: int, workers: int) -> list[s
 
 def write_config(path: Path) -> Path:
     path.write_text(yaml.safe_dump({
-        "space": "layerwise", "space_options": SPACE_OPTIONS, "strategy": "epnas",
+        "space": "layerwise", "space_options": SPACE_OPTIONS,
+        "strategy": "tests.study.test_sharing:StepwiseEPNAS",
         "strategy_options": {"branches": 2, "steps": 3, "episodes": 20},
         "evaluator": "training", "dataset": "digits",
         "evaluator_options": {"schedule": SCHEDULE}, "constraints": ["params::100k"]}))
