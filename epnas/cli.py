@@ -23,6 +23,7 @@ from rich.table import Table
 
 import epnas
 from epnas import retrain
+from epnas.benchmark import add_benchmark_command
 from epnas.config import StudyConfig, merge, read_config_file
 from epnas.errors import EpnasError, validation_message
 from epnas.evaluators import EVALUATORS
@@ -492,6 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     report_command.add_parser(sub)
     export.add_command(sub, json_flag)
     predict.add_command(sub, json_flag)
+    add_benchmark_command(sub, json_flag)
     return parser
 
 

@@ -1,6 +1,7 @@
 """Search strategies (ask/tell), registered by name."""
 
 from epnas.strategies.base import STRATEGIES, Strategy, StrategyOptions, get
+from epnas.strategies.econas import EcoNAS
 from epnas.strategies.epnas import EPNAS
 from epnas.strategies.evolution import RegularizedEvolution
 from epnas.strategies.random import RandomSearch
@@ -12,6 +13,7 @@ register("random")(RandomSearch)
 register("epnas")(EPNAS)
 register("evolution")(RegularizedEvolution)
 register("reinforce")(Reinforce)
+register("econas")(EcoNAS)
 
-__all__ = ["EPNAS", "STRATEGIES", "RandomSearch", "RegularizedEvolution", "Reinforce",
+__all__ = ["EPNAS", "STRATEGIES", "EcoNAS", "RandomSearch", "RegularizedEvolution", "Reinforce",
            "Strategy", "StrategyOptions", "get", "names", "register"]
