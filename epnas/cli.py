@@ -184,6 +184,8 @@ def study_config(args: argparse.Namespace) -> StudyConfig:
             overrides[f"{kind}_options"] = options
     if args.constraint:
         overrides["constraints"] = args.constraint
+    if args.filter:
+        overrides["filters"] = args.filter
     config = StudyConfig.parse(merge(base, overrides)).resolved()
     epnas.spaces.resolve(config.space)
     strategy_options(config)  # checks the strategy and its preset
@@ -277,6 +279,8 @@ def _print_summary(summary: Summary, console: Console) -> None:
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items()))
     console.print(f"{summary.trials} trials ({counts or 'none'}) in "
                   f"{duration(summary.elapsed)}; stopped by {summary.stop_reason}")
+    if summary.skipped:
+        console.print(f"{summary.skipped} candidates skipped by the filters before evaluation")
     if summary.run_dir:
         console.print(f"run: {summary.run_dir}  (epnas status {summary.run_dir}; continue with "
                       f"epnas resume {summary.run_dir} --trials N)")
@@ -306,6 +310,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         left.append(duration(max(0.0, config.time - summary.elapsed)))
     console.print(f"trials {summary.trials} ({counts or 'none'}); elapsed "
                   f"{duration(summary.elapsed)}; budget left: {', '.join(left) or 'unlimited'}")
+    if config.filters:
+        console.print(f"filters {', '.join(config.filters)}: {summary.skipped} candidates "
+                      "skipped before evaluation")
     unfinished = summary.counts.get("running", 0) + summary.counts.get("queued", 0)
     if not holder and unfinished:
         console.print(f"{unfinished} trials were in flight when the run stopped; `epnas resume "
@@ -367,6 +374,9 @@ def add_study_commands(sub: Any, json_flag: Any) -> None:
     p.add_argument("--max-mflops", help="shorthand for --constraint flops::VALUE*1e6")
     p.add_argument("--min-intensity", help="shorthand for --constraint intensity:VALUE:")
     p.add_argument("--max-memory", help="shorthand for --constraint memory::VALUE (2GB)")
+    p.add_argument("--filter", action="append", metavar="max-METRIC=VALUE",
+                   help="early exit: replace a candidate outside the limit before it is "
+                        "evaluated, e.g. max-params=300k or min-intensity=8 (repeatable)")
     _budget_flags(p)
     p.add_argument("--seed", type=int, help="seed (default 0)")
     p.add_argument("--out", metavar="RUN_DIR",

@@ -109,6 +109,10 @@ class StudyConfig(BaseModel):
     min_intensity: float | None = Field(
         None, gt=0, description="shorthand: intensity:VALUE: (FLOPs per byte)")
     max_memory: float | None = Field(None, gt=0, description="shorthand: memory::VALUE (bytes)")
+    filters: list[str] = Field(
+        default_factory=list, description="early-exit limits max-METRIC=VALUE or "
+                                          "min-METRIC=VALUE: candidates outside are replaced "
+                                          "before evaluation")
     trials: int | None = Field(
         100, ge=1, description="trial budget; cached repeats count (None: no limit)")
     time: float | None = Field(
@@ -152,6 +156,18 @@ class StudyConfig(BaseModel):
         if not isinstance(value, list):
             return value
         return [str(_as_value_error(Constraint.parse, v)) if isinstance(v, str) else v
+                for v in value]
+
+    @field_validator("filters", mode="before")
+    @classmethod
+    def _filters(cls, value: Any) -> Any:
+        from epnas.strategies.filters import Limit
+
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            return value
+        return [str(_as_value_error(Limit.parse, v)) if isinstance(v, str) else v
                 for v in value]
 
     @classmethod

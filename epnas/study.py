@@ -85,6 +85,7 @@ from epnas.spaces.base import Space
 from epnas.spaces.registry import load_genome
 from epnas.store import CSV_NAME, DB_NAME, NewTrial, RunLock, Store, TrialRecord
 from epnas.strategies.base import STRATEGIES, Strategy
+from epnas.strategies.filters import EarlyExit, early_exit
 from epnas.train.sharing import SharedWeights
 from epnas.trial import Candidate, Result, TrialContext
 
@@ -122,12 +123,14 @@ class Summary:
     feasible: bool
     violations: Mapping[str, float] = field(default_factory=dict)
     stop_reason: str | None = None
+    skipped: int = 0  # candidates the filters replaced before evaluation
 
     def to_dict(self) -> dict[str, Any]:
         return {"run_dir": self.run_dir, "counts": dict(self.counts), "trials": self.trials,
                 "trial_budget": self.trial_budget, "elapsed": self.elapsed,
                 "time_budget": self.time_budget, "feasible": self.feasible,
                 "violations": dict(self.violations), "stop_reason": self.stop_reason,
+                "skipped": self.skipped,
                 "best": None if self.best is None else self.best.to_dict()}
 
 
@@ -146,7 +149,8 @@ def summarize(store: Store, config: StudyConfig, stop_reason: str | None = None)
         violations = {k: v for k, v in objective.violations(best.metrics).items() if v > 0}
     return Summary(str(store.run_dir) if store.run_dir else None, store.counts(),
                    store.count(), config.trials, float(store.get_meta("elapsed") or 0.0),
-                   config.time, best, bool(feasible), violations, stop_reason)
+                   config.time, best, bool(feasible), violations, stop_reason,
+                   int(store.get_meta("skipped") or 0))
 
 
 @dataclass
@@ -226,6 +230,8 @@ class Study:
             raise EpnasError("an Evaluator instance runs inline only: give the evaluator by "
                              "name (or package.module:Class) and options to use workers, Ray "
                              "or a trial timeout")
+        # EEEA early exit: rejected candidates never reach the evaluator or the store
+        self.strategy = early_exit(self.strategy, self.evaluator.costs, config.filters)
         self.objective: Objective = config.objective()
         self.fidelity = config.fidelity or self.evaluator.default_fidelity
         self.progress = progress
@@ -447,9 +453,11 @@ class Study:
         self._merge_weights(batch, slots)
         due = (self.store.run_dir is not None
                and time.monotonic() - self._last_checkpoint >= CHECKPOINT_INTERVAL)
+        meta: dict[str, Any] = {"elapsed": self.elapsed, **(self._weights_meta() if due else {})}
+        if isinstance(self.strategy, EarlyExit):
+            meta["skipped"] = self.strategy.skipped
         self.store.close_batch(batch, self.strategy.state_dict() if due else None,
-                               self.strategy.stats(), {"elapsed": self.elapsed,
-                                                       **(self._weights_meta() if due else {})})
+                               self.strategy.stats(), meta)
         if due:
             self._checkpointed()
         else:

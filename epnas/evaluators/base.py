@@ -6,8 +6,10 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
+from epnas.costmodel import cost
 from epnas.errors import EpnasError
 from epnas.registry import Registry
+from epnas.spaces.genome import Genome
 from epnas.trial import Candidate, Result, TrialContext
 
 if TYPE_CHECKING:
@@ -24,6 +26,8 @@ class Evaluator(ABC):
 
     fidelities: ClassVar[tuple[str, ...]] = ()
     default_fidelity: ClassVar[str | None] = None
+    input_shape: tuple[int, int, int] = (3, 32, 32)  # what the analytic costs assume
+    num_classes: int = 10
 
     shares_weights: bool = False
     """Whether a study keeps a parameter-sharing dictionary for this evaluator's trials."""
@@ -40,6 +44,14 @@ class Evaluator(ABC):
         """The weights a ``done`` trial (its files in ``directory``) gives the sharing
         dictionary, per sharing key; None when it gives none."""
         return None
+
+    def costs(self, genome: Genome) -> dict[str, float]:
+        """The cost metrics a result for ``genome`` would carry, without evaluating it.
+
+        Filters (:mod:`epnas.strategies.filters`) judge candidates with it. The default
+        is the analytic cost model at ``input_shape`` and ``num_classes``.
+        """
+        return cost(genome, self.input_shape, self.num_classes).as_dict()
 
 
 EVALUATORS: Registry[Evaluator] = Registry("evaluator", Evaluator, EpnasError)

@@ -180,6 +180,9 @@ class TabularEvaluator(Evaluator):
         accuracy = self.table.columns[self.columns[fidelity]][at] / 100
         return Result("done", {"accuracy": accuracy, **self._cost(genome), "train_seconds": 0.0})
 
+    def costs(self, genome: Genome) -> dict[str, float]:
+        return self._cost(genome)
+
     def accuracy_of(self, arch: str | NB201Genome, fidelity: str = "200ep") -> float:
         """The table's accuracy (a fraction) of an arch string or genome."""
         arch = arch.arch if isinstance(arch, NB201Genome) else arch

@@ -129,6 +129,11 @@ class TrainingEvaluator(Evaluator):
             self._data = load(self.dataset, self.data, val_fraction=self.val_fraction)
         return self._data
 
+    def costs(self, genome: Genome) -> dict[str, float]:
+        data = self.loaded
+        batch = self.schedule(self.default_fidelity or "prediction", data).batch_size
+        return cost(genome, data.input_shape, data.num_classes).as_dict(batch)
+
     def evaluate(self, candidate: Candidate) -> Result:
         return self.evaluate_trial(candidate, TrialContext())
 

@@ -75,6 +75,16 @@ class Strategy(ABC):
     def tell(self, candidate: Candidate, result: Result) -> None:
         """Report the scored result of a candidate this strategy asked for."""
 
+    def discard(self, candidate: Candidate) -> None:
+        """Take back a candidate a filter rejected before evaluation; it is never told.
+
+        The default tells it as a ``filtered`` failure (reward 0, infeasible): strategies
+        that wait for every result they asked for go on, and learning ones learn to avoid
+        such candidates. Strategies that can simply draw again override this.
+        """
+        self.tell(candidate, Result.failure("filtered", "rejected by a filter before "
+                                                        "evaluation").scored(0.0, False))
+
     @property
     def done(self) -> bool:
         """True when the strategy's own schedule is over."""

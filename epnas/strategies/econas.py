@@ -124,20 +124,26 @@ class EcoNAS(Strategy):
             self.round += 1
         self.asked, self.rewards = 0, {}
 
+    def discard(self, candidate: Candidate) -> None:
+        # filters see genomes at their first level only; a new genome takes the place
+        self.asked -= 1
+        self.cohort[self.asked] = self._new_member()
+
     def _new_generation(self) -> None:
+        self.cohort = [self._new_member() for _ in range(self.options.generation)]
+
+    def _new_member(self) -> dict[str, Any]:
+        """A random genome until the population is full, then a tournament winner's child."""
         o = self.options
-        for _ in range(o.generation):
-            if self.entered < o.population:
-                genome = self.space.sample(self.rng)
-                self.cohort.append({"json": genome.to_json(), "key": genome.key,
-                                    "origin": "random"})
-                continue
-            size = min(o.sample, len(self.population))
-            picks = self.rng.choice(len(self.population), size=size, replace=False)
-            parent = max((self.population[i] for i in sorted(picks)), key=lambda m: m["reward"])
-            child = self.space.mutate(load_genome(parent["json"]), self.rng)
-            self.cohort.append({"json": child.to_json(), "key": child.key,
-                                "origin": "mutation", "parent": parent["key"]})
+        if self.entered < o.population:
+            genome = self.space.sample(self.rng)
+            return {"json": genome.to_json(), "key": genome.key, "origin": "random"}
+        size = min(o.sample, len(self.population))
+        picks = self.rng.choice(len(self.population), size=size, replace=False)
+        parent = max((self.population[i] for i in sorted(picks)), key=lambda m: m["reward"])
+        child = self.space.mutate(load_genome(parent["json"]), self.rng)
+        return {"json": child.to_json(), "key": child.key, "origin": "mutation",
+                "parent": parent["key"]}
 
     def stats(self) -> list[dict[str, float]]:
         return list(self.history)

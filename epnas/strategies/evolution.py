@@ -70,6 +70,9 @@ class RegularizedEvolution(Strategy):
         while len(self.population) > self.options.population:
             self.population.popleft()
 
+    def discard(self, candidate: Candidate) -> None:
+        self.asked -= 1  # the rejected ask never happened: the next one draws again
+
     def state_dict(self) -> dict[str, Any]:
         return {"rng": self._rng_state(), "asked": self.asked,
                 "population": list(self.population)}

@@ -49,6 +49,9 @@ class RandomSearch(Strategy):
     def tell(self, candidate: Candidate, result: Result) -> None:
         self.told += 1
 
+    def discard(self, candidate: Candidate) -> None:
+        self.asked -= 1  # the next sample replaces it
+
     def state_dict(self) -> dict[str, Any]:
         return {"rng": self._rng_state(), "asked": self.asked, "told": self.told}
 
