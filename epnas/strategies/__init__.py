@@ -4,6 +4,7 @@ from epnas.strategies.base import STRATEGIES, Strategy, StrategyOptions, get
 from epnas.strategies.econas import EcoNAS
 from epnas.strategies.epnas import EPNAS
 from epnas.strategies.evolution import RegularizedEvolution
+from epnas.strategies.pnas import PNAS
 from epnas.strategies.random import RandomSearch
 from epnas.strategies.reinforce import Reinforce
 
@@ -14,6 +15,7 @@ register("epnas")(EPNAS)
 register("evolution")(RegularizedEvolution)
 register("reinforce")(Reinforce)
 register("econas")(EcoNAS)
+register("pnas")(PNAS)
 
-__all__ = ["EPNAS", "STRATEGIES", "EcoNAS", "RandomSearch", "RegularizedEvolution", "Reinforce",
-           "Strategy", "StrategyOptions", "get", "names", "register"]
+__all__ = ["EPNAS", "PNAS", "STRATEGIES", "EcoNAS", "RandomSearch", "RegularizedEvolution",
+           "Reinforce", "Strategy", "StrategyOptions", "get", "names", "register"]

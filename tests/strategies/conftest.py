@@ -23,6 +23,7 @@ from epnas.trial import Candidate, Result
 # inside the suite's budgets; a strategy not listed here runs with its defaults.
 SMALL_OPTIONS: dict[str, dict[str, Any]] = {
     "epnas": {"branches": 3, "steps": 2, "episodes": 3},
+    "pnas": {"beam": 4, "initial": 6, "max_expansions": 200},
 }
 
 
