@@ -125,16 +125,23 @@ class Encoder:
         self.width = space.vocab_size + 1  # the last id pads short cells
 
     def __call__(self, genomes: Sequence[Genome]) -> np.ndarray:
-        ids = np.full((len(genomes), self.positions), self.width - 1)
-        for i, genome in enumerate(genomes):
-            tokens = self.space.encode(genome)
+        return self.tokens([self.space.encode(g) for g in genomes])
+
+    def tokens(self, rows: Sequence[Sequence[int]]) -> np.ndarray:
+        """Features of ``space.encode`` token lists."""
+        ids = np.full((len(rows), self.positions), self.width - 1)
+        for i, tokens in enumerate(rows):
             ids[i, : len(tokens)] = tokens
-        return np.eye(self.width, dtype=np.float32)[ids].reshape(len(genomes), -1)
+        return np.eye(self.width, dtype=np.float32)[ids].reshape(len(rows), -1)
 
 
-def expansions(space: Space, genome: Genome, rng: np.random.Generator,
-               limit: int) -> Iterator[Genome]:
-    """Every genome one unit larger reachable by one insert (random ones past ``limit``)."""
+def expansions(space: Space, genome: Genome, rng: np.random.Generator, limit: int,
+               grow: int = 1) -> Iterator[Genome]:
+    """The genomes one insert away whose size is ``grow`` more (random ones past ``limit``).
+
+    ``grow=1``: every expansion by one unit; ``grow=0``: same-size variants (on
+    ``nb201``, an edge given another op).
+    """
     actions = space.actions(genome)
     size = space.size(genome)
     leaves: list[dict[str, Any]] = []
@@ -154,7 +161,7 @@ def expansions(space: Space, genome: Genome, rng: np.random.Generator,
         leaves = [_random_insert(actions, rng) for _ in range(limit)]
     for chosen in leaves:
         grown = space.apply(genome, actions.action(chosen))
-        if space.size(grown) == size + 1:
+        if space.size(grown) == size + grow:
             yield grown
 
 
@@ -202,7 +209,8 @@ class PNAS(Strategy):
     def tell(self, candidate: Candidate, result: Result) -> None:
         reward = result.reward if result.reward is not None else result.accuracy
         self.results.append({"json": candidate.genome.to_json(), "key": candidate.key,
-                             "reward": float(reward)})
+                             "tokens": self.space.encode(candidate.genome),
+                             "reward": float(reward), "size": self.space.size(candidate.genome)})
         self.evaluated_this_round.append(candidate.genome.to_json())
         self.outstanding -= 1
 
@@ -236,14 +244,21 @@ class PNAS(Strategy):
         self.exhausted = not self.queue
 
     def _around_best(self, seen: set[str]) -> list[Genome]:
-        """Unseen mutations, of the same size, of the ``beam`` best cells of the top size."""
-        genomes = [(load_genome(r["json"]), r["reward"]) for r in self.results]
-        top = max(self.space.size(g) for g, _ in genomes)
-        best = sorted((gr for gr in genomes if self.space.size(gr[0]) == top),
-                      key=lambda gr: -gr[1])[: self.options.beam]
-        tries = max(1, self.options.max_expansions // len(best))
-        mutants = (self.space.mutate(g, self.rng) for g, _ in best for _ in range(tries))
-        return self._unique((m for m in mutants if self.space.size(m) == top), seen)
+        """Unseen same-size variants of the ``beam`` best cells of the top size.
+
+        Variants are one insert away (another op on an edge); where an insert always
+        grows the cell (``cellwise``), mutations of the same size.
+        """
+        top = max(r["size"] for r in self.results)
+        ranked = sorted((r for r in self.results if r["size"] == top), key=lambda r: -r["reward"])
+        best = [load_genome(r["json"]) for r in ranked[: self.options.beam]]
+        each = max(1, self.options.max_expansions // len(best))
+        pool = self._unique((v for g in best
+                             for v in expansions(self.space, g, self.rng, each, grow=0)), seen)
+        if not pool:
+            mutants = (self.space.mutate(g, self.rng) for g in best for _ in range(20))
+            pool = self._unique((m for m in mutants if self.space.size(m) == top), seen)
+        return pool
 
     def _simplest(self) -> list[Genome]:
         try:
@@ -267,7 +282,7 @@ class PNAS(Strategy):
         if not pool:
             return []
         o = self.options
-        x = self.encoder([load_genome(r["json"]) for r in self.results])
+        x = self.encoder.tokens([r["tokens"] for r in self.results])
         y = np.array([r["reward"] for r in self.results])
         surrogate = Surrogate(o.ensemble, o.hidden, o.fit_steps, o.lr,
                               seed=int(self.rng.integers(2**31))).fit(x, y)
