@@ -64,14 +64,27 @@ def _summary(cls: type) -> str:
     return " ".join(doc.split()) + "\n"
 
 
-def _commands(parser: argparse.ArgumentParser) -> str:
+def _leaves(parser: argparse.ArgumentParser,
+            prefix: str) -> list[tuple[str, str | None, argparse.ArgumentParser]]:
+    """(``epnas command [subcommand]``, help, parser) of every runnable command."""
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     helps = {a.dest: a.help for a in sub._choices_actions}
-    out = ["| command | what it does |", "|---|---|"]
-    out += [f"| `epnas {name}` | {_cell(helps.get(name))} |" for name in sub.choices]
-    out.append("")
+    out = []
     for name, command in sub.choices.items():
-        out += [f"### `epnas {name}`\n", f"{_cell(helps.get(name))}.\n",
+        if any(isinstance(a, argparse._SubParsersAction) for a in command._actions):
+            out += _leaves(command, f"{prefix} {name}")  # e.g. `epnas benchmark nb201`
+        else:
+            out.append((f"{prefix} {name}", helps.get(name), command))
+    return out
+
+
+def _commands(parser: argparse.ArgumentParser) -> str:
+    leaves = _leaves(parser, "epnas")
+    out = ["| command | what it does |", "|---|---|"]
+    out += [f"| `{name}` | {_cell(text)} |" for name, text, _ in leaves]
+    out.append("")
+    for name, text, command in leaves:
+        out += [f"### `{name}`\n", f"{_cell(text)}.\n",
                 "| argument | meaning |", "|---|---|"]
         for action in command._actions:
             if isinstance(action, argparse._HelpAction):
