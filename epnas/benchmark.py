@@ -67,6 +67,8 @@ def run_one(spec: RunSpec) -> np.ndarray:
     spent, found = 0.0, []  # (budget spent after the query, accuracy when full fidelity)
     while spent < spec.budget - 1e-9 and not strategy.done:
         asked = strategy.ask_batch(1)
+        if not asked and strategy.done:
+            break
         if not asked:
             raise EpnasError(f"strategy {spec.strategy!r} asked for nothing although every "
                              "result was told and it is not done")

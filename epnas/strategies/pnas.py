@@ -247,18 +247,24 @@ class PNAS(Strategy):
         """Unseen same-size variants of the ``beam`` best cells of the top size.
 
         Variants are one insert away (another op on an edge); where an insert always
-        grows the cell (``cellwise``), mutations of the same size.
+        grows the cell (``cellwise``), mutations of the same size. When the best cells'
+        neighbourhoods are all seen, the next best ``beam`` cells are tried, and so on.
         """
         top = max(r["size"] for r in self.results)
         ranked = sorted((r for r in self.results if r["size"] == top), key=lambda r: -r["reward"])
-        best = [load_genome(r["json"]) for r in ranked[: self.options.beam]]
-        each = max(1, self.options.max_expansions // len(best))
-        pool = self._unique((v for g in best
-                             for v in expansions(self.space, g, self.rng, each, grow=0)), seen)
-        if not pool:
-            mutants = (self.space.mutate(g, self.rng) for g in best for _ in range(20))
-            pool = self._unique((m for m in mutants if self.space.size(m) == top), seen)
-        return pool
+        beam = self.options.beam
+        for start in range(0, len(ranked), beam):
+            best = [load_genome(r["json"]) for r in ranked[start: start + beam]]
+            each = max(1, self.options.max_expansions // len(best))
+            pool = self._unique((v for g in best
+                                 for v in expansions(self.space, g, self.rng, each, grow=0)),
+                                seen)
+            if not pool:
+                mutants = (self.space.mutate(g, self.rng) for g in best for _ in range(20))
+                pool = self._unique((m for m in mutants if self.space.size(m) == top), seen)
+            if pool:
+                return pool
+        return []
 
     def _simplest(self) -> list[Genome]:
         try:
