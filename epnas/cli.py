@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 import epnas
-from epnas import retrain
+from epnas import proxy_study, retrain
 from epnas.benchmark import add_benchmark_command
 from epnas.config import StudyConfig, merge, read_config_file
 from epnas.errors import EpnasError, validation_message
@@ -91,7 +91,8 @@ def cmd_spaces(args: argparse.Namespace) -> int:
     for name in epnas.spaces.names():
         _, cls = epnas.spaces.resolve(name)
         doc = (cls.__doc__ or "").strip().splitlines()[0]
-        defaults = {k: f.default for k, f in cls.Options.model_fields.items()}
+        fields = {**cls.Options.model_fields, **epnas.spaces.SamplingOptions.model_fields}
+        defaults = {k: f.default for k, f in fields.items()}
         rows.append((name, doc, defaults))
     if args.json:
         _emit_json(args, [json.dumps({"name": n, "description": d, "options": o})
@@ -115,7 +116,11 @@ def _short(value: Any) -> str:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    space = epnas.spaces.get(args.space, **parse_options(args.space_opt, "--space-opt"))
+    options = parse_options(args.space_opt, "--space-opt")
+    if args.max_mflops is not None:  # the cap applies at the shape the table shows
+        options.update(sample_max_mflops=args.max_mflops, sample_input_shape=args.input_shape,
+                       sample_num_classes=args.num_classes)
+    space = epnas.spaces.get(args.space, **options)
     rng = np.random.default_rng(args.seed)
     genomes = [space.sample(rng, depth=args.depth) for _ in range(args.n)]
     if args.json:
@@ -473,6 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=5, help="how many genomes (default 5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--depth", type=int, help="layers / branches / active edges per genome")
+    p.add_argument("--max-mflops", type=float, metavar="X",
+                   help="only genomes of at most X MFLOPs at --input-shape (redrawn until "
+                        "they fit)")
     p.add_argument("--space-opt", action="append", metavar="KEY=VALUE",
                    help="space option, e.g. max_layers=8 or channels=16,32")
     shape_flags(p)
@@ -504,6 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_command(sub, json_flag)
     predict.add_command(sub, json_flag)
     add_benchmark_command(sub, json_flag)
+    proxy_study.add_command(sub, json_flag)
     return parser
 
 

@@ -1,6 +1,6 @@
 """Architecture spaces: registry, genomes, actions and the built-in spaces."""
 
-from epnas.spaces.base import Space
+from epnas.spaces.base import SamplingOptions, Space
 from epnas.spaces.cellwise import Branch, CellwiseGenome, CellwiseOptions, CellwiseSpace
 from epnas.spaces.genome import (
     SCALE_CHOICES,
@@ -26,6 +26,7 @@ __all__ = [
     "SCALE_CHOICES", "Action", "ActionSpace", "Branch", "CellwiseGenome", "CellwiseOptions",
     "CellwiseSpace", "Decision", "Genome", "Insert", "Keep", "Layer",
     "LayerwiseGenome", "LayerwiseOptions", "LayerwiseSpace", "NB201Genome", "NB201Options",
-    "NB201Space", "Remove", "Scale", "Space", "SpaceOptions", "get", "load_genome", "names",
+    "NB201Space", "Remove", "SamplingOptions", "Scale", "Space", "SpaceOptions", "get",
+    "load_genome", "names",
     "parse_arch", "register", "resolve", "space_of", "to_arch",
 ]

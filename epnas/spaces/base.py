@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from epnas.errors import GenomeError, SpaceError, validation_message
 from epnas.spaces.genome import Action, ActionSpace, Genome, SpaceOptions, parse_genome_json
@@ -18,19 +18,42 @@ if TYPE_CHECKING:
     from epnas.costmodel import Cost
 
 
+# Random draws :meth:`Space.sample` makes before it gives up on a FLOPs cap.
+SAMPLE_TRIES = 2_000
+
+
+class SamplingOptions(BaseModel):
+    """Options of every space that steer :meth:`Space.sample` but not validity.
+
+    They are not genome options: a genome sampled under a cap is an ordinary member of
+    the space, so its JSON and key do not mention the cap.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Redraw random genomes until their forward FLOPs are at most this (None: no cap).
+    sample_max_mflops: float | None = Field(None, gt=0.0)
+    # Input (C, H, W) and classes at which the cap is measured.
+    sample_input_shape: tuple[int, int, int] = (3, 32, 32)
+    sample_num_classes: int = Field(10, ge=1)
+
+
 class Space(ABC):
     """A family of architectures.
 
     Subclasses set ``Options`` (a :class:`SpaceOptions` model whose fields are the
     space's tables and limits) and implement the abstract methods. Instances are
     cheap, immutable in practice, and compare equal when name and options are equal.
+    Every space also takes the :class:`SamplingOptions` (``sample_max_mflops``...).
     """
 
     Options: ClassVar[type[SpaceOptions]] = SpaceOptions
     name: str = ""
 
     def __init__(self, **options: Any) -> None:
+        sampling = {k: options.pop(k) for k in SamplingOptions.model_fields if k in options}
         try:
+            self.sampling = SamplingOptions(**sampling)
             self.options = self.Options(**options)
         except ValidationError as exc:
             raise SpaceError(validation_message(f"{type(self).__name__} options", exc)) from None
@@ -48,9 +71,29 @@ class Space(ABC):
 
     # --- the contract ------------------------------------------------------------
 
-    @abstractmethod
     def sample(self, rng: np.random.Generator, *, depth: int | None = None) -> Genome:
-        """A random genome; ``depth`` asks for that many layers/branches/active edges."""
+        """A random genome; ``depth`` asks for that many layers/branches/active edges.
+
+        Under ``sample_max_mflops`` genomes are drawn until one fits the cap (rejection
+        keeps the distribution of :meth:`draw` restricted to the cap).
+
+        Raises:
+            SpaceError: No genome under the cap in ``SAMPLE_TRIES`` draws.
+        """
+        cap = self.sampling.sample_max_mflops
+        for _ in range(SAMPLE_TRIES if cap is not None else 1):
+            genome = self.draw(rng, depth=depth)
+            if cap is None or self.cost(genome, self.sampling.sample_input_shape,
+                                        self.sampling.sample_num_classes).mflops <= cap:
+                return genome
+        shape = ",".join(map(str, self.sampling.sample_input_shape))
+        raise SpaceError(f"no {self.name} genome of at most {cap:g} MFLOPs (input {shape}) in "
+                         f"{SAMPLE_TRIES} random draws; raise the cap or shrink the space "
+                         "(smaller channel tables, fewer layers, a lower depth)")
+
+    @abstractmethod
+    def draw(self, rng: np.random.Generator, *, depth: int | None = None) -> Genome:
+        """One random genome, ignoring the sampling options (see :meth:`sample`)."""
 
     @abstractmethod
     def validate(self, genome: Genome) -> None:
@@ -112,6 +155,17 @@ class Space(ABC):
     def size(self, genome: Genome) -> int:
         """Number of units (layers, branches, or active edges) for tables."""
 
+    def scale_channels(self, genome: Genome, factor: float) -> Genome:
+        """``genome`` with every channel count scaled by ``factor`` (EcoNAS's channel factor).
+
+        The result belongs to this space with scaled channel options, so it builds and
+        costs like any genome; counts are rounded and kept >= 1.
+
+        Raises:
+            SpaceError: The space has no channel counts to scale.
+        """
+        raise SpaceError(f"the {self.name} space has no channel counts to scale")
+
     def describe(self, genome: Genome) -> str:
         """A one-line human summary of ``genome`` (its key unless a space says more)."""
         return genome.key
@@ -133,3 +187,8 @@ class Space(ABC):
             raise GenomeError(f"space: genome is for {genome.space!r}, not {self.name!r}")
         if genome.options != self.options:
             raise GenomeError(f"options: genome was made under other {self.name} options")
+
+
+def scaled_count(count: int, factor: float) -> int:
+    """A channel count times ``factor``, rounded, at least 1."""
+    return max(1, round(count * factor))

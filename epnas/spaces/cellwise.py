@@ -175,7 +175,7 @@ class CellwiseSpace(UnitSpace):
             "pool": U.pick(rng, o.pool_widths) if _has(branch_type, "pool") else None,
         }
 
-    def sample(self, rng: np.random.Generator, *, depth: int | None = None) -> CellwiseGenome:
+    def draw(self, rng: np.random.Generator, *, depth: int | None = None) -> CellwiseGenome:
         o = self.options
         if depth is None:
             depth = int(rng.integers(o.min_branches, o.max_branches + 1))

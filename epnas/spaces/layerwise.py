@@ -184,7 +184,7 @@ class LayerwiseSpace(UnitSpace):
             return {"width": U.pick(rng, o.pool_widths)}
         return {}
 
-    def sample(self, rng: np.random.Generator, *, depth: int | None = None) -> LayerwiseGenome:
+    def draw(self, rng: np.random.Generator, *, depth: int | None = None) -> LayerwiseGenome:
         o = self.options
         if depth is None:
             depth = int(rng.integers(o.min_layers, o.max_layers + 1))

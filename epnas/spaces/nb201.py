@@ -22,7 +22,7 @@ from pydantic import Field, field_validator
 from epnas.costmodel import Cost, Shape, Tally
 from epnas.errors import GenomeError
 from epnas.spaces import _units as U
-from epnas.spaces.base import Space
+from epnas.spaces.base import Space, scaled_count
 from epnas.spaces.genome import (
     Action,
     ActionSpace,
@@ -138,6 +138,14 @@ class NB201Space(Space):
     def size(self, genome: Genome) -> int:
         return sum(op != "none" for op in genome.ops)  # type: ignore[attr-defined]
 
+    def scale_channels(self, genome: Genome, factor: float) -> NB201Genome:
+        """The same cell with C scaled (see :class:`Space`)."""
+        self.validate(genome)
+        o = self.options
+        space = type(self)(**{**dict(o), "channels": scaled_count(o.channels, factor)})
+        space.name = self.name
+        return space.genome(list(genome.ops))  # type: ignore[attr-defined]
+
     def describe(self, genome: Genome) -> str:
         return genome.arch  # type: ignore[attr-defined]
 
@@ -145,7 +153,7 @@ class NB201Space(Space):
     def _active_ops(self) -> tuple[str, ...]:
         return tuple(op for op in self.options.ops if op != "none")
 
-    def sample(self, rng: np.random.Generator, *, depth: int | None = None) -> NB201Genome:
+    def draw(self, rng: np.random.Generator, *, depth: int | None = None) -> NB201Genome:
         if depth is None:
             return self.genome([U.pick(rng, self.options.ops) for _ in EDGES])
         if not 0 <= depth <= len(EDGES) or (depth < len(EDGES) and "none" not in self.options.ops):

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, fields, replace
 from typing import Any, ClassVar
 
 import numpy as np
 
 from epnas.errors import ActionError, GenomeError
 from epnas.spaces import _units as U
-from epnas.spaces.base import Space
+from epnas.spaces.base import Space, scaled_count
 from epnas.spaces.genome import (
     SCALE_CHOICES,
     Action,
@@ -101,6 +101,19 @@ class UnitSpace(Space):
                 raise GenomeError(f"{self.unit_field}[{index}]: missing {sorted(missing)}")
             units.append(self.unit_class(**item))
         return self.genome(units)
+
+    def scale_channels(self, genome: Genome, factor: float) -> Genome:
+        """Scale the stem, the channel table and every unit's channels (see :class:`Space`)."""
+        self.validate(genome)
+        o: Any = self.options
+        table = sorted({scaled_count(c, factor) for c in o.channels})
+        space = type(self)(**{**dict(o), "channels": table,
+                              "stem_channels": scaled_count(o.stem_channels, factor)})
+        space.name = self.name
+        units = [unit if unit.channels is None
+                 else replace(unit, channels=scaled_count(unit.channels, factor))
+                 for unit in self.units(genome)]
+        return space.genome(units)
 
     def units(self, genome: Genome) -> tuple[Any, ...]:
         return getattr(genome, self.unit_field)
