@@ -1,8 +1,10 @@
 """Real training: build the genome, train it on a data set, measure validation accuracy.
 
-Fidelities are the trainer's schedules: ``prediction`` (the short, large-batch
-performance-prediction schedule, the default during search) and ``full``. Costs come
-from the analytic cost model for the data set's input shape, not from training.
+Fidelities are the trainer's schedules, ``prediction`` (the short, large-batch
+performance-prediction schedule, the default during search) and ``full``, and any
+EcoNAS reduced setting such as ``c=0.25,r=0.5,s=0.5,e=5`` (:mod:`epnas.evaluators.proxy`).
+Costs come from the analytic cost model for the data set's input shape and the
+searched (unreduced) genome, not from training.
 
 In a study every trained candidate is warm-started from the parameter-sharing
 dictionary's snapshot of the current step (``share=True``, :mod:`epnas.train.sharing`)
@@ -26,6 +28,7 @@ from epnas.data import Dataset, load, locate
 from epnas.errors import EpnasError, validation_message
 from epnas.evaluators.base import Evaluator
 from epnas.evaluators.latency import genome_latency
+from epnas.evaluators.proxy import FidelityError, Setting, reduce_data
 from epnas.nn.build import build
 from epnas.spaces.genome import Genome
 from epnas.train import TrainResult, schedules, train
@@ -95,6 +98,7 @@ class TrainingEvaluator(Evaluator):
             trials; trained weights are saved to the trial directory either way).
     """
 
+    # The named fidelities; any reduced-setting string (epnas.evaluators.proxy) works too.
     fidelities: ClassVar[tuple[str, ...]] = ("prediction", "full")
     default_fidelity: ClassVar[str | None] = "prediction"
 
@@ -111,14 +115,21 @@ class TrainingEvaluator(Evaluator):
         self.time_limit, self.device, self.val_fraction = time_limit, device, val_fraction
         self.latency = latency
         self.max_memory = max_memory
+        self._reduced: dict[tuple[float, float], Dataset] = {}
         for name in self.fidelities:  # bad overrides fail now, not in every trial
             self.schedule(name, self._data or dataset)
         if self._data is None:  # so does missing data (found here, loaded in the workers)
             locate(self.dataset, data)
 
     def schedule(self, fidelity: str, dataset: Any = None) -> schedules.Schedule:
+        """The schedule a fidelity trains with on ``dataset`` (default: this data set).
+
+        Raises:
+            EpnasError: The fidelity or a schedule override is invalid.
+        """
+        setting = Setting.parse(fidelity)
         try:
-            return schedules.get(fidelity, dataset=dataset or self.dataset, **self.overrides)
+            return setting.schedule(dataset or self.dataset, self.overrides)
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
             raise EpnasError(validation_message("schedule options", exc)) from None
 
@@ -134,17 +145,26 @@ class TrainingEvaluator(Evaluator):
         batch = self.schedule(self.default_fidelity or "prediction", data).batch_size
         return cost(genome, data.input_shape, data.num_classes).as_dict(batch)
 
+    def reduced(self, setting: Setting) -> Dataset:
+        """The data set at a setting's resolution and sample ratio (kept for reuse)."""
+        key = (setting.r, setting.s)
+        if key not in self._reduced:
+            self._reduced[key] = reduce_data(self.loaded, setting, self.seed)
+        return self._reduced[key]
+
     def evaluate(self, candidate: Candidate) -> Result:
         return self.evaluate_trial(candidate, TrialContext())
 
     def evaluate_trial(self, candidate: Candidate, context: TrialContext) -> Result:
-        fidelity = candidate.fidelity or self.default_fidelity
-        if fidelity not in self.fidelities:
-            return Result.failure("error", f"unknown fidelity {fidelity!r}; this evaluator "
-                                           f"has {list(self.fidelities)}")
-        data = self.loaded
+        try:
+            setting = Setting.parse(candidate.fidelity or self.default_fidelity)
+            data = self.reduced(setting)
+        except FidelityError as exc:
+            return Result.failure("error", str(exc))
+        fidelity = str(setting)
         schedule = self.schedule(fidelity, data)
-        costs = cost(candidate.genome, data.input_shape,
+        # constraints apply to the searched network, whatever setting ranks it
+        costs = cost(candidate.genome, self.loaded.input_shape,
                      data.num_classes).as_dict(schedule.batch_size)
         if self.max_memory is not None and costs["memory"] > self.max_memory:
             return Result.failure("oom", f"estimated training memory {costs['memory']:.4g} "
@@ -152,12 +172,13 @@ class TrainingEvaluator(Evaluator):
                                          f"max_memory {self.max_memory:.4g}; not trained",
                                   costs)
         if self.latency:
-            costs["latency"] = genome_latency(candidate.genome, data.input_shape,
+            costs["latency"] = genome_latency(candidate.genome, self.loaded.input_shape,
                                               data.num_classes, device=self.device)
-        model = build_seeded(candidate.genome, data, self.seed)
+        genome = setting.genome(candidate.genome)
+        model = build_seeded(genome, data, self.seed)
         warm: dict[str, float] = {}
         if self.shares_weights and context.weights and fidelity in SHARED_FIDELITIES:
-            stats = snapshot(context.weights).load_into(candidate.genome, model)
+            stats = snapshot(context.weights).load_into(genome, model)
             total = stats.exact + stats.resized + stats.missing
             warm["warm_start"] = (stats.exact + stats.resized) / max(total, 1)
         try:
@@ -166,6 +187,8 @@ class TrainingEvaluator(Evaluator):
         except torch.OutOfMemoryError as exc:
             return Result.failure("oom", str(exc).splitlines()[0], costs)
         metrics = {**costs, **warm, **run.metrics()}
+        if setting != Setting(base=setting.base, e=setting.e):  # reduced network or data
+            metrics["proxy_flops"] = cost(genome, data.input_shape, data.num_classes).flops
         if run.status == "diverged" or not math.isfinite(run.accuracy):
             return Result.failure("diverged", f"loss became {run.loss} in epoch "
                                               f"{run.epochs + 1}", metrics)
