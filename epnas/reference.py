@@ -36,7 +36,9 @@ def render() -> str:
               "Keys of the YAML file (also the keyword arguments of `epnas.Study`); "
               "`space-options` and `space_options` are the same key. Command-line flags "
               "override the file.\n", _model_table(StudyConfig)]
-    parts.append("## Spaces (`--space`, `--space-opt KEY=VALUE`)\n")
+    parts += ["## Spaces (`--space`, `--space-opt KEY=VALUE`)\n",
+              "Every space also takes the sampling options, which steer random genomes "
+              "but not validity:\n", _model_table(spaces.SamplingOptions)]
     for name in spaces.names():
         _, cls = spaces.resolve(name)
         parts += [f"### `{name}`\n", _summary(cls), _model_table(cls.Options)]
