@@ -11,7 +11,9 @@ Results are cached per (architecture, setting) by :func:`epnas.proxy_study.measu
 in ``--out``, so a rerun only trains what is missing. The full trainings are the slow
 part: start them first in the background (``--only full``), work on the cheap side
 meanwhile, then run without ``--only`` to print the comparison. On a shared machine
-the two sides may be timed under different load; the images/s columns show it.
+the two sides may be timed under different load, so CPU time (which depends far less
+on the neighbours) is printed next to wall time; ``--part I/N`` splits the trainings
+over N processes.
 
 Run: ``python benchmarks/prediction_vs_full.py`` (12 full trainings of at most about
 two minutes each on 2 quiet cores, plus the cheap ones).
@@ -34,13 +36,17 @@ from epnas.proxy_study import measure, summarize
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--archs", type=int, default=12)
-    parser.add_argument("--min-mflops", type=float, default=1.0)
-    parser.add_argument("--max-mflops", type=float, default=3.0)
+    parser.add_argument("--min-mflops", type=float, default=0.5)
+    parser.add_argument("--max-mflops", type=float, default=2.0)
     parser.add_argument("--cheap", default="prediction", help="fidelity of the cheap side")
     parser.add_argument("--reference", default="full")
     parser.add_argument("--schedule-opt", action="append", metavar="KEY=VALUE",
                         help="schedule field for both sides (part of the cache identity)")
-    parser.add_argument("--only", choices=("full", "cheap"), help="train one side only")
+    parser.add_argument("--only", choices=("full", "cheap", "none"),
+                        help="train one side only (none: report on what is cached)")
+    parser.add_argument("--part", default="0/1", metavar="I/N",
+                        help="train only architectures I, I+N, I+2N, ... (split the work "
+                             "over N processes; each reports only what is complete)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", help="Fashion-MNIST directory (default: the usual places)")
     parser.add_argument("--out", default="runs/bench-prediction-vs-full")
@@ -73,30 +79,39 @@ def main() -> None:
                   flush=True)
         return report
 
+    part, parts = (int(v) for v in args.part.split("/"))
     sides = {"full": args.reference, "cheap": args.cheap}
     runs = {}
     for side in ("full", "cheap"):
-        if args.only in (None, side):
-            runs[side] = measure(evaluator, chosen, sides[side], f"{args.out}/results",
-                                 progress(side))
-    if args.only:
+        trains = args.only in (None, side)
+        runs[side] = measure(evaluator, chosen, sides[side], f"{args.out}/results",
+                             progress(side),
+                             train=lambda index, t=trains: t and index % parts == part)
+    both = [i for i in range(len(chosen)) if runs["full"][i] and runs["cheap"][i]]
+    if len(both) < 2:
+        print(f"{len(both)} architectures have both results so far; rerun to continue")
         return
-    report = summarize(chosen, runs["cheap"], runs["full"], data.input_shape, data.num_classes)
-    print(f"\n{'key':16s} {'MFLOPs':>7s} {'params':>8s} {'cheap':>7s} {'full':>7s} "
-          f"{'cheap s':>8s} {'full s':>8s}")
+    report = summarize([chosen[i] for i in both], [runs["cheap"][i] for i in both],
+                       [runs["full"][i] for i in both], data.input_shape, data.num_classes)
+    print(f"\n{'key':16s} {'MFLOPs':>7s} {'params':>8s} {'cheap %':>7s} {'full %':>7s} "
+          f"{'cheap s':>8s} {'full s':>8s} {'cheap cpu':>9s} {'full cpu':>9s}")
+
+    def pct(v: float | None) -> str:
+        return "failed" if v is None else f"{100 * v:.2f}"
+
     for p in report["pairs"]:
-        def pct(v: float | None) -> str:
-            return "failed" if v is None else f"{100 * v:.2f}"
         print(f"{p['key']:16s} {p['mflops']:7.2f} {p['params']:8,d} "
               f"{pct(p['proxy_accuracy']):>7s} {pct(p['reference_accuracy']):>7s} "
-              f"{p['proxy_seconds'] or 0:8.1f} {p['reference_seconds'] or 0:8.1f}")
+              f"{p['proxy_train_seconds'] or 0:8.1f} {p['reference_train_seconds'] or 0:8.1f} "
+              f"{p['proxy_cpu_seconds'] or 0:9.1f} {p['reference_cpu_seconds'] or 0:9.1f}")
     print(f"\ncheap side: {args.cheap!r} ({evaluator.schedule(args.cheap)!r})")
-    print(f"training time: full {report['reference_seconds']:.0f}s, cheap "
-          f"{report['proxy_seconds']:.0f}s -> {report['time_ratio']:.2f}x cheaper "
-          f"(target >= 4x)")
+    print(f"training time: full {report['reference_train_seconds']:.0f}s, cheap "
+          f"{report['proxy_train_seconds']:.0f}s -> {report['time_ratio']:.2f}x cheaper; "
+          f"CPU time {report['reference_cpu_seconds']:.0f}s vs "
+          f"{report['proxy_cpu_seconds']:.0f}s -> {report['cpu_ratio']:.2f}x (target >= 4x)")
     print(f"Kendall tau {report['kendall_tau']:.3f} (p {report['kendall_p']:.2g}), Spearman "
-          f"rho {report['spearman_rho']:.3f} over {report['archs'] - report['failed']} "
-          f"architectures (target tau >= 0.6)")
+          f"rho {report['spearman_rho']:.3f} over {report['archs'] - report['failed']} of "
+          f"{len(chosen)} architectures (target tau >= 0.6)")
 
 
 if __name__ == "__main__":

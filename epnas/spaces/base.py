@@ -33,8 +33,9 @@ class SamplingOptions(BaseModel):
 
     # Redraw random genomes until their forward FLOPs are at most this (None: no cap).
     sample_max_mflops: float | None = Field(None, gt=0.0)
-    # Input (C, H, W) and classes at which the cap is measured.
+    # Input (C, H, W) at which the cap is measured.
     sample_input_shape: tuple[int, int, int] = (3, 32, 32)
+    # Classes of the classifier head at which the cap is measured.
     sample_num_classes: int = Field(10, ge=1)
 
 
