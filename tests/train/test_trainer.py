@@ -209,8 +209,12 @@ def test_progress_and_history_per_epoch(digits: Dataset) -> None:
 def test_presets_follow_the_paper() -> None:
     full, prediction = schedules.get("full"), schedules.get("prediction")
     assert (full.epochs, full.batch_size, full.nesterov, full.decay) == (20, 128, True, "cosine")
-    assert (prediction.lr, prediction.batch_size, prediction.train_epochs) == (0.5, 1024, 10)
+    # the paper's LR 0.5 at batch 1024, scaled linearly to a CPU-sized batch
+    assert prediction.lr == pytest.approx(0.5 * prediction.batch_size / 1024)
+    assert (prediction.batch_size, prediction.train_epochs) == (256, 4)
+    assert prediction.train_epochs <= full.epochs / 4  # at least 4x cheaper
     assert prediction.lr_at(prediction.train_epochs) < 0.05 * prediction.lr  # aggressive
+    assert prediction.crop_padding == schedules.get("prediction", "cifar10").crop_padding == 0
     assert schedules.names() == ["full", "prediction"]
 
 
@@ -248,8 +252,10 @@ def test_dataset_defaults(digits: Dataset) -> None:
     assert schedules.get("prediction", "digits").batch_size < len(digits.train_y) / 4
     assert schedules.get("prediction", "digits").cutout == 0
     # An unnamed data set is adapted from its shape and size, LR scaled with the batch.
-    other = schedules.get("prediction", dataclasses.replace(digits, name="mine"))
-    assert other.crop_padding == 1 and other.batch_size == 128
+    mine = dataclasses.replace(digits, name="mine")
+    other = schedules.get("prediction", mine)
+    assert schedules.get("full", mine).crop_padding == 1 and other.crop_padding == 0
+    assert other.batch_size == 128
     assert other.lr == pytest.approx(0.5 * 128 / 1024)
     assert schedules.get("full", "digits", flip=True).flip
 
@@ -361,5 +367,5 @@ def test_shorter_epochs_cap_the_prediction_early_stop() -> None:
 
     short = schedules.get("prediction", epochs=4)
     assert (short.epochs, short.stop_epoch, short.train_epochs) == (4, 4, 4)
-    assert schedules.get("prediction", epochs=15).stop_epoch == 10
+    assert schedules.get("prediction", epochs=15).stop_epoch == 4
     assert schedules.get("prediction", epochs=4, stop_epoch=2).stop_epoch == 2
