@@ -7,6 +7,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,15 @@ class Steps(RandomSearch):
     """Random search that asks one step of ``workers`` candidates at a time."""
 
     lookahead = 1
+
+
+class PacedTraining(TrainingEvaluator):
+    """The training evaluator with a pause before each training, so that a kill test finds
+    a trial running on any machine (these tiny trainings can take well under 0.1 s)."""
+
+    def evaluate_trial(self, candidate, context):
+        time.sleep(0.3)
+        return super().evaluate_trial(candidate, context)
 
 
 class StepwiseEPNAS(EPNAS):
@@ -161,7 +171,7 @@ def write_config(path: Path) -> Path:
         "space": "layerwise", "space_options": SPACE_OPTIONS,
         "strategy": "tests.study.test_sharing:StepwiseEPNAS",
         "strategy_options": {"branches": 2, "steps": 3, "episodes": 20},
-        "evaluator": "training", "dataset": "digits",
+        "evaluator": "tests.study.test_sharing:PacedTraining", "dataset": "digits",
         "evaluator_options": {"schedule": SCHEDULE}, "constraints": ["params::100k"]}))
     return path
 
