@@ -234,6 +234,8 @@ class Study:
         self.strategy = early_exit(self.strategy, self.evaluator.costs, config.filters)
         self.objective: Objective = config.objective()
         self.fidelity = config.fidelity or self.evaluator.default_fidelity
+        if config.fidelity is not None:  # a bad spec fails here, not in every trial
+            self.evaluator.check_fidelity(config.fidelity)
         self.progress = progress
         self._executor = executor
         self.stop_reason: str | None = None

@@ -40,6 +40,16 @@ class Evaluator(ABC):
         """Measure one trial of a study, given where its files go (default: ``evaluate``)."""
         return self.evaluate(candidate)
 
+    def check_fidelity(self, fidelity: str) -> None:
+        """Raise :class:`EpnasError` when this evaluator cannot train at ``fidelity``.
+
+        A study checks its ``--fidelity`` with it before the first trial. The default
+        accepts the declared ``fidelities`` (anything when none are declared).
+        """
+        if self.fidelities and fidelity not in self.fidelities:
+            raise EpnasError(f"{type(self).__name__} has no fidelity {fidelity!r}; use one of "
+                             f"{', '.join(self.fidelities)}")
+
     def shared_units(self, candidate: Candidate, directory: Path) -> dict[str, UnitState] | None:
         """The weights a ``done`` trial (its files in ``directory``) gives the sharing
         dictionary, per sharing key; None when it gives none."""

@@ -133,6 +133,10 @@ class TrainingEvaluator(Evaluator):
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
             raise EpnasError(validation_message("schedule options", exc)) from None
 
+    def check_fidelity(self, fidelity: str) -> None:
+        """Named fidelities and reduced-setting strings (``c=0.25,r=0.5,s=0.5,e=5``)."""
+        self.schedule(fidelity, self._data or self.dataset)
+
     @property
     def loaded(self) -> Dataset:
         """The data set, loaded on first use (once per worker process)."""

@@ -149,6 +149,10 @@ def test_bad_config_file(tmp_path: Path, capsys: pytest.CaptureFixture, yaml_tex
     (["--dataset", "digits"], "takes no 'dataset'"),
     (["--config", "/no/such.yaml"], "cannot read config file /no/such.yaml"),
     (["--preset", "tabular"], "strategy 'random' has no preset 'tabular'; its presets: none"),
+    (["--evaluator", "training", "--fidelity", "c=2"], "fidelity 'c=2': c: Input should be"),
+    (["--evaluator", "training", "--fidelity", "e=5,x=1"], "unknown key 'x'"),
+    (["--space", "nb201", "--evaluator", "tabular", "--fidelity", "50ep"],
+     "has no fidelity '50ep'; use one of 200ep, 12ep"),
 ])
 def test_bad_flags(tmp_path: Path, capsys: pytest.CaptureFixture, flags: list[str],
                    message: str) -> None:
