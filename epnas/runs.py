@@ -32,7 +32,7 @@ from epnas.evaluators.training import MODEL_FILE
 from epnas.nn.build import build
 from epnas.spaces.genome import Genome
 from epnas.store import Store, TrialRecord
-from epnas.study import TRIALS_DIR
+from epnas.study import TRIALS_DIR, reported
 
 if TYPE_CHECKING:
     import pandas
@@ -102,6 +102,7 @@ class Run:
                 raise EpnasError(f"{self.path} holds no study configuration")
             self.config = StudyConfig.parse(stored)
             self.trials = Trials(store.trials())
+            self.report_fidelity: str | None = store.get_meta("report_fidelity")
         self._by_id = {t.id: t for t in self.trials}
 
     def __repr__(self) -> str:
@@ -123,7 +124,8 @@ class Run:
                              f"{len(self.trials)} trials, ids 1..{len(self.trials)})") from None
 
     def best(self, feasible: bool = True) -> TrialRecord | None:
-        """The finished trial with the highest reward (ties: the earliest).
+        """The finished trial with the highest reward (ties: the earliest); for a
+        strategy with a ``report_fidelity`` (EcoNAS), among the trials at that fidelity.
 
         Args:
             feasible: only trials meeting every constraint (the run's reported best).
@@ -132,8 +134,8 @@ class Run:
         Returns:
             The trial, or None when no (feasible) trial finished with an accuracy.
         """
-        ok = [t for t in self.trials if t.status in ("done", "cached") and t.accuracy is not None
-              and math.isfinite(t.reward or 0.0) and (t.feasible or not feasible)]
+        ok = [t for t in reported(self.trials, self.report_fidelity)
+              if math.isfinite(t.reward or 0.0) and (t.feasible or not feasible)]
         return max(ok, key=lambda t: (t.reward or 0.0, -t.id), default=None)
 
     def genome(self, trial_id: int | None = None) -> Genome:

@@ -134,10 +134,19 @@ class Summary:
                 "best": None if self.best is None else self.best.to_dict()}
 
 
+def reported(trials: Sequence[TrialRecord], fidelity: str | None) -> list[TrialRecord]:
+    """The finished trials with an accuracy that a run's best is chosen from: those at
+    the strategy's ``report_fidelity`` when it has one and any trial reached it (EcoNAS's
+    cheap levels rank candidates but do not report), else all of them."""
+    ok = [t for t in trials if t.status in ("done", "cached") and t.accuracy is not None]
+    top = [t for t in ok if t.fidelity == fidelity]
+    return top if fidelity is not None and top else ok
+
+
 def summarize(store: Store, config: StudyConfig, stop_reason: str | None = None) -> Summary:
     """The :class:`Summary` of a stored study (also used by ``epnas status``)."""
     objective = config.objective()
-    ok = [t for t in store.trials(("done", "cached")) if t.accuracy is not None]
+    ok = reported(store.trials(("done", "cached")), store.get_meta("report_fidelity"))
     feasible = [t for t in ok if t.feasible]
     best: TrialRecord | None = None
     violations: dict[str, float] = {}
@@ -248,6 +257,8 @@ class Study:
                 self._start_from(self.store.get_meta("init_genomes"), config.init_from)
             else:
                 self.store.set_meta({"init_genomes": seeds})
+        if self.strategy.report_fidelity is not None:
+            self.store.set_meta({"report_fidelity": self.strategy.report_fidelity})
         self._count = self.store.count()
         # (key, fidelity) -> (trial id, result) of every trial that finished `done`
         self._cache = {(t.key, t.fidelity): (t.id, t.result) for t in self.store.trials("done")}

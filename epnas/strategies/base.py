@@ -43,6 +43,9 @@ class Strategy(ABC):
     # of waiting for the slowest trial of a batch of one per worker.
     lookahead: ClassVar[int] = 1
     name: str = ""
+    # The fidelity whose results rank the run's best (None: every trial's). Strategies
+    # that also evaluate at cheaper fidelities (EcoNAS) set it to their top level.
+    report_fidelity: str | None = None
 
     def __init__(self, space: Space, seed: int = 0, **options: Any) -> None:
         if not self.supports(space):

@@ -75,6 +75,7 @@ class EcoNAS(Strategy):
     def __init__(self, space: Any, seed: int = 0, **options: Any) -> None:
         super().__init__(space, seed, **options)
         self.levels = self.options.levels or DEFAULT_LEVELS.get(space.name, TRAINING_LEVELS)
+        self.report_fidelity = self.levels[-1]  # cheap levels rank, they do not report
         self.population: deque[dict[str, Any]] = deque()  # fully evaluated, oldest first
         self.round = 0
         self.level = 0

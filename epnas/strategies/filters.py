@@ -75,7 +75,7 @@ class EarlyExit(Strategy):
         # no super().__init__: options, seed and random state are the wrapped strategy's
         self.strategy = strategy
         self.space, self.seed, self.options = strategy.space, strategy.seed, strategy.options
-        self.name = strategy.name
+        self.name, self.report_fidelity = strategy.name, strategy.report_fidelity
         self.cost = cost
         self.limits = tuple(lim if isinstance(lim, Limit) else Limit.parse(lim)
                             for lim in limits)

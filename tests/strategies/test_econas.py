@@ -67,3 +67,23 @@ def test_levels_default_to_reduced_training_then_full() -> None:
 ])
 def test_levels_from_the_command_line(given: object, levels: tuple[str, ...]) -> None:
     assert strategies.get("econas", "layerwise", levels=given).levels == levels
+
+
+def test_the_run_reports_its_best_from_the_top_level_only(tmp_path) -> None:
+    """Cheap levels rank candidates; the best a run reports (summary, status, load_run,
+    retrain and export) is a trial at the last level, even when a cheap trial scored more."""
+    levels = ["cheap", "full"]
+    # proxy noise large enough that some cheap trial beats every full one
+    options = {"levels": levels, "generation": 6, "promote": 0.34, "population": 2}
+    with epnas.Study(space="layerwise", strategy="econas", strategy_options=options,
+                     evaluator="synthetic", evaluator_options={"proxy_noise": 0.3},
+                     trials=16, out=tmp_path / "run") as study:
+        study.run()
+        trials = study.trials()
+        best = study.best()
+    cheap = max(t.accuracy for t in trials if t.fidelity == "cheap")
+    assert cheap > max(t.accuracy for t in trials if t.fidelity == "full")
+    assert best.fidelity == "full"
+    assert best == max((t for t in trials if t.fidelity == "full" and t.feasible),
+                       key=lambda t: t.reward)
+    assert epnas.load_run(tmp_path / "run").best().id == best.id
