@@ -17,7 +17,7 @@ the channels -> global average pool -> linear.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -107,7 +107,7 @@ class CellwiseGenome(Genome):
     branches: tuple[Branch, ...]
 
     def structure(self) -> dict[str, Any]:
-        return {"branches": [asdict(b) for b in self.branches]}
+        return {"branches": [U.plain(b) for b in self.branches]}
 
 
 def _has(branch_type: str, kind: str) -> bool:

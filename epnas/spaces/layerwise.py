@@ -10,7 +10,7 @@ last layer (through Src1 or Src2 of later layers) are not built and cost nothing
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -100,7 +100,7 @@ class LayerwiseGenome(Genome):
     layers: tuple[Layer, ...]
 
     def structure(self) -> dict[str, Any]:
-        return {"layers": [asdict(layer) for layer in self.layers]}
+        return {"layers": [U.plain(layer) for layer in self.layers]}
 
 
 @dataclass(frozen=True)
