@@ -246,6 +246,9 @@ def _int_list(text: str, flag: str) -> list[int]:
     return sorted(set(values))
 
 
+DEFAULT_PLOT = "nb201-regret.png"
+
+
 def cmd_benchmark(args: argparse.Namespace) -> int:
     names = list(dict.fromkeys(s.strip() for s in args.strategies.split(",") if s.strip()))
     if not names:
@@ -303,6 +306,9 @@ def add_benchmark_command(sub: Any, json_flag: Callable[[argparse.ArgumentParser
     p.add_argument("--preset", help="preset of the strategies that have it "
                                     "(default: tabular where defined)")
     p.add_argument("--workers", type=int, help="processes (default: every core)")
-    p.add_argument("--plot", metavar="OUT.png", help="write a regret plot")
+    p.add_argument("--plot", metavar="OUT.png", default=DEFAULT_PLOT,
+                   help=f"where the regret plot goes (default {DEFAULT_PLOT})")
+    p.add_argument("--no-plot", dest="plot", action="store_const", const=None,
+                   help="write no plot")
     json_flag(p)
     p.set_defaults(func=cmd_benchmark)

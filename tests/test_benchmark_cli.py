@@ -79,6 +79,17 @@ def test_json_to_stdout_is_pure_json(table: tuple[Path, float], tmp_path: Path) 
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)["results"]
     assert [(r["strategy"], r["queries"], r["seeds"]) for r in rows] == [("random", 10, 2)]
+    with Image.open(tmp_path / "nb201-regret.png") as image:  # the default plot
+        assert image.format == "PNG"
+
+
+def test_no_plot_writes_no_file(table: tuple[Path, float], tmp_path: Path,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    path, _ = table
+    monkeypatch.chdir(tmp_path)
+    assert main(["benchmark", "nb201", "--csv", str(path), "--strategies", "random",
+                 "--seeds", "1", "--queries", "5", "--workers", "1", "--no-plot"]) == 0
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(("args", "message"), [
