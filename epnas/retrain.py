@@ -35,7 +35,7 @@ from epnas.costmodel import cost
 from epnas.data import Dataset, load
 from epnas.errors import EpnasError, validation_message
 from epnas.nn.build import build
-from epnas.runs import FINAL_DIR, FINAL_METRICS, FINAL_WEIGHTS, Run, load_run
+from epnas.runs import FINAL_DIR, FINAL_METRICS, FINAL_WEIGHTS, Run, add_trial_arguments, load_run
 from epnas.store import RunLock, TrialRecord
 from epnas.train import schedules, train
 from epnas.train.trainer import Progress
@@ -284,11 +284,7 @@ def add_command(sub: Any, json_flag: Callable[[argparse.ArgumentParser], None]) 
                                    "scratch with the full schedule on train+validation and "
                                    "measure test accuracy; results in RUN_DIR/final/. Running "
                                    "it again resumes after the last finished epoch.")
-    p.add_argument("run_dir", metavar="RUN_DIR")
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--trial", type=int, metavar="ID", help="trial id (epnas status)")
-    which.add_argument("--best", action="store_true",
-                       help="the best feasible trial (the default)")
+    add_trial_arguments(p)
     p.add_argument("--epochs", type=int, help="train exactly N epochs (default: the full "
                                               "schedule's)")
     p.add_argument("--cutout", action=argparse.BooleanOptionalAction, default=True,

@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import argparse
 import inspect
 import json
 import math
@@ -286,3 +287,13 @@ def load_run(run_dir: str | Path) -> Run:
         EpnasError: ``run_dir`` holds no study.
     """
     return Run(run_dir)
+
+
+def add_trial_arguments(parser: argparse.ArgumentParser) -> None:
+    """``RUN_DIR`` and the choice of its trial (``--trial ID`` or ``--best``, the default)
+    for the commands that take one trained network of a run."""
+    parser.add_argument("run_dir", metavar="RUN_DIR")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--trial", type=int, metavar="ID", help="trial id (epnas status)")
+    which.add_argument("--best", action="store_true",
+                       help="the best feasible trial (the default)")

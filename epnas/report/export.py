@@ -35,7 +35,7 @@ import epnas
 from epnas.costmodel import cost
 from epnas.errors import EpnasError
 from epnas.report import codegen
-from epnas.runs import Run, load_run
+from epnas.runs import Run, add_trial_arguments, load_run
 from epnas.spaces.registry import space_of
 
 FORMATS = ("onnx", "torchscript", "pytorch", "json")
@@ -231,11 +231,7 @@ def add_command(sub: Any, json_flag: Callable[[argparse.ArgumentParser], None]) 
                        description="Export the best (or a chosen) trial's network with its "
                                    "trained weights and deployment metadata (input shape, "
                                    "mean/std, class names).")
-    p.add_argument("run_dir", metavar="RUN_DIR")
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--trial", type=int, metavar="ID", help="trial id (epnas status)")
-    which.add_argument("--best", action="store_true",
-                       help="the best feasible trial (the default)")
+    add_trial_arguments(p)
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--out", required=True, metavar="PATH",
                    help="file to write (a directory for --format pytorch)")
