@@ -2,7 +2,9 @@
 
 Samples ``--archs`` distinct ``layerwise`` architectures on Fashion-MNIST with between
 ``--min-mflops`` and ``--max-mflops`` forward MFLOPs (the floor leaves out networks
-that are little more than the stem, whose ranking tells nothing), trains each with the
+that are little more than the stem, whose ranking tells nothing) and at most
+``--max-memory-mb`` of estimated training memory (a FLOPs cap alone admits
+memory-bound networks that take 15 minutes where their FLOPs say 2), trains each with the
 ``full`` schedule and with a cheap fidelity (default ``prediction``; any EcoNAS
 setting string works), and prints the summed training time of each side, their ratio
 and Kendall's tau / Spearman's rho of the two validation-accuracy rankings.
@@ -38,6 +40,10 @@ def main() -> None:
     parser.add_argument("--archs", type=int, default=12)
     parser.add_argument("--min-mflops", type=float, default=0.5)
     parser.add_argument("--max-mflops", type=float, default=2.0)
+    parser.add_argument("--max-memory-mb", type=float, default=20.0,
+                        help="cap on the cost model's training memory at batch 128: "
+                             "memory-bound networks (wide maps, CReLU) train several times "
+                             "slower than their FLOPs say")
     parser.add_argument("--cheap", default="prediction", help="fidelity of the cheap side")
     parser.add_argument("--reference", default="full")
     parser.add_argument("--schedule-opt", action="append", metavar="KEY=VALUE",
@@ -62,12 +68,15 @@ def main() -> None:
     genomes: dict[str, epnas.Genome] = {}
     while len(genomes) < args.archs:
         genome = space.sample(rng)
-        if epnas.cost(genome, data.input_shape, data.num_classes).mflops >= args.min_mflops:
+        costs = epnas.cost(genome, data.input_shape, data.num_classes)
+        if (costs.mflops >= args.min_mflops
+                and costs.as_dict(128)["memory"] <= args.max_memory_mb * 1e6):
             genomes.setdefault(genome.key, genome)
     chosen = list(genomes.values())
     print(f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; "
           f"{len(chosen)} layerwise architectures of {args.min_mflops:g}-{args.max_mflops:g} "
-          f"MFLOPs on {data.name}; cache {args.out}")
+          f"MFLOPs, at most {args.max_memory_mb:g} MB to train, on {data.name}; cache "
+          f"{args.out}")
 
     def progress(side: str):
         def report(index: int, m: epnas.proxy_study.Measurement) -> None:
