@@ -273,6 +273,8 @@ def main() -> None:
         one_epoch = {
             "full": schedules.get("full", subset, epochs=1),
             "pred": schedules.get("prediction", subset, stop_epoch=1),
+            "bf16": schedules.get("full", subset, epochs=1, precision="bf16"),
+            "fp32": schedules.get("full", subset, epochs=1, precision="fp32"),
         }
         runs: dict[str, Callable[[], float]] = {"plain": plain.epoch}
         for key, schedule in one_epoch.items():
@@ -294,6 +296,8 @@ def main() -> None:
             f"{achieved[0]:>9.1f}, {achieved[1]:>8.1f} "
             f"{achieved[0] / fp32:>6.1%}, {achieved[1] / fp32:>6.1%}"
         )
+        print(f"{'':<12} full schedule with bf16 autocast {best['bf16']:.0f} img/s, in fp32 "
+              f"{best['fp32']:.0f} img/s: bf16 / fp32 = {best['bf16'] / best['fp32']:.2f}x")
     busy = idle_runs.count(False)
     if busy:
         print(

@@ -268,10 +268,13 @@ def _carve_test(x: np.ndarray, y: np.ndarray, classes: tuple[str, ...]) -> _Raw:
 _ARRAYS = ("train_x", "train_y", "test_x", "test_y", "train_hist")
 
 
+def cache_home() -> Path:
+    """epnas's cache folder: ``$EPNAS_CACHE``, else ``~/.cache/epnas``."""
+    return Path(os.environ.get("EPNAS_CACHE") or Path.home() / ".cache" / "epnas").expanduser()
+
+
 def _cache_root(cache_dir: str | Path | None) -> Path:
-    if cache_dir is None:
-        cache_dir = os.environ.get("EPNAS_CACHE") or Path.home() / ".cache" / "epnas"
-    return Path(cache_dir).expanduser() / "datasets"
+    return (cache_home() if cache_dir is None else Path(cache_dir).expanduser()) / "datasets"
 
 
 def _digest(*parts: object) -> str:

@@ -369,3 +369,40 @@ def test_shorter_epochs_cap_the_prediction_early_stop() -> None:
     assert (short.epochs, short.stop_epoch, short.train_epochs) == (4, 4, 4)
     assert schedules.get("prediction", epochs=15).stop_epoch == 4
     assert schedules.get("prediction", epochs=4, stop_epoch=2).stop_epoch == 2
+
+
+def test_cpu_precision_follows_one_measurement_per_machine(tmp_path, monkeypatch) -> None:
+    """`auto` takes bf16 on CPU only where it measured faster; the measurement is kept in
+    the cache so every process of a run (workers, a resume) agrees on the precision."""
+    from epnas.train import trainer
+
+    monkeypatch.setenv("EPNAS_CACHE", str(tmp_path))
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    measured = []
+
+    def measure(value: float):
+        def fake() -> float:
+            measured.append(value)
+            return value
+        return fake
+
+    cpu = torch.device("cpu")
+    try:
+        monkeypatch.setattr(trainer, "_measure_bf16_speedup", measure(2.0))
+        trainer._bf16_speedup_record.cache_clear()
+        assert trainer.autocast_dtype("auto", cpu) == torch.bfloat16
+        # another process finds the record and does not measure (nor decide) again
+        trainer._bf16_speedup_record.cache_clear()
+        monkeypatch.setattr(trainer, "_measure_bf16_speedup", measure(0.5))
+        assert trainer.autocast_dtype("auto", cpu) == torch.bfloat16 and measured == [2.0]
+        # a record of another machine or torch is measured anew
+        record = tmp_path / "cpu-bf16.json"
+        record.write_text('{"key": "another machine", "speedup": 3.0}')
+        trainer._bf16_speedup_record.cache_clear()
+        assert trainer.autocast_dtype("auto", cpu) is None and measured == [2.0, 0.5]
+        assert "another" not in record.read_text()
+        assert trainer.autocast_dtype("fp32", cpu) is None
+        assert trainer.autocast_dtype("bf16", cpu) == torch.bfloat16
+    finally:
+        trainer._bf16_speedup_record.cache_clear()
