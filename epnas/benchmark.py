@@ -260,7 +260,9 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         raise EpnasError(f"--workers {args.workers}: must be at least 1")
     csv = args.csv or str(default_path())
     to_stdout = args.json == "-"
-    console = Console(file=sys.stderr if to_stdout else sys.stdout, highlight=False)
+    out = sys.stderr if to_stdout else sys.stdout
+    # a file or pipe gets the whole table on one line per strategy (rich assumes 80 columns)
+    console = Console(file=out, highlight=False, width=None if out.isatty() else 120)
     total = len(names) * args.seeds
     console.print(f"epnas: benchmark nb201, {len(names)} strategies x {args.seeds} seeds up "
                   f"to {max(budgets)} queries on {csv}")
