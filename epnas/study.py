@@ -9,8 +9,9 @@ One step of the loop:
 2. a candidate whose ``(key, fidelity)`` already finished ``done`` is answered from the
    store as ``cached`` (it counts as a trial, nothing is evaluated); identical
    candidates within a batch are evaluated once, the others share that result;
-3. the rest run on the executor; each result is scored with the objective and stored
-   as soon as it arrives;
+3. the rest run on the executor, the largest networks (by FLOPs) first so that no long
+   trial starts last; each result is scored with the objective and stored as soon as
+   it arrives;
 4. the batch is told to the strategy in ask order (so runs are reproducible whatever
    order workers finish in);
 5. the batch is closed in one transaction, with the strategy's ``state_dict`` when a
@@ -590,6 +591,11 @@ class Study:
         by_id = {s.trial_id: s for s in slots if s.evaluate}
         jobs = [Job(s.trial_id, s.candidate, self._context(s.trial_id))
                 for s in slots if s.evaluate]
+        if len(jobs) > self.executor.workers > 1:
+            # Longest first: a batch ends when its last trial does, so a long trial started
+            # last keeps one worker busy while the others wait. Results are still told in
+            # ask order, so the order of dispatch changes no result.
+            jobs.sort(key=self._expected_work, reverse=True)
         for outcome in self.executor.run(jobs):
             slot = by_id[outcome.trial_id]
             result = slot.result = self._score(outcome.result)
@@ -607,6 +613,14 @@ class Study:
                 if copy.result.ok:
                     self._link_files(copy.trial_id, slot.trial_id)
                 self._report(copy.trial_id)
+
+    def _expected_work(self, job: Job) -> float:
+        """A job's forward FLOPs by the cost model: what orders a batch's dispatch."""
+        try:
+            return float(epnas.cost(job.candidate.genome, self.evaluator.input_shape,
+                                    self.evaluator.num_classes).flops)
+        except Exception:  # a user's space without a cost model: keep the ask order
+            return 0.0
 
     def _with_fidelity(self, candidate: Candidate) -> Candidate:
         if candidate.fidelity is None and self.fidelity is not None:

@@ -261,3 +261,28 @@ def test_replay_of_a_strategy_that_asks_something_else(tmp_path: Path) -> None:
     replayed = [t for i, t in after.items() if i > 6]
     assert len(replayed) == 6 and all(t.position is not None for t in replayed)
     assert evaluator.calls == sum(t.status == "done" for t in replayed)
+
+
+class Recording(InlineExecutor):
+    """Inline executor that records the order jobs are dispatched in."""
+
+    def __init__(self, evaluator, workers: int) -> None:
+        super().__init__(evaluator, workers)
+        self.batches: list[list[int]] = []
+
+    def run(self, jobs):
+        self.batches.append([job.trial_id for job in jobs])
+        return super().run(jobs)
+
+
+def test_a_batch_dispatches_its_largest_networks_first() -> None:
+    evaluator = SyntheticEvaluator()
+    executor = Recording(evaluator, workers=2)  # random search: batches of 2 x 4
+    with Study(strategy="random", evaluator=evaluator, executor=executor, trials=16) as study:
+        study.run()
+        trials = {t.id: t for t in study.trials()}
+    assert [len(b) for b in executor.batches] == [8, 8]
+    for batch in executor.batches:
+        flops = [trials[i].metrics["flops"] for i in batch]
+        assert flops == sorted(flops, reverse=True)
+    assert any(batch != sorted(batch) for batch in executor.batches)  # not the ask order
