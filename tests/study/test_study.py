@@ -250,14 +250,18 @@ def test_replay_of_a_strategy_that_asks_something_else(tmp_path: Path) -> None:
         first.run()
     with Store(out, readonly=True) as store:
         before = store.trials()
-    assert [t.status for t in before] == ["done"] * 4 + ["queued"] * 2
+    # a parallel batch dispatches its largest networks first: which trials of the second
+    # batch finished depends on their sizes, not on their ask order
+    done = [t for t in before if t.status == "done"]
+    unfinished = [t.id for t in before if t.status == "queued"]
+    assert len(done) == 4 and len(unfinished) == 2 and len(before) == 6
     evaluator = Sleepy()
     with study(evaluator) as second:
         second.run()
         after = {t.id: t for t in second.trials()}
-    for t in before[:4]:
+    for t in done:
         assert after[t.id].position is None and after[t.id].result == t.result
-    assert 5 not in after and 6 not in after
+    assert not set(unfinished) & set(after)
     replayed = [t for i, t in after.items() if i > 6]
     assert len(replayed) == 6 and all(t.position is not None for t in replayed)
     assert evaluator.calls == sum(t.status == "done" for t in replayed)
