@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 import epnas
@@ -24,6 +25,7 @@ def retrain(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=ENV, timeout=300)
 
 
+@pytest.mark.slow  # a real kill -9 mid-training and a resume: ~16 s
 def test_retrain_killed_after_an_epoch_resumes_and_finishes(tiny_run: Path,
                                                            tmp_path: Path) -> None:
     run_dir = tmp_path / "run"

@@ -26,7 +26,6 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sklearn.model_selection import train_test_split
 
 from epnas.data import Dataset
 from epnas.errors import EpnasError, validation_message
@@ -150,6 +149,8 @@ def reduce_data(data: Dataset, setting: Setting, seed: int = 0) -> Dataset:
         return data
     train_x, train_y = data.train_x, data.train_y
     if setting.s < 1.0:
+        from sklearn.model_selection import train_test_split  # 1 s to import: only here
+
         try:
             keep, _ = train_test_split(torch.arange(len(train_y)).numpy(),
                                        train_size=setting.s, stratify=train_y.numpy(),
