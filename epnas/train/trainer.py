@@ -94,6 +94,7 @@ class TrainResult:
         return out
 
 
+@functools.cache
 def cpu_bf16_speedup() -> float:
     """How much faster a small convolution trains in bf16 than in fp32 on this CPU.
 
@@ -104,11 +105,6 @@ def cpu_bf16_speedup() -> float:
     the epnas cache: every process of a run (workers, a resumed run) then trains at the
     same precision, and results stay reproducible.
     """
-    return _bf16_speedup_record()
-
-
-@functools.cache
-def _bf16_speedup_record() -> float:
     path = cache_home() / "cpu-bf16.json"
     key = f"torch {torch.__version__}, {platform.machine()}, {_cpu_model()}"
     try:

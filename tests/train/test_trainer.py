@@ -391,19 +391,19 @@ def test_cpu_precision_follows_one_measurement_per_machine(tmp_path, monkeypatch
     cpu = torch.device("cpu")
     try:
         monkeypatch.setattr(trainer, "_measure_bf16_speedup", measure(2.0))
-        trainer._bf16_speedup_record.cache_clear()
+        trainer.cpu_bf16_speedup.cache_clear()
         assert trainer.autocast_dtype("auto", cpu) == torch.bfloat16
         # another process finds the record and does not measure (nor decide) again
-        trainer._bf16_speedup_record.cache_clear()
+        trainer.cpu_bf16_speedup.cache_clear()
         monkeypatch.setattr(trainer, "_measure_bf16_speedup", measure(0.5))
         assert trainer.autocast_dtype("auto", cpu) == torch.bfloat16 and measured == [2.0]
         # a record of another machine or torch is measured anew
         record = tmp_path / "cpu-bf16.json"
         record.write_text('{"key": "another machine", "speedup": 3.0}')
-        trainer._bf16_speedup_record.cache_clear()
+        trainer.cpu_bf16_speedup.cache_clear()
         assert trainer.autocast_dtype("auto", cpu) is None and measured == [2.0, 0.5]
         assert "another" not in record.read_text()
         assert trainer.autocast_dtype("fp32", cpu) is None
         assert trainer.autocast_dtype("bf16", cpu) == torch.bfloat16
     finally:
-        trainer._bf16_speedup_record.cache_clear()
+        trainer.cpu_bf16_speedup.cache_clear()
