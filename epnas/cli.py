@@ -165,9 +165,9 @@ EXIT_TERMINATED = 143  # SIGTERM (a preempted cluster job)
 _STUDY_FLAGS = ("dataset", "data", "space", "strategy", "preset", "evaluator", "fidelity",
                 "max_params", "max_mflops", "min_intensity", "max_memory", "trials", "time",
                 "workers", "ray", "trial_timeout", "max_consecutive_failures", "seed", "out",
-                "init_from")
+                "init_from", "elastic_threads")
 _RESUME_FLAGS = ("trials", "time", "workers", "ray", "trial_timeout",
-                 "max_consecutive_failures")
+                 "max_consecutive_failures", "elastic_threads")
 
 
 class _Terminated(KeyboardInterrupt):
@@ -350,6 +350,9 @@ def _budget_flags(p: argparse.ArgumentParser) -> None:
                         "joins a cluster (--workers: trials in flight, default one per CPU "
                         "or GPU)")
     p.add_argument("--trial-timeout", metavar="TIME", help="fail a trial after this long")
+    p.add_argument("--elastic-threads", action=argparse.BooleanOptionalAction,
+                   help="let local workers lend idle cores to the last trials of a batch "
+                        "(default on; off: parallel runs repeat bit for bit)")
     p.add_argument("--max-consecutive-failures", type=int, metavar="N",
                    help="stop after more than N failures in a row (default 20)")
     p.add_argument("--quiet", action="store_true",

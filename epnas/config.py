@@ -24,7 +24,7 @@ from epnas.objective import Constraint, Objective, parse_size
 # Settings a resumed run may change: extending a finished run's budget is how users buy
 # more search, and the executor does not change what is searched.
 RESUMABLE = ("trials", "time", "workers", "ray", "trial_timeout", "max_consecutive_failures",
-             "out")
+             "elastic_threads", "out")
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION_PART = r"([0-9]*\.?[0-9]+)\s*([smhd]?)"
@@ -124,6 +124,9 @@ class StudyConfig(BaseModel):
                           "address (ray://host:10001, host:6379) joins a cluster")
     trial_timeout: float | None = Field(
         None, gt=0, description="seconds before a trial fails with 'timeout'")
+    elastic_threads: bool = Field(
+        True, description="local CPU workers lend idle cores to the trials still running "
+                          "at the end of a batch (false: parallel runs repeat bit for bit)")
     max_consecutive_failures: int = Field(
         20, ge=1, description="stop the run when more trials than this fail in a row")
     seed: int = Field(0, description="seed of the strategy (and of evaluators taking one)")

@@ -32,7 +32,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -46,6 +46,8 @@ from epnas.trial import Candidate, Result, TrialContext
 # estimated memory is above it before building it.
 CONTEXT_ARGUMENTS = ("dataset", "data", "seed", "max_memory")
 _OPTIONAL_CONTEXT = ("seed", "max_memory")  # an evaluator that takes none ignores them
+
+Stop = Callable[[], bool]  # asked before a job starts: True ends dispatching (a budget)
 
 
 @dataclass(frozen=True)
@@ -136,8 +138,12 @@ class Executor(ABC):
     workers: int = 1
 
     @abstractmethod
-    def run(self, jobs: Sequence[Job]) -> Iterator[Outcome]:
-        """Evaluate ``jobs``; yield one outcome per job as each finishes (any order)."""
+    def run(self, jobs: Sequence[Job], stop: Stop | None = None) -> Iterator[Outcome]:
+        """Evaluate ``jobs``; yield one outcome per job as each finishes (any order).
+
+        ``stop`` is asked before each job starts: once it returns True no other job
+        starts, the running ones finish, and the jobs never started yield nothing.
+        """
 
     @abstractmethod
     def describe(self) -> dict[str, Any]:
@@ -171,8 +177,10 @@ class InlineExecutor(Executor):
 
         return {"kind": "inline", "workers": self.workers, "threads": torch.get_num_threads()}
 
-    def run(self, jobs: Sequence[Job]) -> Iterator[Outcome]:
+    def run(self, jobs: Sequence[Job], stop: Stop | None = None) -> Iterator[Outcome]:
         for job in jobs:
+            if stop is not None and stop():
+                return
             start = time.time()
             result = evaluate_safely(self.evaluator, job.candidate, job.context)
             yield Outcome(job.trial_id, result, "inline", start, time.time())
@@ -200,11 +208,18 @@ class ProcessExecutor(Executor):
         devices: the GPU each worker slot sees, as a ``CUDA_VISIBLE_DEVICES`` value
             (default :func:`pin_devices`: round-robin over the visible GPUs, none
             without GPUs). A worker that replaces a dead one keeps its slot's GPU.
+        elastic: lend idle workers' cores to the trials still running when nothing is
+            left to dispatch (the end of a batch: steps are synchronous), so no core
+            waits while the last trial trains on one. The trainer takes the threads at
+            its next step (:mod:`epnas.train.threads`); the sum over workers never
+            exceeds ``workers x threads``. CPU workers only. A trial's floating-point
+            result then depends on the threads it got, so a parallel run repeats only
+            to rounding; turn it off for bit-for-bit repeatable parallel runs.
     """
 
     def __init__(self, spec: EvaluatorSpec, workers: int, *, timeout: float | None = None,
                  threads: int | None = None, retries: int = 1,
-                 devices: Sequence[str | None] | None = None) -> None:
+                 devices: Sequence[str | None] | None = None, elastic: bool = True) -> None:
         if workers < 1:
             raise EpnasError(f"workers must be at least 1, got {workers}")
         self.spec = spec
@@ -213,6 +228,7 @@ class ProcessExecutor(Executor):
         self.threads = threads or max(1, available_cores() // workers)
         self.retries = retries
         self.devices = list(devices) if devices is not None else pin_devices(workers)
+        self.elastic = elastic and not any(self.devices)
         method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
         self._context = mp.get_context(method)
         if method == "forkserver":
@@ -233,18 +249,30 @@ class ProcessExecutor(Executor):
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "process", "workers": self.workers, "threads": self.threads,
-                "devices": self.devices}
+                "devices": self.devices, "elastic": self.elastic}
 
-    def run(self, jobs: Sequence[Job]) -> Iterator[Outcome]:
+    def _lend(self, busy: Sequence[_Worker], waiting: bool) -> None:
+        """Give the running trials the idle workers' threads when nothing waits."""
+        for i, worker in enumerate(busy):
+            extra = 0
+            if self.elastic and not waiting:
+                spare = self.threads * (self.workers - len(busy))
+                extra = spare // len(busy) + (i < spare % len(busy))
+            worker.allowance.value = self.threads + extra
+
+    def run(self, jobs: Sequence[Job], stop: Stop | None = None) -> Iterator[Outcome]:
         queue = deque(jobs)
         attempts = {job.trial_id: 0 for job in jobs}
         busy: dict[Connection, _Worker] = {}
         try:
             while queue or busy:
+                if queue and stop is not None and stop():
+                    queue.clear()
                 while queue and len(busy) < self.workers:
                     worker = self._worker()
                     worker.start(queue.popleft(), self.timeout)
                     busy[worker.conn] = worker
+                self._lend(list(busy.values()), bool(queue))
                 now = time.monotonic()
                 deadlines = [w.deadline for w in busy.values() if w.deadline is not None]
                 wait_for = max(0.0, min(deadlines) - now) if deadlines else None
@@ -333,8 +361,11 @@ class _Worker:
     def __init__(self, context: Any, index: int, slot: int, spec: EvaluatorSpec, threads: int,
                  device: str | None) -> None:
         self.conn, child = context.Pipe()
+        # the torch threads its trial may use now (the pool lends idle workers' cores)
+        self.allowance = context.RawValue("i", threads)
         self.process = context.Process(target=_worker_main, name=f"epnas-worker-{index}",
-                                       args=(child, spec.to_dict(), threads, device),
+                                       args=(child, spec.to_dict(), threads, device,
+                                             self.allowance),
                                        daemon=True)
         self.process.start()
         child.close()
@@ -470,13 +501,15 @@ class RayExecutor(Executor):
         handle = self._new_actor()
         return _Actor(handle, handle.where.remote())
 
-    def run(self, jobs: Sequence[Job]) -> Iterator[Outcome]:
+    def run(self, jobs: Sequence[Job], stop: Stop | None = None) -> Iterator[Outcome]:
         ray = self._ray
         queue = deque(jobs)
         attempts = {job.trial_id: 0 for job in jobs}
         busy: dict[Any, _Actor] = {}  # the ref of the call an actor runs -> the actor
         try:
             while queue or busy:
+                if queue and stop is not None and stop():
+                    queue.clear()
                 while queue and len(busy) < self.workers:
                     actor = self._actor()
                     actor.start(queue.popleft(), self.timeout)
@@ -601,10 +634,14 @@ class _TrialActor:
 
 
 def _worker_main(conn: Connection, spec: dict[str, Any], threads: int,
-                 device: str | None = None) -> None:
+                 device: str | None = None, allowance: Any = None) -> None:
     """A worker: evaluate one JSON job at a time until told to stop or orphaned."""
     if device is not None:  # before anything initialises CUDA in this process
         os.environ["CUDA_VISIBLE_DEVICES"] = device
+    if allowance is not None:
+        from epnas.train.threads import lend
+
+        lend(allowance)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the Study decides how to stop
     parent = mp.parent_process()
     if parent is not None:  # a killed Study must not leave trainings running

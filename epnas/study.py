@@ -19,7 +19,9 @@ One step of the loop:
    can take tens of milliseconds to serialise, more than an instant evaluation) and at
    the end of every run. In-memory studies never checkpoint.
 
-Budgets (trials, wall time) are checked between batches; ``strategy.done`` ends a run.
+The trial budget sizes the batches; ``strategy.done`` ends a run. When the time budget
+runs out no other trial starts: the running ones finish and the batch stays open (its
+untold trials ``queued``) until more time, in this process or a resumed one, finishes it.
 A failed trial never ends it, but more than ``max_consecutive_failures`` failures in a
 row stop it with a diagnosis.
 
@@ -58,6 +60,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -264,6 +267,10 @@ class Study:
         # (key, fidelity) -> (trial id, result) of every trial that finished `done`
         self._cache = {(t.key, t.fidelity): (t.id, t.result) for t in self.store.trials("done")}
         self._restored = False
+        # stored batches still to replay after a restore, and the batch asked but not yet
+        # complete (a budget or Ctrl-C stopped it; the next ``run`` finishes it first)
+        self._replay: deque[tuple[int, int, list[TrialRecord]]] = deque()
+        self._open: tuple[int, int, list[_Slot]] | None = None
         self._streak: list[Result] = []  # the failures since the last success, in tell order
         self._session: float | None = None
         self._elapsed_before = 0.0
@@ -303,7 +310,8 @@ class Study:
                 self._executor = InlineExecutor(self.evaluator)
             else:
                 assert self.spec is not None
-                self._executor = ProcessExecutor(self.spec, c.workers, timeout=c.trial_timeout)
+                self._executor = ProcessExecutor(self.spec, c.workers, timeout=c.trial_timeout,
+                                                 elastic=c.elastic_threads)
             if self.run_dir is not None:
                 write_environment(self.run_dir, c, self._executor)
         return self._executor
@@ -323,7 +331,8 @@ class Study:
         try:
             if not self._restored:
                 self._restore()
-            while (size := self._next_size()) > 0:
+            self._catch_up()
+            while self._open is None and (size := self._next_size()) > 0:
                 self._unsaved = None  # from here the strategy is not between batches
                 candidates = self.strategy.ask_batch(size)
                 if not candidates:
@@ -410,10 +419,13 @@ class Study:
             if left <= 0:
                 self.stop_reason = "trials"
                 return 0
-        if self.config.time is not None and self.elapsed >= self.config.time:
+        if self._out_of_time():
             self.stop_reason = "time"
             return 0
         return left
+
+    def _out_of_time(self) -> bool:
+        return self.config.time is not None and self.elapsed >= self.config.time
 
     def _restore(self) -> None:
         """Continue from the checkpoint and replay the batches after it (module docs)."""
@@ -428,7 +440,18 @@ class Study:
             self._sharing.restore(self.store.get_meta("checkpoint_weights")
                                   if checkpoint is not None else None)
             self._checkpoint_weights = self._sharing.version
-        for batch, size, stored in self.store.batches_after(after):
+        self._replay = deque(self.store.batches_after(after))
+
+    def _catch_up(self) -> None:
+        """Finish the open batch, then replay the stored ones (until the time runs out:
+        the rest waits for the next ``run``)."""
+        if self._open is not None:
+            batch, size, slots = self._open
+            todo = {s.trial_id: "running" for s in slots if s.evaluate and s.result is None}
+            self.store.open_batch(batch, size, [], reset=todo)
+            self._finish_batch(batch, slots)
+        while self._open is None and self._replay:
+            batch, size, stored = self._replay.popleft()
             self._run_batch(batch, size, self.strategy.ask_batch(size), stored)
 
     def _checkpoint(self, batch: int) -> None:
@@ -456,7 +479,19 @@ class Study:
         """Plan, evaluate, tell and close one batch (``stored``: its trials, on replay)."""
         slots = [_Slot(self._with_fidelity(c)) for c in candidates]
         self._plan(batch, size, slots, stored)
+        self._open = (batch, size, slots)
+        self._finish_batch(batch, slots)
+
+    def _finish_batch(self, batch: int, slots: list[_Slot]) -> None:
+        """Evaluate what is left of an open batch, then tell and close it."""
         self._evaluate(slots)
+        if any(slot.result is None for slot in slots):
+            # The time ran out mid-batch: the trials never started are queued again and
+            # the batch stays open and untold; more time (or a resume) finishes it.
+            self.store.requeue_running()
+            self.stop_reason = "time"
+            return
+        self._open = None
         for slot in slots:
             assert slot.result is not None
             self.strategy.tell(slot.candidate, slot.result)
@@ -588,15 +623,17 @@ class Study:
 
     def _evaluate(self, slots: list[_Slot]) -> None:
         """Run the slots to evaluate; store each result (and its copies) as it arrives."""
-        by_id = {s.trial_id: s for s in slots if s.evaluate}
-        jobs = [Job(s.trial_id, s.candidate, self._context(s.trial_id))
-                for s in slots if s.evaluate]
+        todo = [s for s in slots if s.evaluate and s.result is None]
+        by_id = {s.trial_id: s for s in todo}
+        jobs = [Job(s.trial_id, s.candidate, self._context(s.trial_id)) for s in todo]
         if len(jobs) > self.executor.workers > 1:
             # Longest first: a batch ends when its last trial does, so a long trial started
             # last keeps one worker busy while the others wait. Results are still told in
             # ask order, so the order of dispatch changes no result.
             jobs.sort(key=self._expected_work, reverse=True)
-        for outcome in self.executor.run(jobs):
+        # asked only with a time budget (an executor written before ``stop`` still runs)
+        stop = {"stop": self._out_of_time} if self.config.time is not None else {}
+        for outcome in self.executor.run(jobs, **stop):
             slot = by_id[outcome.trial_id]
             result = slot.result = self._score(outcome.result)
             self.store.finish(slot.trial_id, result, worker=outcome.worker,
@@ -733,9 +770,10 @@ def _open_store(config: StudyConfig, force_new: bool) -> Store:
             diffs = config.differences(previous)
             if diffs:
                 raise EpnasError(f"{run_dir} holds a run with another configuration ("
-                                 f"{'; '.join(diffs)}, here vs there); only trials, time, "
-                                 "workers, trial_timeout and max_consecutive_failures may "
-                                 "change on resume: repeat its settings, run `epnas resume "
+                                 f"{'; '.join(diffs)}, here vs there); only the budgets "
+                                 "and executor settings (trials, time, workers, ray, "
+                                 "trial_timeout, max_consecutive_failures, elastic_threads) "
+                                 "may change on resume: repeat its settings, run `epnas resume "
                                  f"{run_dir}`, or add --force-new to start over")
     except BaseException:
         store.close(export=False)

@@ -76,6 +76,7 @@ class EarlyExit(Strategy):
         self.strategy = strategy
         self.space, self.seed, self.options = strategy.space, strategy.seed, strategy.options
         self.name, self.report_fidelity = strategy.name, strategy.report_fidelity
+        self.lookahead = strategy.lookahead
         self.cost = cost
         self.limits = tuple(lim if isinstance(lim, Limit) else Limit.parse(lim)
                             for lim in limits)

@@ -25,7 +25,9 @@ class RandomSearch(Strategy):
 
     Options = RandomOptions
     options: RandomOptions
-    lookahead = 4  # samples never depend on results
+    # Samples never depend on results, so a batch can be long: workers then hardly ever
+    # wait for a batch's last trial (a time budget stops dispatch mid-batch).
+    lookahead = 32
 
     def __init__(self, space: Any, seed: int = 0, **options: Any) -> None:
         super().__init__(space, seed, **options)

@@ -30,6 +30,7 @@ from torch import nn
 from epnas.data import augment
 from epnas.data.datasets import cache_home
 from epnas.train.schedules import Schedule
+from epnas.train.threads import follow
 
 __all__ = ["Checkpoint", "Progress", "TrainResult", "autocast_dtype", "evaluate", "train"]
 
@@ -64,6 +65,8 @@ class TrainResult:
         epochs: Epochs completed.
         train_seconds: Wall time of the whole call, set-up and evaluation included.
         images_per_second: Training images per second of optimisation steps alone.
+        threads: Mean torch threads of the optimisation steps (a worker pool may lend
+            a trial more while other workers are idle: :mod:`epnas.train.threads`).
         history: Per completed epoch: ``epoch``, ``lr``, ``loss``,
             ``train_accuracy``, ``seconds`` (cumulative), ``images_per_second``, and
             ``accuracy`` and ``val_loss`` on the epochs validation was evaluated.
@@ -78,6 +81,7 @@ class TrainResult:
     train_seconds: float
     images_per_second: float
     history: tuple[dict[str, float], ...]
+    threads: float = 1.0
 
     def metrics(self) -> dict[str, float]:
         """The figures an evaluator reports, under the project's metric names."""
@@ -88,6 +92,7 @@ class TrainResult:
             "epochs": float(self.epochs),
             "train_seconds": self.train_seconds,
             "images_per_second": self.images_per_second,
+            "threads": self.threads,
         }
         if self.test_accuracy is not None:
             out["test_accuracy"] = self.test_accuracy
@@ -277,6 +282,7 @@ def train(
 
     status, history = "done", []
     epochs_done, step, trained, step_seconds = 0, 0, 0, 0.0
+    thread_seconds = 0.0  # threads x seconds of the optimisation steps
     loss_value = math.nan
     if resume is not None:
         model.load_state_dict(resume["model"])
@@ -286,6 +292,7 @@ def train(
         history = [dict(record) for record in resume["history"]]
         epochs_done, step = int(resume["epoch"]), int(resume["step"])
         trained, step_seconds = int(resume["trained"]), float(resume["step_seconds"])
+        thread_seconds = float(resume.get("thread_seconds", step_seconds))
         loss_value = history[-1]["loss"] if history else math.nan
     cudnn = torch.backends.cudnn
     with (
@@ -310,7 +317,9 @@ def train(
             correct = torch.zeros((), device=device, dtype=torch.long)
             seen = 0
             order = torch.randperm(n, generator=generator, device=device)
+            tick = epoch_start
             for i in range(steps_per_epoch):
+                threads = follow()
                 idx = order[i * batch_size : (i + 1) * batch_size]
                 x = _augmented(train_x[idx], schedule, mean, std, generator)
                 y = train_y[idx]
@@ -327,6 +336,9 @@ def train(
 
                 step += 1
                 seen += len(y)
+                now = time.perf_counter()
+                thread_seconds += threads * (now - tick)
+                tick = now
                 loss_sum += loss.detach() * len(y)
                 correct += (logits.argmax(1) == y).sum()
                 if step % check_every == 0 and not torch.isfinite(loss_sum):
@@ -366,6 +378,7 @@ def train(
                     "step": step,
                     "trained": trained,
                     "step_seconds": step_seconds,
+                    "thread_seconds": thread_seconds,
                     "history": history,
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
@@ -392,6 +405,7 @@ def train(
         train_seconds=time.perf_counter() - start,
         images_per_second=trained / max(step_seconds, 1e-9),
         history=tuple(history),
+        threads=thread_seconds / step_seconds if step_seconds > 0 else float(follow()),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,7 @@ from epnas.evaluators.synthetic import SyntheticEvaluator
 from epnas.spaces.base import Space
 from epnas.strategies.base import Strategy, StrategyOptions
 from epnas.strategies.random import RandomSearch
+from epnas.train.threads import follow
 from epnas.trial import Candidate, Result
 
 
@@ -59,6 +61,21 @@ class Sleepy(SyntheticEvaluator):
             with open(self.log, "a") as handle:
                 handle.write(f"{candidate.key} {candidate.fidelity} {os.getpid()}\n")
         return result
+
+
+class ThreadProbe(SyntheticEvaluator):
+    """Takes ``candidate.info["sleep"]`` seconds, following the worker's thread allowance
+    as the trainer does; reports the most and the fewest threads it was given."""
+
+    def evaluate(self, candidate: Candidate) -> Result:
+        seen = []
+        end = time.monotonic() + candidate.info["sleep"]
+        while time.monotonic() < end:
+            seen.append(follow())
+            time.sleep(0.01)
+        result = super().evaluate(candidate)
+        return replace(result, metrics={**result.metrics, "max_threads": max(seen),
+                                        "min_threads": min(seen)})
 
 
 class RepeatOptions(StrategyOptions):

@@ -41,6 +41,23 @@ def test_pool_matches_inline_and_uses_every_worker() -> None:
     assert {o.worker for o in again} <= {o.worker for o in outcomes}
 
 
+@pytest.mark.parametrize("elastic", [True, False])
+def test_idle_workers_lend_their_threads_to_the_last_trials(elastic: bool) -> None:
+    """Three workers of 1 thread: once the short trials are done and nothing is left to
+    dispatch, the long one trains on all three threads (unless elastic is off)."""
+    space = epnas.spaces.get("layerwise")
+    rng = np.random.default_rng(0)
+    batch = [Job(i + 1, Candidate(space.sample(rng), "full", {"sleep": sleep}))
+             for i, sleep in enumerate((2.0, 0.2, 0.2, 0.2))]
+    with ProcessExecutor(EvaluatorSpec("tests.study.helpers:ThreadProbe"), workers=3,
+                         threads=1, elastic=elastic) as pool:
+        outcomes = {o.trial_id: o.result.metrics for o in pool.run(batch)}
+    assert outcomes[1]["min_threads"] == 1  # while others ran or waited to run
+    assert outcomes[1]["max_threads"] == (3 if elastic else 1)
+    assert all(outcomes[i]["min_threads"] == 1 for i in (2, 3))
+    assert max(outcomes[i]["max_threads"] for i in (2, 3, 4)) <= (2 if elastic else 1)
+
+
 def test_a_dead_worker_costs_one_retry(tmp_path: Path) -> None:
     spec = EvaluatorSpec(SLEEPY, {"crash_once": str(tmp_path / "crashed")})
     with ProcessExecutor(spec, workers=2) as pool:

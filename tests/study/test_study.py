@@ -107,6 +107,41 @@ def test_time_budget() -> None:
     assert summary.elapsed >= 0.3
 
 
+def test_the_time_budget_stops_dispatch_inside_a_batch_and_more_time_finishes_it() -> None:
+    evaluator = Sleepy(sleep=0.05)
+    study = Study(strategy="random", evaluator=evaluator, time=0.3, trials=None,
+                  executor=InlineExecutor(evaluator, workers=2))  # batches of 64
+    summary = study.run()
+    assert summary.stop_reason == "time" and summary.elapsed < 0.6  # not the whole batch
+    counts = study.store.counts()
+    assert counts["queued"] == 64 - counts["done"] and 3 <= counts["done"] <= 8
+    assert study.strategy.told == 0  # an incomplete batch is not told
+
+    summary = study.optimize(trials=70, time=60.0)  # the open batch first, then 6 more
+    assert summary.stop_reason == "trials" and "queued" not in summary.counts
+    done = [t for t in study.trials() if t.status == "done"]
+    assert evaluator.calls == len(done) and study.strategy.told == 70
+    assert [t.position for t in study.trials()[:64]] == list(range(64))
+
+
+def test_a_run_stopped_by_time_mid_batch_resumes_without_evaluating_twice(
+        tmp_path: Path) -> None:
+    log = tmp_path / "evaluations.log"
+    settings = {"strategy": "random", "evaluator": SLEEPY, "out": tmp_path / "run",
+                "evaluator_options": {"sleep": 0.1, "log": str(log)}, "trials": None,
+                "workers": 2}  # batches of 64
+    with Study(time=2.5, **settings) as study:
+        assert study.run().stop_reason == "time"
+        first = {t.id: t for t in study.trials() if t.status == "done"}
+        assert study.store.counts()["queued"] > 0 and first
+    with Study(time=8.0, **settings) as study:
+        study.run()
+        after = {t.id: t for t in study.trials() if t.status == "done"}
+    assert all(after[i].metrics == t.metrics for i, t in first.items())
+    lines = log.read_text().splitlines()
+    assert len(lines) == len(set(lines)) == len(after) > len(first)
+
+
 def test_no_feasible_model_reports_the_least_violating() -> None:
     study = Study(strategy="random", evaluator="synthetic", trials=8, max_params=10,
                   constraints=["flops::10"])
@@ -274,18 +309,19 @@ class Recording(InlineExecutor):
         super().__init__(evaluator, workers)
         self.batches: list[list[int]] = []
 
-    def run(self, jobs):
+    def run(self, jobs, stop=None):
         self.batches.append([job.trial_id for job in jobs])
-        return super().run(jobs)
+        return super().run(jobs, stop)
 
 
 def test_a_batch_dispatches_its_largest_networks_first() -> None:
     evaluator = SyntheticEvaluator()
-    executor = Recording(evaluator, workers=2)  # random search: batches of 2 x 4
-    with Study(strategy="random", evaluator=evaluator, executor=executor, trials=16) as study:
+    executor = Recording(evaluator, workers=2)  # random search: batches of 2 x 32
+    with Study(strategy="random", evaluator=evaluator, executor=executor, trials=80) as study:
         study.run()
         trials = {t.id: t for t in study.trials()}
-    assert [len(b) for b in executor.batches] == [8, 8]
+    assert len(executor.batches) == 2  # 64 and 16 asked, repeats answered from the store
+    assert len(executor.batches[0]) > 32 and len(executor.batches[1]) > 8
     for batch in executor.batches:
         flops = [trials[i].metrics["flops"] for i in batch]
         assert flops == sorted(flops, reverse=True)
