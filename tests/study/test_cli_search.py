@@ -101,9 +101,10 @@ def test_config_file_and_flags(tmp_path: Path, capsys: pytest.CaptureFixture) ->
         seed: 3
     """))
     assert main(["search", "--config", str(config), "--trials", "5", "--space-opt",
-                 "channels=8,16", "--out", "x", "--print-config"]) == 0
+                 "channels=8,16", "--out", "x", "--no-elastic-threads", "--print-config"]) == 0
     effective = StudyConfig.parse(yaml.safe_load(capsys.readouterr().out))
     assert effective.trials == 5 and effective.time == 5400 and effective.seed == 3
+    assert effective.elastic_threads is False  # the default is True
     assert effective.space_options == {"max_layers": 6, "channels": [8, 16]}
     assert effective.constraints == ["params::50000:0.9"]
     assert effective.evaluator == "training" and effective.out == "x"
