@@ -14,8 +14,9 @@ is split into:
 * **in trial, not training**: building the network, cost model, validation pass;
 * **waiting in a batch**: a worker done with its trial while another still trains
   (EPNAS steps are synchronous: a step is told once all its trials are done);
-* **start-up and framework**: worker start (fork, imports, loading the data), store,
-  strategy and dispatch between batches.
+* **start-up and framework**: from creating the ``Study`` (which starts the workers:
+  fork, imports, loading the data) to its first trial, and the store, strategy and
+  dispatch between batches.
 
 ``cores training`` counts each trial's training time times the mean threads it trained
 with (more than 1 while it had a lent core): the share of the cores' time spent
@@ -44,11 +45,11 @@ def measure(name: str, trials: int, out: Path, ray: bool, elastic: bool) -> dict
     preset = "quick" if "quick" in strategy_class.presets else None
     config = StudyConfig(strategy=name, evaluator="training", preset=preset).resolved()
     strategy = strategies.get(name, spaces.get("layerwise"), seed=0, **strategy_options(config))
+    start = time.time()  # the study starts its workers when it is created
     study = Study(strategy=strategy, evaluator="training", dataset="digits", trials=trials,
                   workers=WORKERS, out=out, ray="local" if ray else None,
                   elastic_threads=elastic)
     with study:
-        start = time.time()
         study.run()
         wall = time.time() - start
         records = [t for t in study.trials() if t.start_time is not None and t.source is None]

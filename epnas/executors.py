@@ -233,13 +233,20 @@ class ProcessExecutor(Executor):
         self._context = mp.get_context(method)
         if method == "forkserver":
             # Workers fork from a server that has imported torch and epnas once.
-            self._context.set_forkserver_preload(["torch", "epnas.evaluators", "epnas.spaces"])
+            self._context.set_forkserver_preload(
+                ["torch", "torch._dynamo", "epnas.evaluators", "epnas.spaces", "epnas.train"])
         self._idle: list[_Worker] = []
         self._slots: set[int] = set()  # slots with a live worker
         self._spawned = 0
 
-    def _worker(self) -> _Worker:
-        if self._idle:
+    def start(self) -> None:
+        """Start every worker now, without waiting for them (:meth:`run` would start
+        them on first use): they import and create their evaluators meanwhile."""
+        while len(self._slots) < self.workers:
+            self._idle.insert(0, self._worker(new=True))
+
+    def _worker(self, new: bool = False) -> _Worker:
+        if self._idle and not new:
             return self._idle.pop()
         self._spawned += 1
         slot = min(set(range(self.workers)) - self._slots)

@@ -224,22 +224,44 @@ class Study:
         config = StudyConfig.parse({"space": _name(space), "strategy": _name(strategy),
                                     "evaluator": _name(evaluator), **settings}).resolved()
         self.config = config
-        self.space = space if isinstance(space, Space) else \
-            spaces.get(config.space, **config.space_options)
-        self.strategy = strategy if isinstance(strategy, Strategy) else strategies.get(
-            config.strategy, space=self.space, seed=config.seed, **strategy_options(config))
         self.spec: EvaluatorSpec | None = None
-        if isinstance(evaluator, Evaluator):
-            self.evaluator = evaluator
-        else:
+        if not isinstance(evaluator, Evaluator):
             self.spec = EvaluatorSpec(config.evaluator, config.evaluator_options,
                                       {"dataset": dataset or config.dataset,
                                        "data": config.data,
                                        "seed": config.seed,
                                        "max_memory": config.max_memory})
+        self._executor = executor
+        if executor is None and self.spec is not None and config.ray is None and (
+                config.workers > 1 or config.trial_timeout):
+            # Worker processes start now (importing torch, loading the data) while this
+            # one builds the strategy and its evaluator: the first trials start at once.
+            self._executor = ProcessExecutor(self.spec, config.workers,
+                                             timeout=config.trial_timeout,
+                                             elastic=config.elastic_threads)
+            self._executor.start()
+        try:
+            self._setup(space, strategy, evaluator, progress, force_new)
+        except BaseException:
+            if self._executor is not None and executor is None:
+                self._executor.close()
+            raise
+
+    def _setup(self, space: Space | str, strategy: Strategy | str | None,
+               evaluator: Evaluator | str | None, progress: Progress | None,
+               force_new: bool) -> None:
+        config = self.config
+        self.space = space if isinstance(space, Space) else \
+            spaces.get(config.space, **config.space_options)
+        self.strategy = strategy if isinstance(strategy, Strategy) else strategies.get(
+            config.strategy, space=self.space, seed=config.seed, **strategy_options(config))
+        if isinstance(evaluator, Evaluator):
+            self.evaluator = evaluator
+        else:
+            assert self.spec is not None
             self.evaluator = self.spec.create()
-        if executor is None and self.spec is None and (config.workers > 1 or config.ray
-                                                       or config.trial_timeout):
+        if self._executor is None and self.spec is None and (
+                config.workers > 1 or config.ray or config.trial_timeout):
             raise EpnasError("an Evaluator instance runs inline only: give the evaluator by "
                              "name (or package.module:Class) and options to use workers, Ray "
                              "or a trial timeout")
@@ -250,12 +272,13 @@ class Study:
         if config.fidelity is not None:  # a bad spec fails here, not in every trial
             self.evaluator.check_fidelity(config.fidelity)
         self.progress = progress
-        self._executor = executor
         self.stop_reason: str | None = None
         seeds = _seed_genomes(config, force_new)
         if seeds is not None:  # refused seeds must leave RUN_DIR unchanged: check them first
             self._start_from(seeds, config.init_from)
         self.store = _open_store(config, force_new)
+        if self._executor is not None and self.run_dir is not None:
+            write_environment(self.run_dir, config, self._executor)
         if config.init_from is not None:
             if seeds is None:  # a resumed run starts from the seeds it recorded
                 self._start_from(self.store.get_meta("init_genomes"), config.init_from)
@@ -306,12 +329,8 @@ class Study:
                 assert self.spec is not None
                 self._executor = RayExecutor(self.spec, c.workers if c.workers > 1 else None,
                                              address=c.ray, timeout=c.trial_timeout)
-            elif c.workers == 1 and c.trial_timeout is None:
+            else:  # local worker processes were started with the study
                 self._executor = InlineExecutor(self.evaluator)
-            else:
-                assert self.spec is not None
-                self._executor = ProcessExecutor(self.spec, c.workers, timeout=c.trial_timeout,
-                                                 elastic=c.elastic_threads)
             if self.run_dir is not None:
                 write_environment(self.run_dir, c, self._executor)
         return self._executor

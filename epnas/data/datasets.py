@@ -378,9 +378,15 @@ def _where(dirs: Sequence[Path]) -> str:
 
 
 def _digits(root: Path | None, image_size: int | None) -> _Source:
-    import sklearn
+    # The version from the package metadata: importing scikit-learn takes over a second,
+    # and every worker process of a search locates its data (the cache spares the read).
+    from importlib.metadata import PackageNotFoundError, version
 
-    return _Source(f"sklearn-{sklearn.__version__}", (), _read_digits)
+    try:
+        return _Source(f"sklearn-{version('scikit-learn')}", (), _read_digits)
+    except PackageNotFoundError:
+        raise DatasetError("the digits data set comes with scikit-learn, which is not "
+                           "installed: pip install scikit-learn") from None
 
 
 def _read_digits() -> _Raw:
