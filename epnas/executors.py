@@ -331,7 +331,10 @@ class ProcessExecutor(Executor):
 
     def close(self) -> None:
         for worker in self._idle:
-            worker.stop()
+            if worker.ready or worker.job is not None:
+                worker.stop()
+            else:  # started but never used (a study refused its settings): no waiting
+                worker.kill()
         self._idle = []
         self._slots = set()
 

@@ -142,3 +142,21 @@ def test_env_json_records_versions_hardware_and_the_executor(tmp_path: Path) -> 
     assert executor["kind"] == "process" and executor["workers"] == 2
     assert executor["threads"] * 2 <= max(2, env["cpus"])
     assert len(executor["devices"]) == 2
+
+
+def test_a_study_starts_its_workers_when_created_and_stops_them_on_a_refusal(
+        tmp_path: Path) -> None:
+    """Worker start-up (imports, loading data) overlaps the study's own set-up."""
+    import multiprocessing
+
+    with Study(strategy="random", evaluator=SLEEPY, workers=2, trials=2,
+               out=tmp_path / "run") as study:
+        pool = study.executor
+        assert isinstance(pool, ProcessExecutor) and len(pool._idle) == 2
+        assert all(w.process.is_alive() for w in pool._idle)  # before run()
+        study.run()
+    assert not multiprocessing.active_children()
+    with pytest.raises(epnas.errors.EpnasError, match="another configuration"):
+        Study(strategy="random", evaluator=SLEEPY, workers=2, trials=2, seed=1,
+              out=tmp_path / "run")
+    assert not multiprocessing.active_children()
