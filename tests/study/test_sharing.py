@@ -42,10 +42,11 @@ class Steps(RandomSearch):
 
 class PacedTraining(TrainingEvaluator):
     """The training evaluator with a pause before each training, so that a kill test finds
-    a trial running on any machine (these tiny trainings can take well under 0.1 s)."""
+    a trial running on any machine (these tiny trainings can take well under 0.1 s) and
+    a run lasts past the first strategy checkpoint (``CHECKPOINT_INTERVAL``, 2 s)."""
 
     def evaluate_trial(self, candidate, context):
-        time.sleep(0.3)
+        time.sleep(0.8)
         return super().evaluate_trial(candidate, context)
 
 
@@ -172,7 +173,9 @@ def write_config(path: Path) -> Path:
         "strategy": "tests.study.test_sharing:StepwiseEPNAS",
         "strategy_options": {"branches": 2, "steps": 3, "episodes": 20},
         "evaluator": "tests.study.test_sharing:PacedTraining", "dataset": "digits",
-        "evaluator_options": {"schedule": SCHEDULE}, "constraints": ["params::100k"]}))
+        "evaluator_options": {"schedule": SCHEDULE}, "constraints": ["params::100k"],
+        # bit-for-bit comparable parallel runs: no trial gets an idle worker's threads
+        "elastic_threads": False}))
     return path
 
 
