@@ -274,7 +274,8 @@ class ProcessExecutor(Executor):
         try:
             while queue or busy:
                 if queue and stop is not None and stop():
-                    queue.clear()
+                    queue.clear()  # a budget ran out: the running jobs still finish
+                    continue
                 while queue and len(busy) < self.workers:
                     worker = self._worker()
                     worker.start(queue.popleft(), self.timeout)
@@ -519,7 +520,8 @@ class RayExecutor(Executor):
         try:
             while queue or busy:
                 if queue and stop is not None and stop():
-                    queue.clear()
+                    queue.clear()  # a budget ran out: the running jobs still finish
+                    continue
                 while queue and len(busy) < self.workers:
                     actor = self._actor()
                     actor.start(queue.popleft(), self.timeout)

@@ -160,3 +160,32 @@ def test_a_study_starts_its_workers_when_created_and_stops_them_on_a_refusal(
         Study(strategy="random", evaluator=SLEEPY, workers=2, trials=2, seed=1,
               out=tmp_path / "run")
     assert not multiprocessing.active_children()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_stop_ends_dispatch_and_the_run_even_with_every_worker_idle(workers: int) -> None:
+    """With one worker, every outcome leaves the pool idle when ``stop`` turns true: the
+    run must end there (it once waited forever for workers it had not started)."""
+    import signal
+
+    seen: list[int] = []
+
+    def alarm(*_: object) -> None:
+        raise TimeoutError("the pool did not stop")
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(30)
+    try:
+        with ProcessExecutor(EvaluatorSpec(SLEEPY, {"sleep": 0.05}), workers=workers) as pool:
+            for outcome in pool.run(jobs(8), stop=lambda: len(seen) >= 2):
+                seen.append(outcome.trial_id)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert 2 <= len(seen) < 8
+    inline = [o.trial_id for o in InlineExecutor(Sleepy()).run(jobs(8), stop=lambda: False)]
+    assert inline == list(range(1, 9))
+    done: list[int] = []
+    for outcome in InlineExecutor(Sleepy()).run(jobs(8), stop=lambda: len(done) >= 3):
+        done.append(outcome.trial_id)
+    assert done == [1, 2, 3]
