@@ -17,6 +17,12 @@ Units without parameters or buffers (pools, identities) have no key. Tensor name
 inside a unit are those of the unit's modules' ``state_dict``. Shapes that changed
 since the weights were stored are bridged by :func:`fit`.
 
+Only convolution and linear weights are shared: BatchNorm's scale, shift and running
+statistics stay at their initialisation in every new network. They belong to the
+network they were trained in, and carried from step to step through the shared stem
+they drifted (a stem BN shift of 17 after 6 steps of the default digits search),
+until every new network of the run stayed at chance accuracy.
+
 In a study (:class:`SharedWeights`) the dictionary is merged once per step and saved as
 an immutable snapshot file per step, ``RUN_DIR/weights/step-<batch>.pt``; workers
 warm-start from the snapshot of the current step (:func:`snapshot`), so every trial of
@@ -89,9 +95,16 @@ def _unit_modules(genome: Genome, model: nn.Module) -> dict[str, dict[str, nn.Mo
 
 
 def _tensors(modules: dict[str, nn.Module]) -> UnitState:
-    """The live (storage-sharing) tensors of one unit's state dicts, by unit-local name."""
-    return {prefix + name: t for prefix, m in modules.items()
-            for name, t in m.state_dict().items()}
+    """The live (storage-sharing) shared tensors of one unit, by unit-local name: its
+    modules' ``state_dict`` entries but BatchNorm's."""
+    out = {}
+    for prefix, module in modules.items():
+        norms = [name + "." if name else "" for name, m in module.named_modules()
+                 if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        for name, t in module.state_dict().items():
+            if not any(name.startswith(n) and "." not in name[len(n):] for n in norms):
+                out[prefix + name] = t
+    return out
 
 
 def unit_states(genome: Genome, model: nn.Module) -> dict[str, UnitState]:
