@@ -260,12 +260,9 @@ class ProcessExecutor(Executor):
 
     def _lend(self, busy: Sequence[_Worker], waiting: bool) -> None:
         """Give the running trials the idle workers' threads when nothing waits."""
+        spare = self.threads * (self.workers - len(busy)) if self.elastic and not waiting else 0
         for i, worker in enumerate(busy):
-            extra = 0
-            if self.elastic and not waiting:
-                spare = self.threads * (self.workers - len(busy))
-                extra = spare // len(busy) + (i < spare % len(busy))
-            worker.allowance.value = self.threads + extra
+            worker.allowance.value = self.threads + spare // len(busy) + (i < spare % len(busy))
 
     def run(self, jobs: Sequence[Job], stop: Stop | None = None) -> Iterator[Outcome]:
         queue = deque(jobs)

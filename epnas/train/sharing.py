@@ -94,16 +94,20 @@ def _unit_modules(genome: Genome, model: nn.Module) -> dict[str, dict[str, nn.Mo
     return units
 
 
+def batchnorm_names(module: nn.Module) -> set[str]:
+    """The ``state_dict`` names of ``module``'s BatchNorm tensors (never shared)."""
+    return {f"{name}.{key}" if name else key for name, m in module.named_modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) for key in m.state_dict()}
+
+
 def _tensors(modules: dict[str, nn.Module]) -> UnitState:
     """The live (storage-sharing) shared tensors of one unit, by unit-local name: its
     modules' ``state_dict`` entries but BatchNorm's."""
     out = {}
     for prefix, module in modules.items():
-        norms = [name + "." if name else "" for name, m in module.named_modules()
-                 if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        for name, t in module.state_dict().items():
-            if not any(name.startswith(n) and "." not in name[len(n):] for n in norms):
-                out[prefix + name] = t
+        norms = batchnorm_names(module)
+        out.update({prefix + name: t for name, t in module.state_dict().items()
+                    if name not in norms})
     return out
 
 

@@ -11,7 +11,7 @@ import torch
 import epnas
 from epnas.errors import EpnasError
 from epnas.spaces import Insert, Layer, Scale
-from epnas.train.sharing import WeightDictionary, fit, unit_states
+from epnas.train.sharing import WeightDictionary, batchnorm_names, fit, unit_states
 
 LW = epnas.spaces.get("layerwise", groups=3)
 SHAPE = (3, 8, 8)
@@ -102,7 +102,7 @@ def test_a_child_loads_the_parents_weights_by_uid() -> None:
     assert (conv3.weight[16:] == 0).all()
     # BatchNorm is never shared: every one keeps the fresh model's initialisation
     fresh = built(child, 1).state_dict()
-    norms = [n for n in fresh if re.search(r"(^|\.)1\.|bn", n) and "op.0" not in n]
+    norms = batchnorm_names(model)
     assert norms and all(torch.equal(model.state_dict()[n], fresh[n]) for n in norms)
     assert not torch.equal(fresh["layers.0.op.0.weight"], old["layers.0"].op[0].weight)
     # the inserted layer (uid 4) has nothing stored: its convolution weight
@@ -196,9 +196,7 @@ def test_every_tensor_of_a_model_has_exactly_one_key(space_name: str) -> None:
         source = built(g, seed)
         states = unit_states(g, source)
         assert all(re.fullmatch(KEYS[space_name], key) for key in states), list(states)
-        norms = {f"{m}.{n}" for m, module in source.named_modules()
-                 if isinstance(module, torch.nn.modules.batchnorm._BatchNorm)
-                 for n in module.state_dict()}
+        norms = batchnorm_names(source)
         shared = [n for n in source.state_dict() if n not in norms]  # all but BatchNorm
         assert sum(len(s) for s in states.values()) == len(shared)
         weights = WeightDictionary()
