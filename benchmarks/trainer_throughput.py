@@ -7,16 +7,17 @@ preset (batch 128, which also jitters brightness and contrast and cuts out) and 
 ``prediction`` preset (batch 1024) on the same images. Two networks: a small CNN
 (~40k parameters) and a ResNet-like one (~300k).
 
-Every configuration is timed for ``--repeats`` single epochs, interleaved, and its
-best epoch counts. Each epoch waits (up to ``--idle-timeout`` seconds) for the machine
-to be idle first: with 2 OpenMP threads on 2 cores, any busy neighbour process slows
-training several-fold, far more than its share of the CPU. The trainer's achieved
-GFLOP/s counts 3x the forward FLOPs per image (forward, and backward at twice the
-forward) and is compared with the float32 peak and with the peak of the trainer's own
-precision (bf16 where it autocasts to bf16), both measured in the same run as the best
-of a large matrix product (MKL for fp32) and the same product as a 1x1 convolution
-(oneDNN, which runs the trainer's convolutions): on some CPUs MKL's fp32 kernels
-reach only part of what oneDNN does.
+Every configuration is timed for ``--repeats`` single epochs, interleaved, and its best
+epoch counts; the median over rounds of the trainer's epoch over the plain loop's epoch
+of the same round is printed too. Each epoch waits (up to ``--idle-timeout`` seconds)
+for the machine to be idle first: with 2 OpenMP threads on 2 cores, any busy neighbour
+process slows training several-fold, far more than its share of the CPU. The trainer's
+achieved GFLOP/s counts 3x the forward FLOPs per image (forward, and backward at twice
+the forward) and is compared with the float32 peak and with the peak of the trainer's
+own precision (bf16 where it autocasts to bf16), both measured in the same run as the
+best of a large matrix product (MKL for fp32) and the same product as a 1x1 convolution
+(oneDNN, which runs the trainer's convolutions): on some CPUs MKL's fp32 kernels reach
+only part of what oneDNN does.
 
 The plain loop runs in a child process with glibc's allocator defaults (the trainer
 keeps freed memory for reuse, process-wide; the plain loop is also timed with that
@@ -31,6 +32,7 @@ import argparse
 import multiprocessing as mp
 import platform
 import random
+import statistics
 import time
 from collections.abc import Callable
 from functools import partial
@@ -342,10 +344,17 @@ def main() -> None:
             runs[key] = partial(trainer_epoch, ours, subset, schedule)
         for fn in runs.values():
             fn()  # warm-up: oneDNN creates its kernels for each new shape
-        best = dict.fromkeys(runs, 0.0)
+        measured = {key: [] for key in runs}
         for _ in range(args.repeats):  # interleaved, so slow spells hit every config
             for key, fn in runs.items():
-                best[key] = max(best[key], best_of(fn))
+                measured[key].append(best_of(fn))
+        best = {key: max(values) for key, values in measured.items()}
+        # Each round's trainer epoch over the plain epoch of the same round: robust to a
+        # slow or fast spell that a best-of figure may catch on one side only.
+        paired = {
+            key: statistics.median(t / p for t, p in zip(measured[key], measured["plain"]))
+            for key in ("full", "pred")
+        }
         params = sum(p.numel() for p in ours.parameters())
         flops = forward_flops(net(), shape)
         achieved = [3 * flops * best[k] / 1e9 for k in ("full", "pred")]
@@ -357,6 +366,8 @@ def main() -> None:
             f"{achieved[0]:>9.1f}, {achieved[1]:>8.1f} "
             f"{achieved[0] / own:>6.1%}, {achieved[1] / own:>6.1%}"
         )
+        print(f"{'':<12} median of {args.repeats} same-round ratios: {paired['full']:.2f}x "
+              f"(full), {paired['pred']:.2f}x (prediction)")
         print(f"{'':<12} of the fp32 peak: {achieved[0] / fp32:.1%} (full), "
               f"{achieved[1] / fp32:.1%} (prediction)")
         print(f"{'':<12} full schedule with bf16 autocast {best['bf16']:.0f} img/s, in fp32 "
