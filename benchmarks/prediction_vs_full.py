@@ -61,7 +61,8 @@ def main() -> None:
     evaluator = TrainingEvaluator("fashion-mnist", args.data, seed=args.seed,
                                   schedule=parse_options(args.schedule_opt, "--schedule-opt"))
     data = evaluator.loaded
-    space = epnas.spaces.get("layerwise", sample_max_mflops=args.max_mflops,
+    space = epnas.spaces.get("layerwise", sample_min_mflops=args.min_mflops,
+                             sample_max_mflops=args.max_mflops,
                              sample_input_shape=data.input_shape,
                              sample_num_classes=data.num_classes)
     rng = np.random.default_rng(args.seed)
@@ -69,8 +70,7 @@ def main() -> None:
     while len(genomes) < args.archs:
         genome = space.sample(rng)
         costs = epnas.cost(genome, data.input_shape, data.num_classes)
-        if (costs.mflops >= args.min_mflops
-                and costs.as_dict(128)["memory"] <= args.max_memory_mb * 1e6):
+        if costs.as_dict(128)["memory"] <= args.max_memory_mb * 1e6:
             genomes.setdefault(genome.key, genome)
     chosen = list(genomes.values())
     print(f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; "

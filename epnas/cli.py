@@ -115,11 +115,29 @@ def _short(value: Any) -> str:
     return str(value)
 
 
+def add_mflops_range(p: argparse.ArgumentParser, where: str) -> None:
+    """``--min-mflops`` / ``--max-mflops``: the FLOPs range of sampled genomes."""
+    p.add_argument("--max-mflops", type=float, metavar="X",
+                   help=f"only genomes of at most X MFLOPs at {where} (redrawn until they fit)")
+    p.add_argument("--min-mflops", type=float, metavar="X",
+                   help="only genomes of at least X MFLOPs (leaves out networks that are "
+                        "little more than stem and head)")
+
+
+def sampling_options(args: argparse.Namespace, input_shape: tuple[int, int, int],
+                     num_classes: int) -> dict[str, Any]:
+    """The space's sampling options for ``--min/--max-mflops``, measured at ``input_shape``."""
+    bounds = {"sample_min_mflops": args.min_mflops, "sample_max_mflops": args.max_mflops}
+    bounds = {k: v for k, v in bounds.items() if v is not None}
+    if not bounds:
+        return {}
+    return {**bounds, "sample_input_shape": input_shape, "sample_num_classes": num_classes}
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     options = parse_options(args.space_opt, "--space-opt")
-    if args.max_mflops is not None:  # the cap applies at the shape the table shows
-        options.update(sample_max_mflops=args.max_mflops, sample_input_shape=args.input_shape,
-                       sample_num_classes=args.num_classes)
+    # The range applies at the shape the table shows.
+    options.update(sampling_options(args, args.input_shape, args.num_classes))
     space = epnas.spaces.get(args.space, **options)
     rng = np.random.default_rng(args.seed)
     genomes = [space.sample(rng, depth=args.depth) for _ in range(args.n)]
@@ -481,9 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=5, help="how many genomes (default 5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--depth", type=int, help="layers / branches / active edges per genome")
-    p.add_argument("--max-mflops", type=float, metavar="X",
-                   help="only genomes of at most X MFLOPs at --input-shape (redrawn until "
-                        "they fit)")
+    add_mflops_range(p, "--input-shape")
     p.add_argument("--space-opt", action="append", metavar="KEY=VALUE",
                    help="space option, e.g. max_layers=8 or channels=16,32")
     shape_flags(p)

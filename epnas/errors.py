@@ -28,6 +28,9 @@ def validation_message(owner: str, exc: Exception) -> str:
     errors = getattr(exc, "errors", None)
     if errors is None:
         return f"{owner}: {exc}"
-    parts = [f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}"
-             for err in errors()]
+    parts = []
+    for err in errors():
+        where = ".".join(str(p) for p in err["loc"])  # empty for a whole-model check
+        problem = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {problem}" if where else problem)
     return f"{owner}: " + "; ".join(parts)

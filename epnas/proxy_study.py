@@ -1,6 +1,6 @@
 """``epnas proxy-study``: does a cheap training setting rank architectures like a reference?
 
-EcoNAS's rank-consistency study: sample architectures under a FLOPs cap, train each
+EcoNAS's rank-consistency study: sample architectures in a FLOPs range, train each
 under a proxy setting and a reference setting (fidelity strings of
 :mod:`epnas.evaluators.proxy`), and compare the two rankings by Kendall's tau and
 Spearman's rho. Every training result is cached in ``OUT/results/`` under the genome
@@ -156,7 +156,7 @@ def cmd_proxy_study(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     import epnas
-    from epnas.cli import parse_options
+    from epnas.cli import parse_options, sampling_options
 
     proxy, reference = Setting.parse(args.proxy), Setting.parse(args.reference)
     evaluator = TrainingEvaluator(args.dataset, args.data, seed=args.seed,
@@ -164,9 +164,8 @@ def cmd_proxy_study(args: argparse.Namespace) -> int:
                                   device=args.device)
     data = evaluator.loaded
     options = parse_options(args.space_opt, "--space-opt")
-    if args.max_mflops is not None:  # the cap applies at the data set's input shape
-        options.update(sample_max_mflops=args.max_mflops, sample_input_shape=data.input_shape,
-                       sample_num_classes=data.num_classes)
+    # The range applies at the data set's input shape.
+    options.update(sampling_options(args, data.input_shape, data.num_classes))
     space = epnas.spaces.get(args.space, **options)
     genomes = sample_genomes(space, args.archs, args.seed)
     out = Path(args.out or f"runs/proxy-study-{data.name}-{space.name}")
@@ -248,6 +247,8 @@ def summarize(genomes: Sequence[Genome], proxy: Sequence[Measurement],
 
 def add_command(sub: Any, json_flag: Callable[[argparse.ArgumentParser], None]) -> None:
     """Register ``epnas proxy-study``."""
+    from epnas.cli import add_mflops_range
+
     p = sub.add_parser(
         "proxy-study", help="rank consistency of a reduced training setting (EcoNAS)",
         description="Train sampled architectures under a proxy and a reference setting and "
@@ -258,8 +259,7 @@ def add_command(sub: Any, json_flag: Callable[[argparse.ArgumentParser], None]) 
     p.add_argument("--space", default="layerwise", help="space (default layerwise)")
     p.add_argument("--space-opt", action="append", metavar="KEY=VALUE",
                    help="space option (repeatable)")
-    p.add_argument("--max-mflops", type=float, metavar="X",
-                   help="sample architectures of at most X MFLOPs at the data's input shape")
+    add_mflops_range(p, "the data's input shape")
     p.add_argument("--archs", type=int, default=20, help="architectures (default 20)")
     p.add_argument("--proxy", default="c=0.25,r=0.5,s=0.5,e=5",
                    help="the cheap setting (default c=0.25,r=0.5,s=0.5,e=5)")

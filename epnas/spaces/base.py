@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from epnas.errors import GenomeError, SpaceError, validation_message
 from epnas.spaces.genome import Action, ActionSpace, Genome, SpaceOptions, parse_genome_json
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from epnas.costmodel import Cost
 
 
-# Random draws :meth:`Space.sample` makes before it gives up on a FLOPs cap.
+# Random draws :meth:`Space.sample` makes before it gives up on a FLOPs range.
 SAMPLE_TRIES = 2_000
 
 
@@ -33,10 +33,29 @@ class SamplingOptions(BaseModel):
 
     # Redraw random genomes until their forward FLOPs are at most this (None: no cap).
     sample_max_mflops: float | None = Field(None, gt=0.0)
+    # ... and at least this (None: no floor); leaves out networks that are little more
+    # than the stem and head, which tie with each other in any ranking.
+    sample_min_mflops: float | None = Field(None, ge=0.0)
     # Input (C, H, W) at which the cap is measured.
     sample_input_shape: tuple[int, int, int] = (3, 32, 32)
     # Classes of the classifier head at which the cap is measured.
     sample_num_classes: int = Field(10, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SamplingOptions:
+        low, high = self.sample_min_mflops, self.sample_max_mflops
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"sample_min_mflops ({low:g}) is above sample_max_mflops ({high:g})")
+        return self
+
+    def mflops_range(self) -> str:
+        """The FLOPs range in words, e.g. ``between 0.5 and 5 MFLOPs``; '' when unbounded."""
+        low, high = self.sample_min_mflops, self.sample_max_mflops
+        if low is not None and high is not None:
+            return f"between {low:g} and {high:g} MFLOPs"
+        if high is not None:
+            return f"of at most {high:g} MFLOPs"
+        return f"of at least {low:g} MFLOPs" if low is not None else ""
 
 
 class Space(ABC):
@@ -75,22 +94,25 @@ class Space(ABC):
     def sample(self, rng: np.random.Generator, *, depth: int | None = None) -> Genome:
         """A random genome; ``depth`` asks for that many layers/branches/active edges.
 
-        Under ``sample_max_mflops`` genomes are drawn until one fits the cap (rejection
-        keeps the distribution of :meth:`draw` restricted to the cap).
+        Under ``sample_max_mflops`` / ``sample_min_mflops`` genomes are drawn until one
+        fits the range (rejection keeps the distribution of :meth:`draw` restricted to it).
 
         Raises:
-            SpaceError: No genome under the cap in ``SAMPLE_TRIES`` draws.
+            SpaceError: No genome in the range in ``SAMPLE_TRIES`` draws.
         """
-        cap = self.sampling.sample_max_mflops
-        for _ in range(SAMPLE_TRIES if cap is not None else 1):
+        s = self.sampling
+        low = s.sample_min_mflops if s.sample_min_mflops is not None else -np.inf
+        high = s.sample_max_mflops if s.sample_max_mflops is not None else np.inf
+        bounded = np.isfinite(low) or np.isfinite(high)
+        for _ in range(SAMPLE_TRIES if bounded else 1):
             genome = self.draw(rng, depth=depth)
-            if cap is None or self.cost(genome, self.sampling.sample_input_shape,
-                                        self.sampling.sample_num_classes).mflops <= cap:
+            if not bounded or low <= self.cost(genome, s.sample_input_shape,
+                                               s.sample_num_classes).mflops <= high:
                 return genome
-        shape = ",".join(map(str, self.sampling.sample_input_shape))
-        raise SpaceError(f"no {self.name} genome of at most {cap:g} MFLOPs (input {shape}) in "
-                         f"{SAMPLE_TRIES} random draws; raise the cap or shrink the space "
-                         "(smaller channel tables, fewer layers, a lower depth)")
+        shape = ",".join(map(str, s.sample_input_shape))
+        raise SpaceError(f"no {self.name} genome {s.mflops_range()} (input {shape}) in "
+                         f"{SAMPLE_TRIES} random draws; widen the range or resize the space "
+                         "(other channel tables, layer limits or depth)")
 
     @abstractmethod
     def draw(self, rng: np.random.Generator, *, depth: int | None = None) -> Genome:
