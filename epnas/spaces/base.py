@@ -36,9 +36,9 @@ class SamplingOptions(BaseModel):
     # ... and at least this (None: no floor); leaves out networks that are little more
     # than the stem and head, which tie with each other in any ranking.
     sample_min_mflops: float | None = Field(None, ge=0.0)
-    # Input (C, H, W) at which the cap is measured.
+    # Input (C, H, W) at which the range is measured.
     sample_input_shape: tuple[int, int, int] = (3, 32, 32)
-    # Classes of the classifier head at which the cap is measured.
+    # Classes of the classifier head at which the range is measured.
     sample_num_classes: int = Field(10, ge=1)
 
     @model_validator(mode="after")
