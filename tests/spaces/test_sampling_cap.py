@@ -75,6 +75,7 @@ def test_sample_command_caps_flops_at_its_input_shape() -> None:
          "--max-mflops", "2", "--input-shape", "1,28,28", "--json"],
         capture_output=True, text=True, timeout=120)
     assert ranged.returncode == 0, ranged.stderr
+    assert len(ranged.stdout.splitlines()) == 6
     assert all(0.5 <= epnas.cost(epnas.load_genome(line), (1, 28, 28), 10).mflops <= 2
                for line in ranged.stdout.splitlines())
     bad = subprocess.run([sys.executable, "-m", "epnas", "sample", "--max-mflops", "0.00001"],
