@@ -88,7 +88,7 @@ from epnas.objective import Objective
 from epnas.spaces.base import Space
 from epnas.spaces.registry import load_genome
 from epnas.store import CSV_NAME, DB_NAME, NewTrial, RunLock, Store, TrialRecord
-from epnas.strategies.base import STRATEGIES, Strategy
+from epnas.strategies.base import STRATEGIES, SearchContext, Strategy
 from epnas.strategies.filters import EarlyExit, early_exit
 from epnas.train.sharing import SharedWeights
 from epnas.trial import Candidate, Result, TrialContext
@@ -268,6 +268,9 @@ class Study:
         # EEEA early exit: rejected candidates never reach the evaluator or the store
         self.strategy = early_exit(self.strategy, self.evaluator.costs, config.filters)
         self.objective: Objective = config.objective()
+        self.strategy.attach(SearchContext(
+            trials=config.trials, workers=config.workers if config.ray is None else 1,
+            objective=self.objective, costs=self.evaluator.costs))
         self.fidelity = config.fidelity or self.evaluator.default_fidelity
         if config.fidelity is not None:  # a bad spec fails here, not in every trial
             self.evaluator.check_fidelity(config.fidelity)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from epnas.errors import EpnasError, validation_message
+from epnas.objective import Objective
 from epnas.registry import Registry
 from epnas.spaces.base import Space
 from epnas.spaces.genome import Genome
@@ -20,6 +22,25 @@ class StrategyOptions(BaseModel):
     """Base of every strategy's options: frozen and strict about unknown keys."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+CostFunction = Callable[[Genome], Mapping[str, float]]
+
+
+@dataclass(frozen=True)
+class SearchContext:
+    """What a Study tells its strategy before the first ask (:meth:`Strategy.attach`).
+
+    A strategy may size its own schedule from the budget and plan with the objective;
+    it never enforces the budget itself (the Study does).
+    """
+
+    trials: int | None = None  # the study's trial budget (None: no limit)
+    workers: int = 1  # evaluations the executor runs at once
+    objective: Objective = field(default_factory=Objective)  # constraints and reward
+    # the analytic cost metrics a result for a genome will carry, known before it is
+    # evaluated (the evaluator's ``costs``); None when the evaluator cannot tell
+    costs: CostFunction | None = None
 
 
 class Strategy(ABC):
@@ -58,6 +79,14 @@ class Strategy(ABC):
         self.space = space
         self.seed = seed
         self.rng = np.random.default_rng(seed)
+
+    context: SearchContext = SearchContext()
+
+    def attach(self, context: SearchContext) -> None:
+        """Learn the study's budget, workers and objective; the Study calls it once after
+        creating the strategy, before :meth:`start_from` and :meth:`load_state_dict`
+        (on resume too, with the budget of the resumed run)."""
+        self.context = context
 
     @classmethod
     def supports(cls, space: Space) -> bool:

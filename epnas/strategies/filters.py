@@ -22,7 +22,7 @@ from typing import Any
 from epnas.errors import EpnasError
 from epnas.objective import parse_size
 from epnas.spaces.genome import Genome
-from epnas.strategies.base import Strategy
+from epnas.strategies.base import SearchContext, Strategy
 from epnas.trial import Candidate, Result
 
 COST_METRICS = ("params", "flops", "mflops", "bytes", "intensity", "memory")
@@ -99,6 +99,10 @@ class EarlyExit(Strategy):
 
     def tell(self, candidate: Candidate, result: Result) -> None:
         self.strategy.tell(candidate, result)
+
+    def attach(self, context: SearchContext) -> None:
+        self.context = context
+        self.strategy.attach(context)
 
     def discard(self, candidate: Candidate) -> None:
         self.strategy.discard(candidate)
