@@ -243,6 +243,9 @@ def _run_study(config: StudyConfig, args: argparse.Namespace, *, force_new: bool
     stream = sys.stderr if to_stdout else sys.stdout
     console = Console(file=stream, highlight=False, soft_wrap=True)
     study = Study.from_config(config, force_new=force_new)
+    if study.worker_limit is not None and study.worker_limit.reason is not None:
+        console.print(f"epnas: {study.worker_limit}")
+    config = study.config  # what the run uses (its workers capped to the machine)
     start = study.summary()
     live = stream.isatty() and not args.quiet
     reporter = (LiveReporter(config, start, stream, config.out) if live

@@ -82,7 +82,9 @@ from epnas.executors import (
     Job,
     ProcessExecutor,
     RayExecutor,
+    WorkerLimit,
     available_cores,
+    limit_workers,
 )
 from epnas.objective import Objective
 from epnas.spaces.base import Space
@@ -96,6 +98,7 @@ from epnas.trial import Candidate, Result, TrialContext
 CSV_INTERVAL = 10.0  # seconds between trials.csv exports during a run (always at the end)
 CHECKPOINT_INTERVAL = 2.0  # seconds between strategy checkpoints (always at the end)
 INIT_GENOMES = 8  # best genomes of another run that --init-from starts from (EPNAS's top-k)
+TYPICAL_GENOMES = 5  # genomes sampled to estimate what a candidate costs before a run starts
 TRIALS_DIR = "trials"  # RUN_DIR/trials/<id>/: a trial's files (trained weights)
 WEIGHTS_DIR = "weights"  # RUN_DIR/weights/: the parameter-sharing dictionary's snapshots
 
@@ -193,7 +196,9 @@ class Study:
             name, or the user's own data as ``(images, labels)``, a torch ``Dataset`` or an
             :class:`~epnas.data.Dataset`, recorded by its name; ``constraints``,
             ``trials``, ``time``, ``workers``, ``seed``, ``out`` (None: in memory, no
-            files), ...).
+            files), ...). Local ``workers`` are capped by the available cores, the trial
+            budget and the available memory (:func:`~epnas.executors.limit_workers`);
+            ``config.workers`` is then what is used, and ``worker_limit`` says why.
 
     Raises:
         EpnasError: bad settings, or ``out`` holds a run with another configuration
@@ -231,15 +236,26 @@ class Study:
                                        "data": config.data,
                                        "seed": config.seed,
                                        "max_memory": config.max_memory})
+        # Local workers: at most one per core and per trial of the budget, and as many as
+        # the memory holds (refined by the training memory of typical candidates once the
+        # space and evaluator exist); ``config.workers`` becomes what is used.
+        self.worker_limit: WorkerLimit | None = None
+        if executor is None and self.spec is not None and config.ray is None and \
+                config.workers > 1:
+            self.worker_limit = limit_workers(config.workers, trials=config.trials)
+            config = self.config = config.model_copy(
+                update={"workers": self.worker_limit.workers})
         self._executor = executor
         if executor is None and self.spec is not None and config.ray is None and (
                 config.workers > 1 or config.trial_timeout):
-            # Worker processes start now (importing torch, loading the data) while this
-            # one builds the strategy and its evaluator: the first trials start at once.
+            # The first worker starts now (the forkserver importing torch, the worker
+            # creating its evaluator) while this process builds the strategy and its
+            # evaluator, so the first trial starts at once; the others start when the
+            # dispatch has a job for them (a fork of the warm server: tens of ms).
             self._executor = ProcessExecutor(self.spec, config.workers,
                                              timeout=config.trial_timeout,
                                              elastic=config.elastic_threads)
-            self._executor.start()
+            self._executor.start(1)
         try:
             self._setup(space, strategy, evaluator, progress, force_new)
         except BaseException:
@@ -265,6 +281,8 @@ class Study:
             raise EpnasError("an Evaluator instance runs inline only: give the evaluator by "
                              "name (or package.module:Class) and options to use workers, Ray "
                              "or a trial timeout")
+        self._limit_by_memory()
+        config = self.config
         # EEEA early exit: rejected candidates never reach the evaluator or the store
         self.strategy = early_exit(self.strategy, self.evaluator.costs, config.filters)
         self.objective: Objective = config.objective()
@@ -312,6 +330,35 @@ class Study:
         self._sharing = (SharedWeights(root / WEIGHTS_DIR)
                          if root is not None and self.evaluator.shares_weights else None)
         self._checkpoint_weights: int | None = None  # the snapshot of the last checkpoint
+
+    def _typical_genomes(self, n: int = TYPICAL_GENOMES) -> list[Any]:
+        """``n`` genomes sampled from the space (seeded by the study), to learn what a
+        candidate of this study measures and costs before the first trial."""
+        rng = np.random.default_rng(self.config.seed)
+        return [self.space.sample(rng) for _ in range(n)]
+
+    def _limit_by_memory(self) -> None:
+        """Fewer local workers when the memory does not hold one typical trial each."""
+        if self.worker_limit is None or self.spec is None:
+            return
+        try:
+            memory = float(np.median([self.evaluator.trial_memory(g)
+                                      for g in self._typical_genomes()]))
+        except Exception:  # a user's space without a cost model: the per-worker overhead only
+            return
+        limit = limit_workers(self.worker_limit.requested, trials=self.config.trials,
+                              trial_memory=memory)
+        if limit.workers >= self.config.workers:
+            return
+        self.worker_limit = limit
+        self.config = self.config.model_copy(update={"workers": limit.workers})
+        pool = self._executor
+        assert isinstance(pool, ProcessExecutor)
+        if limit.workers == 1 and not self.config.trial_timeout:
+            pool.close()  # one worker: inline, as --workers 1 runs
+            self._executor = None
+        else:
+            pool.limit(limit.workers)
 
     # --- public API ------------------------------------------------------------------------
 

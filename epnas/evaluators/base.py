@@ -63,5 +63,11 @@ class Evaluator(ABC):
         """
         return cost(genome, self.input_shape, self.num_classes).as_dict()
 
+    def trial_memory(self, genome: Genome) -> float:
+        """Bytes evaluating ``genome`` needs beyond the worker process that runs it; a
+        study sizes its pool of local workers with it. The default, 0, suits evaluators
+        that do not train (table lookups, synthetic scores)."""
+        return 0.0
+
 
 EVALUATORS: Registry[Evaluator] = Registry("evaluator", Evaluator, EpnasError)

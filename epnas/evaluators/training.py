@@ -149,6 +149,10 @@ class TrainingEvaluator(Evaluator):
         batch = self.schedule(self.default_fidelity or "prediction", data).batch_size
         return cost(genome, data.input_shape, data.num_classes).as_dict(batch)
 
+    def trial_memory(self, genome: Genome) -> float:
+        """The cost model's training memory at the search schedule's batch size."""
+        return self.costs(genome)["memory"]
+
     def reduced(self, setting: Setting) -> Dataset:
         """The data set at a setting's resolution and sample ratio (kept for reuse)."""
         key = (setting.r, setting.s)

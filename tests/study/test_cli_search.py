@@ -273,3 +273,32 @@ def test_max_memory_constrains_the_estimated_training_memory(tmp_path: Path,
     rows = list(csv.DictReader((out / "trials.csv").open()))
     assert len(rows) == 4 and {row["feasible"] for row in rows} == {"0"}
     assert all(float(row["memory"]) > 100e3 for row in rows)
+
+
+def test_workers_far_above_the_machine_are_capped(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    """`--workers 1000` once started a process a second until the machine ran out of
+    memory; now the run uses what the cores, budget and memory allow, and says so."""
+    from epnas.executors import limit_workers
+
+    out = tmp_path / "run"
+    cap = limit_workers(1000, trials=4).workers
+    assert main(["search", *FAST, "--trials", "4", "--workers", "1000", "--out",
+                 str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"epnas: using {cap} workers instead of 1000: " in text
+    assert text.count("instead of 1000") == 1
+    assert f"{cap} worker" in text.splitlines()[1]  # the header names what is used
+    executor = json.loads((out / "env.json").read_text())["executor"]
+    assert executor is None or executor["workers"] == cap
+    db = sqlite3.connect(out / "study.db")
+    workers = {w for (w,) in db.execute("SELECT worker FROM trials")}
+    db.close()
+    # worker names are w<n>:<pid>, n counting the processes the pool started
+    assert len(workers) <= cap
+    assert all(int(w[1:].split(":")[0]) <= cap for w in workers if w.startswith("w"))
+    assert yaml.safe_load((out / "config.yaml").read_text())["workers"] == cap
+    # resume with a new --workers goes through the same limit
+    assert main(["resume", str(out), "--trials", "6", "--workers", "500", "--quiet"]) == 0
+    assert f"using {limit_workers(500, trials=6).workers} workers instead of 500: " in \
+        capsys.readouterr().out

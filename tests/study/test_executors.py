@@ -10,11 +10,13 @@ import pytest
 
 import epnas
 from epnas.executors import (
+    WORKER_MEMORY,
     EvaluatorSpec,
     InlineExecutor,
     Job,
     ProcessExecutor,
     available_cores,
+    limit_workers,
     pin_devices,
 )
 from epnas.study import Study
@@ -152,8 +154,9 @@ def test_a_study_starts_its_workers_when_created_and_stops_them_on_a_refusal(
     with Study(strategy="random", evaluator=SLEEPY, workers=2, trials=2,
                out=tmp_path / "run") as study:
         pool = study.executor
-        assert isinstance(pool, ProcessExecutor) and len(pool._idle) == 2
-        assert all(w.process.is_alive() for w in pool._idle)  # before run()
+        # one worker before run() (the others start when the dispatch needs them)
+        assert isinstance(pool, ProcessExecutor) and len(pool._idle) == 1
+        assert all(w.process.is_alive() for w in pool._idle)
         study.run()
     assert not multiprocessing.active_children()
     with pytest.raises(epnas.errors.EpnasError, match="another configuration"):
@@ -189,3 +192,50 @@ def test_a_stop_ends_dispatch_and_the_run_even_with_every_worker_idle(workers: i
     for outcome in InlineExecutor(Sleepy()).run(jobs(8), stop=lambda: len(done) >= 3):
         done.append(outcome.trial_id)
     assert done == [1, 2, 3]
+
+
+@pytest.mark.parametrize(("request_", "kwargs", "used", "why"), [
+    (1000, {"cores": 2, "trials": 4, "memory": 64e9}, 2, "2 CPU cores available"),
+    (8, {"cores": 16, "trials": 3, "memory": 64e9}, 3, "the budget is 3 trials"),
+    (8, {"cores": 16, "memory": 3 * WORKER_MEMORY + 1}, 3, "memory available"),
+    (8, {"cores": 16, "memory": 8 * WORKER_MEMORY, "trial_memory": WORKER_MEMORY}, 4,
+     "estimated training memory of a typical candidate"),
+    (8, {"cores": 16, "memory": WORKER_MEMORY / 2}, 1, "memory available"),
+    (4, {"cores": 16, "trials": 100, "memory": 64e9}, 4, None),
+])
+def test_workers_are_limited_by_cores_budget_and_memory(request_: int, kwargs: dict,
+                                                        used: int, why: str | None) -> None:
+    limit = limit_workers(request_, **kwargs)
+    assert (limit.workers, limit.requested) == (used, request_)
+    if why is None:
+        assert limit.reason is None
+    else:
+        assert why in limit.reason and f"using {used} workers instead of {request_}" in str(limit)
+
+
+def test_workers_start_as_the_dispatch_needs_them() -> None:
+    with ProcessExecutor(EvaluatorSpec(SLEEPY), workers=3) as pool:
+        pool.start(1)
+        assert len(pool._idle) == 1
+        assert [o.result.status for o in pool.run(jobs(2))] == ["done", "done"]
+        assert pool._spawned == 2  # a third worker had no job
+        list(pool.run(jobs(1)))
+        assert pool._spawned == 2
+
+
+def test_a_study_limits_its_workers_by_the_memory_of_a_typical_trial(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cores and budget allow 2 workers and the memory 2 idle ones, but not 2 training."""
+    import epnas.executors
+
+    monkeypatch.setattr(epnas.executors, "available_cores", lambda: 2)
+    monkeypatch.setattr(epnas.executors, "available_memory", lambda: 3 * WORKER_MEMORY)
+    monkeypatch.setattr(Sleepy, "trial_memory", lambda self, genome: WORKER_MEMORY)
+    with Study(strategy="random", evaluator=SLEEPY, workers=8, trials=4,
+               trial_timeout=60) as study:
+        assert study.config.workers == 1 and study.executor.workers == 1
+        assert "training memory" in study.worker_limit.reason
+        study.run()
+        assert len({t.worker for t in study.trials()}) == 1
+    with Study(strategy="random", evaluator=SLEEPY, workers=8, trials=4) as study:
+        assert isinstance(study.executor, InlineExecutor)  # one worker runs inline
