@@ -27,10 +27,13 @@ from epnas.benchmark import add_benchmark_command
 from epnas.config import StudyConfig, merge, read_config_file
 from epnas.errors import EpnasError, validation_message
 from epnas.evaluators import EVALUATORS
+from epnas.objective import Objective
 from epnas.progress import LineReporter, LiveReporter, duration, metrics_text
 from epnas.report import command as report_command
 from epnas.report import export, predict
 from epnas.store import Store, holder_pid
+from epnas.strategies import spec as strategy_spec
+from epnas.strategies.filters import constraint_limits
 from epnas.study import Study, StudyFailed, Summary, strategy_options, summarize
 
 EXIT_USAGE = 2
@@ -209,7 +212,7 @@ def study_config(args: argparse.Namespace) -> StudyConfig:
         overrides["constraints"] = args.constraint
     if args.filter:
         overrides["filters"] = args.filter
-    config = StudyConfig.parse(merge(base, overrides)).resolved()
+    config = _with_strategy_spec(merge(base, overrides)).resolved()
     epnas.spaces.resolve(config.space)
     strategy_options(config)  # checks the strategy and its preset
     EVALUATORS.resolve(config.evaluator)  # type: ignore[arg-type]
@@ -217,6 +220,24 @@ def study_config(args: argparse.Namespace) -> StudyConfig:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{config.space}-{config.strategy}-{stamp}")
         config = config.model_copy(update={"out": str(Path("runs") / name)})
+    return config
+
+
+def _with_strategy_spec(settings: dict[str, Any]) -> StudyConfig:
+    """The config of ``settings`` whose ``strategy`` may be a spec (``epnas[lr=0]+filter``):
+    the plain name is stored, the bracket options go under ``strategy_options`` (which
+    win) and ``+filter`` turns the constraints into early-exit filters."""
+    if not isinstance(settings.get("strategy"), str):
+        return StudyConfig.parse(settings)
+    spec = strategy_spec.parse(settings["strategy"])
+    options = settings.get("strategy_options")
+    if spec.options and isinstance(options, dict | None):
+        settings = {**settings, "strategy_options": {**spec.options, **(options or {})}}
+    config = StudyConfig.parse({**settings, "strategy": spec.name})
+    if spec.filter:
+        limits = [str(limit) for limit in constraint_limits(config.objective())]
+        filters = list(dict.fromkeys([*config.filters, *limits]))
+        config = StudyConfig.parse({**config.model_dump(), "filters": filters})
     return config
 
 
@@ -380,6 +401,23 @@ def _budget_flags(p: argparse.ArgumentParser) -> None:
                    help="one line per trial instead of the live display")
 
 
+def constraint_flags(p: argparse.ArgumentParser) -> None:
+    """``--constraint`` and its shorthands (``epnas search`` and ``epnas benchmark``)."""
+    p.add_argument("--constraint", action="append", metavar="METRIC:LOW:HIGH[:PENALTY]",
+                   help="soft constraint, e.g. params::100k or flops:1M:20M:0.8 (repeatable)")
+    p.add_argument("--max-params", help="shorthand for --constraint params::VALUE (100k)")
+    p.add_argument("--max-mflops", help="shorthand for --constraint flops::VALUE*1e6")
+    p.add_argument("--min-intensity", help="shorthand for --constraint intensity:VALUE:")
+    p.add_argument("--max-memory", help="shorthand for --constraint memory::VALUE (2GB)")
+
+
+def constraint_objective(args: argparse.Namespace) -> Objective:
+    """The objective of the :func:`constraint_flags`, built as a study builds its own."""
+    settings = {k: getattr(args, k) for k in ("max_params", "max_mflops", "min_intensity",
+                                              "max_memory") if getattr(args, k) is not None}
+    return StudyConfig.parse({**settings, "constraints": args.constraint or []}).objective()
+
+
 def add_study_commands(sub: Any, json_flag: Any) -> None:
     """The ``search``, ``resume`` and ``status`` subcommands."""
     p = sub.add_parser("search", help="run an architecture search",
@@ -390,19 +428,16 @@ def add_study_commands(sub: Any, json_flag: Any) -> None:
     p.add_argument("--data", metavar="PATH", help="data location (evaluators that read one)")
     for kind, default in (("space", "layerwise"), ("strategy", "epnas"),
                           ("evaluator", "see epnas.config.default_evaluator")):
+        spec = "; a spec NAME[KEY=VALUE,...][+filter] sets options and filters by the " \
+               "constraints" if kind == "strategy" else ""
         p.add_argument(f"--{kind}", help=f"registered name or package.module:ClassName "
-                                          f"(default {default})")
+                                          f"(default {default}{spec})")
         p.add_argument(f"--{kind}-opt", action="append", metavar="KEY=VALUE",
                        help=f"{kind} option (repeatable)")
     p.add_argument("--preset", help="the strategy's named option set, e.g. paper or tabular "
                                     "(--strategy-opt overrides its values)")
     p.add_argument("--fidelity", help="fidelity of candidates that name none")
-    p.add_argument("--constraint", action="append", metavar="METRIC:LOW:HIGH[:PENALTY]",
-                   help="soft constraint, e.g. params::100k or flops:1M:20M:0.8 (repeatable)")
-    p.add_argument("--max-params", help="shorthand for --constraint params::VALUE (100k)")
-    p.add_argument("--max-mflops", help="shorthand for --constraint flops::VALUE*1e6")
-    p.add_argument("--min-intensity", help="shorthand for --constraint intensity:VALUE:")
-    p.add_argument("--max-memory", help="shorthand for --constraint memory::VALUE (2GB)")
+    constraint_flags(p)
     p.add_argument("--filter", action="append", metavar="max-METRIC=VALUE",
                    help="early exit: replace a candidate outside the limit before it is "
                         "evaluated, e.g. max-params=300k or min-intensity=8 (repeatable)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -68,6 +69,24 @@ class Evaluator(ABC):
         study sizes its pool of local workers with it. The default, 0, suits evaluators
         that do not train (table lookups, synthetic scores)."""
         return 0.0
+
+    def query_cost(self, fidelity: str | None) -> float:
+        """The share of a full evaluation one query at ``fidelity`` costs (default 1).
+
+        ``epnas benchmark`` charges each query this much of its query budget, so a
+        strategy that looks at cheap fidelities first gets the same budget as the others
+        (the tabular evaluator: ``12ep`` costs 12/200).
+        """
+        return 1.0
+
+    def entries(self) -> Iterable[tuple[Genome, float]] | None:
+        """Every genome this evaluator can answer, with its accuracy (a fraction) at the
+        default fidelity; None (the default) when it cannot enumerate them.
+
+        A table implements it; ``epnas benchmark`` takes the optimum (and, under
+        constraints, the feasible optimum) and the worst accuracy from it.
+        """
+        return None
 
 
 EVALUATORS: Registry[Evaluator] = Registry("evaluator", Evaluator, EpnasError)

@@ -27,6 +27,7 @@ from epnas.errors import EpnasError, GenomeError
 from epnas.evaluators.base import Evaluator
 from epnas.spaces.genome import Genome
 from epnas.spaces.nb201 import NB201_OPS, NB201Genome, NB201Options, parse_arch
+from epnas.spaces.registry import get as get_space
 from epnas.trial import Candidate, Result
 
 ENV_VAR = "EPNAS_NB201_CSV"
@@ -152,7 +153,6 @@ class TabularEvaluator(Evaluator):
         self.columns = {"200ep": objective_column, "12ep": PROXY_COLUMN}
         self.table = load_table(self.path, tuple(dict.fromkeys(self.columns.values())))
         self.queries = 0
-        self._costs: dict[str, dict[str, float]] = {}
 
     def __len__(self) -> int:
         return len(self.table.archs)
@@ -181,7 +181,19 @@ class TabularEvaluator(Evaluator):
         return Result("done", {"accuracy": accuracy, **self._cost(genome), "train_seconds": 0.0})
 
     def costs(self, genome: Genome) -> dict[str, float]:
-        return self._cost(genome)
+        return dict(self._cost(genome))
+
+    def query_cost(self, fidelity: str | None) -> float:
+        """Training epochs over the full 200: a ``12ep`` query costs 12/200 (an unknown
+        fidelity, a failed query, costs 1)."""
+        fidelity = fidelity or self.default_fidelity
+        return int(fidelity.removesuffix("ep")) / 200 if fidelity in self.columns else 1.0
+
+    def entries(self) -> list[tuple[NB201Genome, float]]:
+        """Every cell of the table as a genome (the table's skeleton), with its
+        objective-column accuracy as a fraction, in file order."""
+        space = get_space("nb201", **SKELETON.model_dump())
+        return [(space.from_arch(arch), accuracy) for arch, accuracy in self.items()]
 
     def accuracy_of(self, arch: str | NB201Genome, fidelity: str = "200ep") -> float:
         """The table's accuracy (a fraction) of an arch string or genome."""
@@ -209,6 +221,12 @@ class TabularEvaluator(Evaluator):
         return self.table.columns[self.columns[fidelity]]
 
     def _cost(self, genome: Genome) -> dict[str, float]:
-        if genome.key not in self._costs:
-            self._costs[genome.key] = cost(genome, self.input_shape, self.num_classes).as_dict()
-        return self._costs[genome.key]
+        key = (genome.key, self.input_shape, self.num_classes)
+        if key not in _COSTS:
+            _COSTS[key] = cost(genome, self.input_shape, self.num_classes).as_dict()
+        return _COSTS[key]
+
+
+# analytic costs by (genome key, input shape, classes), shared by every evaluator of the
+# process: a benchmark's feasible optimum costs each of the 15,625 cells once
+_COSTS: dict[tuple[str, tuple[int, ...], int], dict[str, float]] = {}

@@ -20,12 +20,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from epnas.errors import EpnasError
-from epnas.objective import parse_size
+from epnas.objective import Objective, parse_size
 from epnas.spaces.genome import Genome
 from epnas.strategies.base import SearchContext, Strategy
 from epnas.trial import Candidate, Result
 
 COST_METRICS = ("params", "flops", "mflops", "bytes", "intensity", "memory")
+# the cost metrics a constraint may be on for ``+filter`` to turn it into limits
+FILTERABLE = ("params", "flops", "bytes", "intensity", "memory")
 MAX_REJECTS = 10_000  # rejections in a row before the filter gives up
 
 CostFunction = Callable[[Genome], Mapping[str, float]]
@@ -126,3 +128,25 @@ def early_exit(strategy: Strategy, cost: CostFunction,
                limits: Sequence[Limit | str]) -> Strategy:
     """``strategy`` wrapped in an :class:`EarlyExit` filter (unwrapped when no limits)."""
     return EarlyExit(strategy, cost, limits) if limits else strategy
+
+
+def constraint_limits(objective: Objective) -> list[Limit]:
+    """The limits of a ``+filter`` strategy spec: each constraint of ``objective`` on a
+    cost metric of :data:`FILTERABLE` gives ``max-METRIC`` for its upper bound and
+    ``min-METRIC`` for its lower bound; constraints on other metrics are left to the reward.
+
+    Raises:
+        EpnasError: no constraint is on a filterable metric.
+    """
+    limits = []
+    for c in objective.constraints:
+        if c.metric in FILTERABLE:
+            if c.high is not None:
+                limits.append(Limit(c.metric, c.high, upper=True))
+            if c.low is not None:
+                limits.append(Limit(c.metric, c.low, upper=False))
+    if not limits:
+        given = ", ".join(str(c) for c in objective.constraints) or "none"
+        raise EpnasError(f"+filter needs a constraint on {', '.join(FILTERABLE)} (e.g. "
+                         f"--max-params 100k) to filter by; the constraints given: {given}")
+    return limits
