@@ -283,15 +283,24 @@ class Study:
                              "or a trial timeout")
         self._limit_by_memory()
         config = self.config
+        # Nothing is written before every setting is known to work: a refusal leaves no
+        # run directory behind (and a corrected command needs no --force-new).
+        self.fidelity = config.fidelity or self.evaluator.default_fidelity
+        if config.fidelity is not None:  # a bad spec fails here, not in every trial
+            self.evaluator.check_fidelity(config.fidelity)
+        for fidelity in self.strategy.fidelities:
+            try:
+                self.evaluator.check_fidelity(fidelity)
+            except EpnasError as exc:
+                raise EpnasError(f"strategy {config.strategy!r} asks for fidelity "
+                                 f"{fidelity!r}: {exc}") from None
+        self._check_metrics(config.objective())
         # EEEA early exit: rejected candidates never reach the evaluator or the store
         self.strategy = early_exit(self.strategy, self.evaluator.costs, config.filters)
         self.objective: Objective = config.objective()
         self.strategy.attach(SearchContext(
             trials=config.trials, workers=config.workers if config.ray is None else 1,
             objective=self.objective, costs=self.evaluator.costs))
-        self.fidelity = config.fidelity or self.evaluator.default_fidelity
-        if config.fidelity is not None:  # a bad spec fails here, not in every trial
-            self.evaluator.check_fidelity(config.fidelity)
         self.progress = progress
         self.stop_reason: str | None = None
         seeds = _seed_genomes(config, force_new)
@@ -336,6 +345,30 @@ class Study:
         candidate of this study measures and costs before the first trial."""
         rng = np.random.default_rng(self.config.seed)
         return [self.space.sample(rng) for _ in range(n)]
+
+    def _check_metrics(self, objective: Objective) -> None:
+        """Refuse a constraint on a metric the evaluator's results will not carry.
+
+        A result carries the evaluator's :meth:`~epnas.evaluators.Evaluator.costs` and the
+        metrics it declares (``Evaluator.metrics``); the costs are those of a genome
+        sampled from the space. An evaluator whose costs fail there (a space without a
+        cost model) is not judged: its results are.
+        """
+        wanted = {c.metric for c in objective.constraints} | {objective.metric}
+        if wanted <= set(self.evaluator.metrics):
+            return
+        try:
+            known = set(self.evaluator.costs(self._typical_genomes(1)[0]))
+        except Exception:
+            return
+        known |= set(self.evaluator.metrics)
+        for metric in sorted(wanted - known):
+            hint = ("; it measures latency with the option latency=true (--evaluator-opt "
+                    "latency=true)" if metric == "latency" and
+                    self.config.evaluator == "training" else "")
+            raise EpnasError(f"constraint on {metric!r}: the {self.config.evaluator} "
+                             f"evaluator does not report it; its metrics: "
+                             f"{', '.join(sorted(known))}{hint}")
 
     def _limit_by_memory(self) -> None:
         """Fewer local workers when the memory does not hold one typical trial each."""

@@ -33,6 +33,11 @@ class Evaluator(ABC):
     shares_weights: bool = False
     """Whether a study keeps a parameter-sharing dictionary for this evaluator's trials."""
 
+    metrics: tuple[str, ...] = ("accuracy",)
+    """The metrics a ``done`` result carries besides those of :meth:`costs`. A study
+    refuses a constraint on any other metric before it starts; an evaluator that reports
+    more (``train_seconds``, ``latency``, ...) names them here."""
+
     @abstractmethod
     def evaluate(self, candidate: Candidate) -> Result:
         """Measure one candidate; failures are returned as ``Result.failure``, not raised."""

@@ -115,6 +115,9 @@ class TrainingEvaluator(Evaluator):
         self.time_limit, self.device, self.val_fraction = time_limit, device, val_fraction
         self.latency = latency
         self.max_memory = max_memory
+        # what TrainResult.metrics reports, and the latency when it is measured
+        self.metrics = ("accuracy", "loss", "val_loss", "epochs", "train_seconds",
+                        "images_per_second", *(("latency",) if latency else ()))
         self._reduced: dict[tuple[float, float], Dataset] = {}
         for name in self.fidelities:  # bad overrides fail now, not in every trial
             self.schedule(name, self._data or dataset)

@@ -88,6 +88,14 @@ class Strategy(ABC):
         (on resume too, with the budget of the resumed run)."""
         self.context = context
 
+    @property
+    def fidelities(self) -> tuple[str, ...]:
+        """The fidelities this strategy's candidates name (empty: they name none and the
+        study's applies). A study checks each with its evaluator before it starts; the
+        default is the ``fidelity`` option of strategies that have one."""
+        fidelity = getattr(self.options, "fidelity", None)
+        return (fidelity,) if isinstance(fidelity, str) else ()
+
     @classmethod
     def supports(cls, space: Space) -> bool:
         return cls.supported_spaces is None or space.name in cls.supported_spaces

@@ -85,6 +85,10 @@ class EcoNAS(Strategy):
         self.entered = 0  # genomes that survived the last level, ever
         self.history: list[dict[str, float]] = []
 
+    @property
+    def fidelities(self) -> tuple[str, ...]:
+        return self.levels
+
     def promoted(self, n: int) -> int:
         """How many of ``n`` genomes of a level the next level evaluates."""
         return max(1, min(n, round(self.options.promote * n)))

@@ -39,5 +39,6 @@ def test_training_evaluator_measures_latency_for_a_constraint() -> None:
     evaluator = TrainingEvaluator("digits", latency=True, schedule={"epochs": 1})
     result = evaluator.evaluate(Candidate(genome, "prediction"))
     assert result.status == "done" and result.metrics["latency"] > 0
+    assert "latency" in evaluator.metrics and set(evaluator.metrics) <= set(result.metrics)
     tight = epnas.objective.Objective.of([f"latency::{result.metrics['latency'] / 4}"])
     assert not tight.feasible(result.metrics)

@@ -30,6 +30,7 @@ def test_deterministic_bounded_and_costed(space: epnas.Space) -> None:
         cost = epnas.cost(candidate.genome, (1, 8, 8), 10)
         assert {k: result.metrics[k] for k in cost.as_dict()} == cost.as_dict()
         assert result.metrics["train_seconds"] == 0.0
+        assert set(evaluator.metrics) <= set(result.metrics)
     assert evaluator.queries == 10
 
 

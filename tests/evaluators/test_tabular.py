@@ -49,6 +49,7 @@ def test_the_two_best_cells_and_a_cut_cell(shared: TabularEvaluator) -> None:
         result = shared.evaluate(ask(arch))
         assert result.status == "done"
         assert result.metrics["accuracy"] == pytest.approx(0.943733, abs=1e-12)
+        assert set(shared.metrics) <= set(result.metrics)
     assert shared.evaluate(ask(NO_PATH)).metrics["accuracy"] == pytest.approx(0.10)
     assert shared.best() == (BEST, pytest.approx(0.943733))  # first of the tie in file order
     assert len(shared) == 15625

@@ -35,6 +35,8 @@ def test_trains_digits_well_above_chance_with_costs() -> None:
     assert result.metrics["params"] == genome_cost.params
     assert result.metrics["flops"] == genome_cost.flops
     assert result.metrics["epochs"] == 4 and result.metrics["train_seconds"] > 0
+    # what a study lets constraints use before the first trial (issue 16)
+    assert set(evaluator.metrics) | set(evaluator.costs(small_cnn())) <= set(result.metrics)
 
 
 def test_same_seed_same_accuracy() -> None:

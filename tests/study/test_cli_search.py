@@ -154,12 +154,37 @@ def test_bad_config_file(tmp_path: Path, capsys: pytest.CaptureFixture, yaml_tex
     (["--evaluator", "training", "--fidelity", "e=5,x=1"], "unknown key 'x'"),
     (["--space", "nb201", "--evaluator", "tabular", "--fidelity", "50ep"],
      "has no fidelity '50ep'; use one of 200ep, 12ep"),
+    # checked against the evaluator before the run directory exists (issue 16)
+    (["--constraint", "foo::1"], "constraint on 'foo': the synthetic evaluator does not "
+                                 "report it; its metrics: accuracy, bytes, flops"),
+    (["--constraint", "foo::1", "--workers", "2"], "constraint on 'foo'"),
+    (["--evaluator", "training", "--constraint", "latency::2"],
+     "it measures latency with the option latency=true"),
+    (["--evaluator", "training", "--strategy-opt", "fidelity=bogus"],
+     "strategy 'random' asks for fidelity 'bogus': unknown fidelity item 'bogus'"),
+    (["--space", "nb201", "--evaluator", "tabular", "--strategy", "econas", "--strategy-opt",
+      "levels=12ep,50ep"], "strategy 'econas' asks for fidelity '50ep'"),
 ])
 def test_bad_flags(tmp_path: Path, capsys: pytest.CaptureFixture, flags: list[str],
                    message: str) -> None:
     out = tmp_path / "run"
     assert message in bad(["search", *FAST, *flags, "--out", str(out)], capsys)
     assert not out.exists()
+
+
+def test_an_unknown_constraint_metric_fails_at_once_and_leaves_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It was reported after a trial had trained, in a run directory that then refused
+    the corrected command without --force-new."""
+    monkeypatch.chdir(tmp_path)
+    err = bad(["search", *FAST, "--trials", "2", "--constraint", "foo::1"], capsys)
+    assert "constraint on 'foo'" in err
+    assert list(tmp_path.iterdir()) == []  # not even the default runs/ directory
+    out = tmp_path / "run"
+    bad(["search", *FAST, "--trials", "2", "--constraint", "foo::1", "--out", str(out)], capsys)
+    assert not out.exists()
+    assert main(["search", *FAST, "--trials", "2", "--constraint", "params::1M", "--out",
+                 str(out)]) == 0
 
 
 def test_missing_dataset_path(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

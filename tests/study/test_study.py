@@ -155,8 +155,14 @@ def test_no_feasible_model_reports_the_least_violating() -> None:
 
 
 def test_a_constraint_on_a_metric_the_evaluator_lacks_is_a_clear_error() -> None:
-    study = Study(strategy="random", evaluator="synthetic", trials=3,
-                  constraints=["latency::5"])
+    with pytest.raises(EpnasError, match="constraint on 'latency': the synthetic evaluator "
+                                         "does not report it; its metrics: accuracy, bytes"):
+        Study(strategy="random", evaluator="synthetic", trials=3, constraints=["latency::5"])
+
+    class Declares(SyntheticEvaluator):  # declares latency but does not report it
+        metrics = ("accuracy", "latency")
+
+    study = Study(strategy="random", evaluator=Declares(), trials=3, constraints=["latency::5"])
     with pytest.raises(EpnasError, match="'latency', but the evaluator reports only"):
         study.run()
 
