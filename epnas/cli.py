@@ -268,16 +268,17 @@ def _run_study(config: StudyConfig, args: argparse.Namespace, *, force_new: bool
         console.print(f"epnas: {study.worker_limit}")
     config = study.config  # what the run uses (its workers capped to the machine)
     start = study.summary()
+    trials, why = study.trial_budget()
     live = stream.isatty() and not args.quiet
-    reporter = (LiveReporter(config, start, stream, config.out) if live
-                else LineReporter(config, start, stream))
+    reporter = (LiveReporter(config, start, stream, config.out, budget=trials) if live
+                else LineReporter(config, start, stream, budget=trials))
     study.progress = reporter.trial
-    budget = [f"{config.trials} trials"] if config.trials else []
+    budget = [f"{trials} trials" + (f": {why}" if why else "")] if trials else []
     budget += [f"{duration(config.time)}"] if config.time else []
     verb = "resuming" if start.trials else "searching"
     console.print(f"epnas: {verb} {config.space} with {config.strategy}, evaluator "
-                  f"{config.evaluator} ({' / '.join(budget) or 'no budget'}, "
-                  f"{_executor_text(config)}); run: {config.out}")
+                  f"{config.evaluator} ({' / '.join(budget) or 'no budget'}"
+                  f"{'; ' if why else ', '}{_executor_text(config)}); run: {config.out}")
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     code = 0
     try:
@@ -288,8 +289,11 @@ def _run_study(config: StudyConfig, args: argparse.Namespace, *, force_new: bool
                 print(f"epnas: {exc}", file=sys.stderr)
                 summary, code = study.summary(), EXIT_FAILED
             except KeyboardInterrupt as exc:
-                console.print(f"epnas: stopped after {study.store.count()} trials; resume "
-                              f"with: epnas resume {config.out}")
+                stopped = study.summary()
+                again = stopped.trials - stopped.finished
+                rerun = f" ({again} unfinished run again on resume)" if again else ""
+                console.print(f"epnas: stopped after {stopped.finished} finished trials"
+                              f"{rerun}; resume with: epnas resume {config.out}")
                 return EXIT_TERMINATED if isinstance(exc, _Terminated) else EXIT_INTERRUPTED
     finally:
         signal.signal(signal.SIGTERM, previous)

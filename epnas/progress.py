@@ -63,17 +63,24 @@ def trial_text(record: TrialRecord) -> str:
 class Reporter:
     """Counts trials and keeps the best feasible one; subclasses display them.
 
+    Trials count when they finish: a trial an interrupted run left queued or running
+    counts once, when the resumed run finishes it.
+
     Args:
         config: the study's config (for the budgets).
         start: the summary when the run (re)starts.
         stream: where to write.
+        budget: the trials the run will use (default ``config.trials``; fewer when the
+            strategy's own schedule ends first, :meth:`~epnas.study.Study.trial_budget`).
     """
 
-    def __init__(self, config: StudyConfig, start: Summary, stream: TextIO) -> None:
+    def __init__(self, config: StudyConfig, start: Summary, stream: TextIO, *,
+                 budget: int | None = None) -> None:
         self.config = config
         self.stream = stream
-        self.trials = start.trials
-        self.first = start.trials
+        self.total = config.trials if budget is None else budget
+        self.trials = start.finished
+        self.first = start.finished
         self.best = start.best if start.feasible else None
         self.started = time.monotonic()
         self.elapsed_before = start.elapsed
@@ -89,7 +96,7 @@ class Reporter:
         """Display one new trial."""
 
     def budget(self) -> str:
-        total = "" if self.config.trials is None else f"/{self.config.trials}"
+        total = "" if self.total is None else f"/{self.total}"
         return f"{self.trials}{total}"
 
     def eta(self) -> str | None:
@@ -97,8 +104,8 @@ class Reporter:
         session = time.monotonic() - self.started
         candidates = []
         done = self.trials - self.first
-        if self.config.trials is not None and done > 0:
-            candidates.append((self.config.trials - self.trials) * session / done)
+        if self.total is not None and done > 0:
+            candidates.append((self.total - self.trials) * session / done)
         if self.config.time is not None:
             candidates.append(self.config.time - self.elapsed_before - session)
         return duration(max(0.0, min(candidates))) if candidates else None
@@ -124,8 +131,8 @@ class LiveReporter(Reporter):
     """A live panel: budget, episode and step, best feasible, throughput, ETA, last trials."""
 
     def __init__(self, config: StudyConfig, start: Summary, stream: TextIO,
-                 run_dir: str | None) -> None:
-        super().__init__(config, start, stream)
+                 run_dir: str | None, *, budget: int | None = None) -> None:
+        super().__init__(config, start, stream, budget=budget)
         self.run_dir = run_dir
         self.recent: deque[TrialRecord] = deque(maxlen=6)
         self.info: Mapping[str, Any] = {}

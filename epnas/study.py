@@ -132,6 +132,12 @@ class Summary:
     stop_reason: str | None = None
     skipped: int = 0  # candidates the filters replaced before evaluation
 
+    @property
+    def finished(self) -> int:
+        """Trials with a result (done, cached or failed): not those queued or running,
+        which a resumed run evaluates again."""
+        return sum(self.counts.get(s, 0) for s in ("done", "cached", "failed"))
+
     def to_dict(self) -> dict[str, Any]:
         return {"run_dir": self.run_dir, "counts": dict(self.counts), "trials": self.trials,
                 "trial_budget": self.trial_budget, "elapsed": self.elapsed,
@@ -394,6 +400,17 @@ class Study:
             pool.limit(limit.workers)
 
     # --- public API ------------------------------------------------------------------------
+
+    def trial_budget(self) -> tuple[int | None, str | None]:
+        """The trials this run will use at most, and why when that is fewer than its
+        trial budget (the strategy's own schedule ends first); None: no trial limit."""
+        planned = self.strategy.planned_trials()
+        budget = self.config.trials
+        if planned is None or (budget is not None and planned[0] >= budget):
+            return budget, None
+        ends = f"ends before the budget of {budget}" if budget is not None else "ends the run"
+        return planned[0], (f"the {self.config.strategy} strategy's own schedule, "
+                            f"{planned[1]}, {ends}")
 
     @classmethod
     def from_config(cls, config: StudyConfig, **kwargs: Any) -> Study:

@@ -88,6 +88,13 @@ class Strategy(ABC):
         (on resume too, with the budget of the resumed run)."""
         self.context = context
 
+    def planned_trials(self) -> tuple[int, str] | None:
+        """The most trials this strategy's own schedule asks for, and that schedule in
+        words (``4 episodes x 3 steps x 4 branches``); None (the default) when it asks
+        until the study's budget is spent. A run shows the budget it will use: the
+        smaller of this and its trial budget."""
+        return None
+
     @property
     def fidelities(self) -> tuple[str, ...]:
         """The fidelities this strategy's candidates name (empty: they name none and the

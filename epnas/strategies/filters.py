@@ -113,6 +113,9 @@ class EarlyExit(Strategy):
     def done(self) -> bool:
         return self.strategy.done
 
+    def planned_trials(self) -> tuple[int, str] | None:
+        return self.strategy.planned_trials()
+
     def stats(self) -> list[dict[str, float]]:
         return self.strategy.stats()
 

@@ -119,6 +119,9 @@ class Finite(Repeat):
     def done(self) -> bool:
         return self.asked >= self.limit
 
+    def planned_trials(self) -> tuple[int, str]:
+        return self.limit, f"{self.limit} asks"
+
 
 class Unstable(RandomSearch):
     """Random search that asks something else every time it is created (seeded from the OS),

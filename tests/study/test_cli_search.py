@@ -327,3 +327,34 @@ def test_workers_far_above_the_machine_are_capped(tmp_path: Path,
     assert main(["resume", str(out), "--trials", "6", "--workers", "500", "--quiet"]) == 0
     assert f"using {limit_workers(500, trials=6).workers} workers instead of 500: " in \
         capsys.readouterr().out
+
+
+def test_the_header_shows_the_budget_a_strategy_schedule_allows(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The header once announced the trial budget (100) of a run whose strategy was done
+    at 48."""
+    out = tmp_path / "run"
+    assert main(["search", "--strategy", "tests.study.helpers:Finite", "--evaluator",
+                 "synthetic", "--quiet", "--trials", "10", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "(4 trials: the tests.study.helpers:Finite strategy's own schedule, 4 asks, ends " \
+           "before the budget of 10; 1 worker)" in lines[0]
+    assert [line.split()[0] for line in lines[1:5]] == ["[1/4]", "[2/4]", "[3/4]", "[4/4]"]
+    assert "stopped by strategy" in "\n".join(lines)
+
+
+def test_after_an_interruption_counters_count_finished_trials_only(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Trial 3 is interrupted (Ctrl-C) while it trains: it was counted as done by the stop
+    message and again when the resumed run finished it."""
+    out = tmp_path / "run"
+    code = main(["search", *FAST, "--evaluator", "tests.study.helpers:Sleepy",
+                 "--evaluator-opt", "interrupt_at=3", "--trials", "5", "--out", str(out)])
+    assert code == 130
+    text = capsys.readouterr().out
+    assert [line.split()[0] for line in text.splitlines()[1:3]] == ["[1/5]", "[2/5]"]
+    assert "stopped after 2 finished trials (1 unfinished run again on resume)" in text
+    # the evaluator interrupts again at its 3rd evaluation: a budget of 4 needs only 2
+    assert main(["resume", str(out), "--trials", "4", "--quiet"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in lines[1:3]] == [["[3/4]", "#3"], ["[4/4]", "#4"]]
