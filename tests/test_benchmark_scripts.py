@@ -1,0 +1,41 @@
+"""The benchmark scripts' smoke configurations run end to end (their figures are not checked)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ROWS = ["epnas", "epnas[lr=0]", "evolution", "random+filter"]
+
+
+def test_constrained_search_smoke(tmp_path: Path) -> None:
+    # digits is bundled, so this runs anywhere; 2 seeds so that Welch's t is defined
+    out = tmp_path / "out.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "constrained_search.py"), "--smoke",
+         "--dataset", "digits", "--seeds", "2", "--json", str(out),
+         "--cache", str(tmp_path / "medium")],
+        cwd=tmp_path, env={**os.environ, "CI": "true"}, capture_output=True, text=True,
+        stdin=subprocess.DEVNULL, timeout=300)
+    assert done.returncode == 0, done.stderr
+    for row in ROWS:  # labels with brackets are printed as written, not eaten as markup
+        assert row in done.stdout
+    report = json.loads(out.read_text())
+    assert report["reference"] == "epnas"
+    assert len(report["runs"]) == 2 * len(ROWS) * 2
+    assert 0 < report["constraint"]["random_share"] <= 1
+    assert report["config"]["time_budget"] > 0
+    for comparison in ("trials", "time"):
+        result = report["results"][comparison]
+        assert [r["strategy"] for r in result["rows"]] == ROWS
+        assert all(r["seeds"] == 2 for r in result["rows"])
+        assert [v["strategy"] for v in result["versus"]] == ROWS[1:]
+    trials = [r for r in report["runs"] if r["comparison"] == "trials"]
+    assert all(r["trials"] <= 4 for r in trials)
+    keys = {r["best_key"] for r in report["runs"] if r["best_key"]}
+    assert keys <= set(report["medium"])
+    assert all(m["test"] is not None for m in report["medium"].values())
