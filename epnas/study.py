@@ -282,6 +282,7 @@ class Study:
         else:
             assert self.spec is not None
             self.evaluator = self.spec.create()
+        self.evaluator.prepare()  # bad data ends the run here, before anything is written
         if self._executor is None and self.spec is None and (
                 config.workers > 1 or config.ray or config.trial_timeout):
             raise EpnasError("an Evaluator instance runs inline only: give the evaluator by "

@@ -667,6 +667,11 @@ def _folder(root: Path | None, image_size: int | None) -> _Source:
             )
     else:
         train, test = _scan(root, layout), {}
+    if len(train) < 2:  # every network would score 100 %: nothing to search for
+        where = root / "train" if test else root
+        raise DatasetError(f"folder: {where} holds one class directory ({next(iter(train))}); "
+                           "a classifier needs at least two classes: give each class its "
+                           "own directory")
     files = tuple(p for group in (train, test) for paths in group.values() for p in paths)
     read = partial(_read_folder, train, test, size)
     return _Source(f"folder:{root.resolve()}:{size}", files, read)

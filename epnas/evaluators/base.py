@@ -46,6 +46,12 @@ class Evaluator(ABC):
         """Measure one trial of a study, given where its files go (default: ``evaluate``)."""
         return self.evaluate(candidate)
 
+    def prepare(self) -> None:  # noqa: B027 (most evaluators need nothing prepared)
+        """Load and check what every evaluation needs (a data set), raising
+        :class:`EpnasError` on what is wrong; a study calls it before it writes anything,
+        so bad data stops a run before its first trial rather than failing every trial.
+        """
+
     def check_fidelity(self, fidelity: str) -> None:
         """Raise :class:`EpnasError` when this evaluator cannot train at ``fidelity``.
 

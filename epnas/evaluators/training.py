@@ -140,6 +140,11 @@ class TrainingEvaluator(Evaluator):
         """Named fidelities and reduced-setting strings (``c=0.25,r=0.5,s=0.5,e=5``)."""
         self.schedule(fidelity, self._data or self.dataset)
 
+    def prepare(self) -> None:
+        """Load the data set: an unreadable image or a single class is reported before
+        the first trial (and workers then read the data set's cache)."""
+        _ = self.loaded
+
     @property
     def loaded(self) -> Dataset:
         """The data set, loaded on first use (once per worker process)."""

@@ -459,6 +459,10 @@ def test_folder_errors(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="holds no png/jpg/jpeg image"):
         load("folder", tmp_path)
     (tmp_path / "empty" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(DatasetError, match=r"holds one class directory \(empty\); a "
+                                           "classifier needs at least two classes"):
+        load("folder", tmp_path)
+    write_images(tmp_path / "other", 2, rgb=False)
     with pytest.raises(DatasetError, match=r"cannot read image .*broken\.png"):
         load("folder", tmp_path)
 

@@ -358,3 +358,40 @@ def test_after_an_interruption_counters_count_finished_trials_only(
     assert main(["resume", str(out), "--trials", "4", "--quiet"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[:2] for line in lines[1:3]] == [["[3/4]", "#3"], ["[4/4]", "#4"]]
+
+
+def write_pngs(directory: Path, count: int) -> list[Path]:
+    import numpy as np
+    from PIL import Image
+
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(count)
+    paths = [directory / f"img{i}.png" for i in range(count)]
+    for path in paths:
+        Image.fromarray(rng.integers(0, 256, size=(10, 10), dtype=np.uint8)).save(path)
+    return paths
+
+
+@pytest.mark.parametrize("fault", ["corrupt", "truncated", "one-class"])
+def test_bad_image_folders_stop_the_run_before_its_first_trial(
+        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
+        fault: str) -> None:
+    """One corrupt PNG once failed every trial with exit code 0, and one class scored
+    100 % everywhere; now the search stops at once and writes nothing."""
+    monkeypatch.setenv("EPNAS_CACHE", str(tmp_path / "cache"))
+    images, out = tmp_path / "images", tmp_path / "run"
+    write_pngs(images / "cat", 6)
+    if fault == "one-class":
+        message = f"folder: {images} holds one class directory (cat); a classifier needs " \
+                  "at least two classes"
+    else:
+        bad_png = write_pngs(images / "dog", 6)[3]
+        if fault == "corrupt":
+            bad_png.write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
+        else:
+            bad_png.write_bytes(bad_png.read_bytes()[:40])
+        message = f"folder: cannot read image {bad_png}: "
+    err = bad(["search", "--strategy", "random", "--dataset", "folder", "--data", str(images),
+               "--trials", "2", "--quiet", "--out", str(out)], capsys)
+    assert message in err
+    assert not out.exists()
