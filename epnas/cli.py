@@ -300,7 +300,7 @@ def _run_study(config: StudyConfig, args: argparse.Namespace, *, force_new: bool
     if args.json:
         _emit_json(args, [json.dumps(summary.to_dict())])
     else:
-        _print_summary(summary, console)
+        _print_summary(summary, console, study.early_stop_warning())
     return code
 
 
@@ -311,7 +311,7 @@ def _executor_text(config: StudyConfig) -> str:
     return f"{config.workers} worker{'s' * (config.workers > 1)}"
 
 
-def _print_summary(summary: Summary, console: Console) -> None:
+def _print_summary(summary: Summary, console: Console, warning: str | None = None) -> None:
     best = summary.best
     if best is None:
         console.print("no trial finished with a result")
@@ -332,6 +332,8 @@ def _print_summary(summary: Summary, console: Console) -> None:
                   f"{duration(summary.elapsed)}; stopped by {summary.stop_reason}")
     if summary.skipped:
         console.print(f"{summary.skipped} candidates skipped by the filters before evaluation")
+    if warning is not None:
+        console.print(f"[yellow]warning:[/] {warning}")
     if summary.run_dir:
         console.print(f"run: {summary.run_dir}  (epnas status {summary.run_dir}; continue with "
                       f"epnas resume {summary.run_dir} --trials N)")

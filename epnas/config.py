@@ -68,10 +68,13 @@ def default_evaluator(space: str) -> str:
 
 def default_preset(strategy: str, evaluator: str) -> str | None:
     """The strategy's preset for a study that names none: ``tabular`` for table lookups,
-    ``quick`` otherwise (the default command-line run), when the strategy has them."""
+    ``quick`` otherwise (the default command-line run), when the strategy has them and its
+    defaults do not size themselves from the budget (``auto_preset``)."""
     from epnas.strategies import STRATEGIES
 
     _, cls = STRATEGIES.resolve(strategy)
+    if not cls.auto_preset:
+        return None
     wanted = "tabular" if evaluator == "tabular" else "quick"
     return wanted if wanted in cls.presets else None
 

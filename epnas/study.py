@@ -52,6 +52,8 @@ links to its source trial's files.
 
 from __future__ import annotations
 
+import logging
+
 import json
 import math
 import os
@@ -94,6 +96,8 @@ from epnas.strategies.base import STRATEGIES, SearchContext, Strategy
 from epnas.strategies.filters import EarlyExit, early_exit
 from epnas.train.sharing import SharedWeights
 from epnas.trial import Candidate, Result, TrialContext
+
+logger = logging.getLogger(__name__)
 
 CSV_INTERVAL = 10.0  # seconds between trials.csv exports during a run (always at the end)
 CHECKPOINT_INTERVAL = 2.0  # seconds between strategy checkpoints (always at the end)
@@ -468,6 +472,8 @@ class Study:
             raise
         finally:
             self.store.set_meta({"elapsed": self.elapsed})
+        if (warning := self.early_stop_warning()) is not None:
+            logger.warning(warning)
             self.store.export_csv()
             if self._unsaved is not None:
                 self._checkpoint(self._unsaved)
@@ -487,6 +493,16 @@ class Study:
             if self.run_dir is not None:
                 (self.run_dir / "config.yaml").write_text(self.config.to_yaml())
         return self.run()
+
+    def early_stop_warning(self) -> str | None:
+        """Why the run ended before its trial budget, when the strategy's own schedule
+        ended it (None otherwise)."""
+        budget = self.config.trials
+        if self.stop_reason != "strategy" or budget is None or self._count >= budget:
+            return None
+        return (f"the {self.config.strategy} strategy's own schedule ended after "
+                f"{self._count} of the {budget} trials asked for; give it a longer "
+                "schedule (its preset or episodes option) to use the whole budget")
 
     def best(self) -> TrialRecord | None:
         """The best feasible trial; when none is feasible, the least-violating one."""

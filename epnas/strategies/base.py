@@ -58,6 +58,9 @@ class Strategy(ABC):
     # named option sets (``--preset``): ``paper`` (the method's published values),
     # ``tabular`` (tuned for NAS-Bench-201 lookups), ``quick`` (the default CLI run)
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    # whether a study naming no preset takes ``tabular`` / ``quick`` where defined (False
+    # for strategies whose defaults already size themselves from the study's budget)
+    auto_preset: ClassVar[bool] = True
     # Candidates per worker a parallel Study may ask in one batch. More than 1 only where
     # asking ahead changes nothing that is asked (the asks do not depend on results not
     # yet told): workers then start another candidate as soon as they finish one instead

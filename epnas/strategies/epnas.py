@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -34,34 +35,74 @@ from torch import nn
 from epnas.spaces.base import Space
 from epnas.spaces.genome import SCALE_CHOICES, ActionSpace, Decision, Genome
 from epnas.spaces.registry import load_genome
-from epnas.strategies.base import Strategy, StrategyOptions
+from epnas.strategies.base import SearchContext, Strategy, StrategyOptions
 from epnas.trial import Candidate, Result
 
 DEFAULT_STEPS = {"layerwise": 10, "cellwise": 5}  # the paper's T per search mode; else 5
+RESAMPLE_FIRST = 5  # re-samples from a branch's own network before it walks on
 
 
 class EPNASOptions(StrategyOptions):
-    """EPNAS hyper-parameters (paper defaults)."""
+    """EPNAS hyper-parameters. ``None`` sizes a value from the study's budget and workers;
+    ``--preset paper`` gives the paper's values (docs/epnas.md lists every departure)."""
 
-    branches: int = Field(8, ge=1)  # B: networks transformed in parallel per step
-    steps: int | None = Field(None, ge=1)  # T per episode (None: 10 layerwise, 5 otherwise)
-    episodes: int = Field(15, ge=1)  # E
-    top_k: int = Field(8, ge=1)  # best networks of an episode that seed the next one
-    seeds_from: Literal["episode", "history"] = "episode"  # where the top-k come from
-    prefer_feasible: bool = False  # rank seeds feasible-first, then by reward
+    branches: int | None = Field(None, ge=1)  # B: networks transformed in parallel per step
+    steps: int | None = Field(None, ge=1)  # T: steps per episode
+    episodes: int | None = Field(None, ge=1)  # E (None: until the study's budget is spent)
+    top_k: int | None = Field(None, ge=1)  # best networks that seed the next episode
+    seeds_from: Literal["episode", "history"] = "history"  # where the top-k come from
+    prefer_feasible: bool = True  # rank seeds feasible-first, then by reward
     start_depth: int | None = Field(None, ge=0)  # units of the first random networks
+    evaluate_start: bool = True  # evaluate the first networks before transforming them
+    explore: float = Field(0.25, ge=0, le=1)  # share of each step's branches given a new
+    #                                          random network instead of a transformation
     fidelity: str | None = None  # evaluator fidelity (None: the evaluator's default)
-    lr: float = Field(6e-4, gt=0)  # Adam learning rate
+    lr: float = Field(1e-3, ge=0)  # Adam learning rate (0: a frozen policy, the control)
+    advantage: Literal["reward", "transform"] = "transform"  # R - b, or R - R(parent) - b
     baseline_decay: float = Field(0.9, ge=0, lt=1)  # moving-average baseline decay
     entropy_weight: float = Field(0.0, ge=0)  # entropy bonus in the policy loss
-    normalize_advantages: bool = False  # divide advantages by their std per update
-    update_every: Literal["episode", "step"] = "episode"  # when REINFORCE updates
-    avoid_repeats: int = Field(0, ge=0)  # re-sample a step up to N times if it proposes
-    #                                      a network this search already evaluated
+    normalize_advantages: bool = True  # divide advantages by their std per update
+    update_every: Literal["episode", "step"] = "step"  # when REINFORCE updates
+    prior_lr: float | None = Field(0.05, ge=0)  # learning rate of the output biases
+    #                              (each decision's state-independent preference; None: lr)
+    avoid_repeats: int = Field(20, ge=0)  # re-sample a step up to N times if it proposes
+    #                                       a network this search already evaluated
+    avoid_infeasible: int = Field(20, ge=0)  # ... or one the cost model finds outside a
+    #                                           constraint (before it costs an evaluation)
     embed: int = Field(32, ge=1)  # token / decision embedding width
     encoder_hidden: int = Field(32, ge=1)  # LSTM over the layers (network embedding)
     head_hidden: int = Field(128, ge=1)  # scale and insert LSTM heads
     init_range: float = Field(0.1, gt=0)  # uniform initialisation U[-r, r]
+
+
+PAPER = {"branches": 8, "episodes": 15, "top_k": 8, "seeds_from": "episode",
+         "prefer_feasible": False, "evaluate_start": False, "explore": 0.0, "lr": 6e-4,
+         "prior_lr": None, "advantage": "reward", "normalize_advantages": False,
+         "update_every": "episode", "avoid_repeats": 0, "avoid_infeasible": 0}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The schedule a search runs: the options, with the budget-sized values filled in."""
+
+    branches: int
+    steps: int
+    episodes: int | None  # None: until the study's budget is spent
+    top_k: int
+
+    @classmethod
+    def of(cls, options: EPNASOptions, space: Space, context: SearchContext) -> Schedule:
+        """Values the options leave open, sized from the trial budget and the workers:
+        B is a multiple of the workers near 8 (fewer on budgets under 64 queries, so
+        that selection happens often), one step per episode, the best B/2 seed."""
+        workers = max(1, context.workers)
+        budget = context.trials
+        wanted = 8 if budget is None else max(2, min(8, budget // 8))
+        branches = options.branches or workers * max(1, round(wanted / workers))
+        steps = options.steps or (1 if options.seeds_from == "history"
+                                  else DEFAULT_STEPS.get(space.name, 5))
+        top_k = options.top_k or max(1, branches // 2)
+        return cls(branches, steps, options.episodes, top_k)
 
 
 class Policy(nn.Module):
@@ -242,46 +283,70 @@ class EPNAS(Strategy):
     # batch may hold the whole step (``ask`` gives no more than what is left of it).
     lookahead = 8
     presets: ClassVar[dict[str, dict[str, Any]]] = {
-        "paper": {},
-        # The default command-line run: a few minutes on 2 CPU cores with real training.
-        "quick": {"branches": 4, "steps": 3, "episodes": 4, "start_depth": 3,
-                  "seeds_from": "history", "avoid_repeats": 5},
-        # Tabular lookups cost nothing, so queries are the budget (100-300): select often
-        # (one step per episode, seeds from the best 4 ever seen), never re-query a cell,
-        # and learn from every step with normalised advantages. See docs/epnas.md.
-        "tabular": {"steps": 1, "episodes": 1000, "top_k": 4, "seeds_from": "history",
-                    "prefer_feasible": True,
-                    "avoid_repeats": 20, "update_every": "step",
-                    "normalize_advantages": True, "lr": 5e-3},
+        # The paper's values: B = 8 random large networks, T = 10 / 5 steps, E = 15,
+        # the episode's top 8 seed the next, one update per episode, no re-sampling.
+        "paper": PAPER,
+        # The command line's former default: 48 trainings, small start networks.
+        "quick": {"branches": 4, "steps": 3, "episodes": 4, "start_depth": 3},
+        # Former NAS-Bench-201 preset: one step per episode from the best 4 ever seen.
+        "tabular": {"steps": 1, "top_k": 4, "lr": 5e-3},
     }
+    auto_preset = False  # the defaults size themselves from the budget: no preset implied
 
     def __init__(self, space: Space, seed: int = 0, **options: Any) -> None:
         super().__init__(space, seed, **options)
         o = self.options
-        self.steps = o.steps or DEFAULT_STEPS.get(space.name, 5)
         self.groups = len(space.actions(space.sample(np.random.default_rng(0))).scale)
         vocab = {name: len(choices) for name, choices in space.decision_vocabulary().items()}
         self.policy = Policy(space.vocab_size, len(space.token_fields), vocab, o)
         self.policy.reset_parameters(o.init_range, torch.Generator().manual_seed(seed))
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=o.lr)
+        self.optimizer = torch.optim.Adam(self._parameter_groups(), lr=o.lr)
+        self.schedule = Schedule.of(o, space, self.context)
         self.episode = 0
         self.step = 0
         self.branches: list[Genome] | None = None  # current network of every branch
+        self.parent_rewards: list[float | None] = []  # reward of every branch's network
         self.queue: list[Candidate] = []  # asked-for candidates of this step, not yet handed out
         self.pending: list[dict[str, Any] | None] = []  # per branch: trajectory + result
         self.records: list[dict[str, Any]] = []  # decisions and rewards awaiting an update
         self.episode_results: list[dict[str, Any]] = []
         self.history: list[dict[str, Any]] = []  # best results so far (seeds_from=history)
-        self.seen: set[str] = set()
+        self.rewards: dict[str, float] = {}  # reward of every network evaluated, by key
         self.seeds: list[Genome] = []  # start networks of the first episode (start_from)
         self.baseline: float | None = None
+        self.starting = False  # the start networks' step is running
+        self.rejected = {"repeat": 0, "infeasible": 0}  # proposals re-sampled, by reason
         self._stats: list[dict[str, float]] = []
+
+    def _parameter_groups(self) -> list[dict[str, Any]]:
+        """The output biases (each decision's prior, independent of the network) learn at
+        ``prior_lr``; everything else at ``lr``."""
+        o = self.options
+        biases = [self.policy.scale_out.bias, *(h.bias for h in self.policy.heads.values())]
+        ids = {id(p) for p in biases}
+        rest = [p for p in self.policy.parameters() if id(p) not in ids]
+        prior_lr = o.lr if o.prior_lr is None else o.prior_lr
+        return [{"params": rest, "lr": o.lr}, {"params": biases, "lr": prior_lr}]
+
+    def attach(self, context: SearchContext) -> None:
+        super().attach(context)
+        if self.episode == 0 and self.step == 0 and self.branches is None:
+            self.schedule = Schedule.of(self.options, self.space, context)
+
+    def planned_trials(self) -> tuple[int, str] | None:
+        s = self.schedule
+        if s.episodes is None:
+            return None
+        first = 1 if self.options.evaluate_start else 0  # the start networks' own step
+        return (s.branches * (s.episodes * s.steps + first),
+                f"{s.episodes} episodes x {s.steps} steps x {s.branches} branches")
 
     # --- ask / tell ------------------------------------------------------------------
 
     @property
     def done(self) -> bool:
-        return self.episode >= self.options.episodes
+        episodes = self.schedule.episodes
+        return episodes is not None and self.episode >= episodes
 
     def start_from(self, genomes: Sequence[Genome]) -> None:
         self.seeds = self._check_seeds(genomes)
@@ -303,43 +368,101 @@ class EPNAS(Strategy):
             raise ValueError(f"unexpected result for branch {info['branch']}")
         entry["reward"] = float(result.reward if result.reward is not None else result.accuracy)
         entry["feasible"] = bool(result.feasible if result.feasible is not None else result.ok)
-        self.seen.add(candidate.key)
+        self.rewards[candidate.key] = entry["reward"]
         if not self.queue and all(p is None or "reward" in p for p in self.pending):
             self._finish_step()
 
     # --- the schedule ------------------------------------------------------------------
 
     def _prepare_step(self) -> None:
-        o = self.options
-        if self.branches is None and self.seeds:
-            self.branches = [self.seeds[b % len(self.seeds)] for b in range(o.branches)]
-        elif self.branches is None:
-            self.branches = [self.space.sample(self.rng, depth=o.start_depth)
-                             for _ in range(o.branches)]
-        proposals = self._propose(self.branches)
-        for _ in range(o.avoid_repeats):
-            repeats = self._repeats(proposals)
-            if not repeats:
+        o, b_count = self.options, self.schedule.branches
+        if self.branches is None:
+            taken: set[str] = set()
+            starts = [self.seeds[b % len(self.seeds)] for b in range(b_count)] if self.seeds \
+                else [self._start_network(taken) for _ in range(b_count)]
+            if o.evaluate_start:  # the start networks are evaluated in a step of their own
+                self._queue([(g, None) for g in starts], [None] * b_count,
+                            [None] * b_count)
+                self.branches = starts
+                self.starting = True
+                return
+            self.branches = starts
+            self.parent_rewards = [None] * b_count
+        parents, rewards = list(self.branches), list(self.parent_rewards)
+        proposals = self._propose(parents)
+        for attempt in range(max(o.avoid_repeats, o.avoid_infeasible)):
+            again = self._rejects(proposals)
+            if not again:
                 break
-            for b, again in zip(repeats, self._propose([self.branches[b] for b in repeats])):
-                proposals[b] = again
+            if attempt >= RESAMPLE_FIRST:  # a branch stuck among known neighbours walks
+                for b in again:  # on from the known network it keeps proposing
+                    known = proposals[b][0]
+                    if known.key in self.rewards and self._predicted_feasible(known):
+                        parents[b], rewards[b] = known, self.rewards[known.key]
+            for b, proposal in zip(again, self._propose([parents[b] for b in again])):
+                proposals[b] = proposal
+        if o.explore:  # fresh random networks keep the elites from settling in one basin
+            taken = {g.key for g, _ in proposals}
+            for b in range(len(proposals)):
+                if self.rng.random() < o.explore:
+                    proposals[b], parents[b], rewards[b] = (self._start_network(taken), None), \
+                        None, None
+        self._queue(proposals, [None if g is None else g.key for g in parents], rewards)
+
+    def _start_network(self, taken: set[str]) -> Genome:
+        """A random network unlike the ``taken`` ones, predicted feasible where re-sampling
+        allows."""
+        o = self.options
+        genome = self.space.sample(self.rng, depth=o.start_depth)
+        for _ in range(max(o.avoid_repeats, o.avoid_infeasible)):
+            if not self._reason(genome, taken):
+                break
+            genome = self.space.sample(self.rng, depth=o.start_depth)
+        taken.add(genome.key)
+        return genome
+
+    def _queue(self, proposals: list[tuple[Genome, dict[str, Any] | None]],
+               parents: list[str | None], parent_rewards: list[float | None]) -> None:
         self.pending = []
         for b, (genome, record) in enumerate(proposals):
-            info = {"episode": self.episode, "step": self.step, "branch": b,
-                    "parent": self.branches[b].key}
-            self.queue.append(Candidate(genome, o.fidelity, info))
+            info = {"episode": self.episode, "step": self.step, "branch": b}
+            if parents[b] is not None:
+                info["parent"] = parents[b]
+            self.queue.append(Candidate(genome, self.options.fidelity, info))
             self.pending.append({"genome": {"key": genome.key, "json": genome.to_json()},
-                                 "record": record})
+                                 "record": record, "parent_reward": parent_rewards[b]})
 
-    def _repeats(self, proposals: list[tuple[Genome, dict[str, Any]]]) -> list[int]:
-        """Branches proposing a network already evaluated or proposed earlier this step."""
-        keys = set(self.seen)
-        repeats = []
+    def _reason(self, genome: Genome, proposed: set[str]) -> str | None:
+        """Why a proposal should be drawn again (None: it is worth an evaluation)."""
+        o = self.options
+        if o.avoid_repeats and (genome.key in self.rewards or genome.key in proposed):
+            return "repeat"
+        if o.avoid_infeasible and not self._predicted_feasible(genome):
+            return "infeasible"
+        return None
+
+    def _rejects(self, proposals: list[tuple[Genome, Any]]) -> list[int]:
+        """Branches whose proposal is a repeat (of an evaluated network or of another
+        branch's proposal this step) or predicted infeasible; counted in ``rejected``."""
+        proposed: set[str] = set()
+        again = []
         for b, (genome, _) in enumerate(proposals):
-            if genome.key in keys:
-                repeats.append(b)
-            keys.add(genome.key)
-        return repeats
+            reason = self._reason(genome, proposed)
+            if reason is not None:
+                again.append(b)
+                self.rejected[reason] += 1
+            proposed.add(genome.key)
+        return again
+
+    def _predicted_feasible(self, genome: Genome) -> bool:
+        """Whether the analytic costs satisfy every constraint on a metric they give
+        (constraints on other metrics, such as latency, are left to the reward)."""
+        objective, costs = self.context.objective, self.context.costs
+        if costs is None or not objective.constraints:
+            return True
+        metrics = costs(genome)
+        return all(c.violation(float(metrics[c.metric])) == 0
+                   for c in objective.constraints if c.metric in metrics)
 
     def _propose(self, parents: list[Genome]) -> list[tuple[Genome, dict[str, Any]]]:
         """Sample one progressive step per parent; (transformed genome, decision record)."""
@@ -363,18 +486,26 @@ class EPNAS(Strategy):
         return int(self.rng.choice(len(probs), p=probs / probs.sum()))
 
     def _finish_step(self) -> None:
+        self.parent_rewards = []
         for b, entry in enumerate(self.pending):
             genome = load_genome(entry["genome"]["json"])
             self.branches[b] = genome  # type: ignore[index]
-            self.records.append({**entry["record"], "reward": entry["reward"]})
+            self.parent_rewards.append(entry["reward"])
+            if entry["record"] is not None:
+                self.records.append({**entry["record"], "reward": entry["reward"],
+                                     "parent_reward": entry["parent_reward"]})
             self.episode_results.append({"key": genome.key, "json": entry["genome"]["json"],
                                          "reward": entry["reward"],
                                          "feasible": entry["feasible"]})
         self.pending = []
         self.step += 1
-        if self.options.update_every == "step":
+        if self.options.update_every == "step" and self.records:
             self._update()
-        if self.step == self.steps:
+        if self.episode == 0 and self.options.evaluate_start and self.starting:
+            self.starting = False  # the start networks' own step: select, then episode 0
+            self.step = 0
+            self._select(self.episode_results)
+        elif self.step == self.schedule.steps:
             self._finish_episode()
 
     def _finish_episode(self) -> None:
@@ -389,34 +520,50 @@ class EPNAS(Strategy):
             "feasible_share": float(np.mean([r["feasible"] for r in results])),
             "entropy": entropy,
         })
-        o = self.options
-        self.history = _best_unique(self.history + results, o.top_k, o.prefer_feasible)
-        pool = self.history if o.seeds_from == "history" else \
-            _best_unique(results, o.top_k, o.prefer_feasible)
-        self.branches = [load_genome(pool[b % len(pool)]["json"])
-                         for b in range(self.options.branches)]
+        self._select(results)
         self.episode_results = []
         self.episode += 1
         self.step = 0
 
+    def _select(self, results: list[dict[str, Any]]) -> None:
+        """The next networks of the branches: the top-k of the history or of ``results``."""
+        o, top_k = self.options, self.schedule.top_k
+        self.history = _best_unique(self.history + results, top_k, o.prefer_feasible)
+        pool = self.history if o.seeds_from == "history" else \
+            _best_unique(results, top_k, o.prefer_feasible)
+        self.branches = [load_genome(pool[b % len(pool)]["json"])
+                         for b in range(self.schedule.branches)]
+        self.parent_rewards = [pool[b % len(pool)]["reward"]
+                               for b in range(self.schedule.branches)]
+
     _last_entropy = float("nan")
 
     def _update(self) -> float:
-        """One REINFORCE step over every recorded decision sequence; the mean entropy."""
+        """One REINFORCE step over every recorded decision sequence; the mean entropy.
+
+        The advantage is the reward (``advantage="reward"``) or the reward minus the
+        parent's (``"transform"``: what the transformation gained), minus a moving
+        baseline of the same quantity, divided by its std when ``normalize_advantages``.
+        """
+        o = self.options
         records, self.records = self.records, []
         rewards = torch.tensor([r["reward"] for r in records])
+        if o.advantage == "transform":
+            parents = [r.get("parent_reward") for r in records]
+            rewards = rewards - torch.tensor([0.0 if p is None else p for p in parents])
         if self.baseline is None:
             self.baseline = float(rewards.mean())
         advantages = rewards - self.baseline
-        if self.options.normalize_advantages and len(records) > 1:
+        if o.normalize_advantages and len(records) > 1:
             advantages = advantages / (advantages.std() + 1e-8)
         rows = [_Row(r["tokens"], record=r) for r in records]
         with _one_thread():
             log_prob, entropy = run_policy(self.policy, rows, self.groups)
             loss = -(advantages * log_prob).mean() - self.options.entropy_weight * entropy.mean()
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            if o.lr > 0 or o.prior_lr:
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
         decay = self.options.baseline_decay
         self.baseline = decay * self.baseline + (1 - decay) * float(rewards.mean())
         self._last_entropy = float(entropy.detach().mean())
@@ -432,16 +579,20 @@ class EPNAS(Strategy):
             "policy": self.policy.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "rng": self._rng_state(),
+            "schedule": asdict(self.schedule),
             "episode": self.episode,
             "step": self.step,
+            "starting": self.starting,
             "branches": None if self.branches is None else [g.to_json() for g in self.branches],
+            "parent_rewards": self.parent_rewards,
             "queue": [c.to_dict() for c in self.queue],
             "pending": self.pending,
             "records": self.records,
             "episode_results": self.episode_results,
             "history": self.history,
-            "seen": sorted(self.seen),
+            "rewards": self.rewards,
             "baseline": self.baseline,
+            "rejected": dict(self.rejected),
             "stats": self._stats,
             "last_entropy": self._last_entropy,
         }
@@ -450,16 +601,22 @@ class EPNAS(Strategy):
         self.policy.load_state_dict(state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])
         self._set_rng_state(state["rng"])
+        # the schedule sized at the start stays (a resumed run may have another budget;
+        # with episodes sized by the budget it simply goes on)
+        self.schedule = Schedule(**state["schedule"])
         self.episode, self.step = state["episode"], state["step"]
+        self.starting = state["starting"]
         branches = state["branches"]
         self.branches = None if branches is None else [load_genome(g) for g in branches]
+        self.parent_rewards = state["parent_rewards"]
         self.queue = [Candidate.from_dict(c) for c in state["queue"]]
         self.pending = state["pending"]
         self.records = state["records"]
         self.episode_results = state["episode_results"]
         self.history = state["history"]
-        self.seen = set(state["seen"])
+        self.rewards = dict(state["rewards"])
         self.baseline = state["baseline"]
+        self.rejected = dict(state["rejected"])
         self._stats = state["stats"]
         self._last_entropy = state["last_entropy"]
 

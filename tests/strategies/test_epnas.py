@@ -30,7 +30,8 @@ def test_masked_choices_get_zero_probability_and_prior_multiplies_in() -> None:
 
 @pytest.mark.parametrize("space", epnas.spaces.names())
 def test_sampling_respects_every_mask(space: str) -> None:
-    strategy = epnas.strategies.get("epnas", space, seed=3, branches=16, steps=1)
+    strategy = epnas.strategies.get("epnas", space, seed=3, branches=16, steps=1,
+                                    evaluate_start=False, explore=0)
     for candidate in strategy.ask_batch(16):
         entry = strategy.pending[candidate.info["branch"]]
         for name, mask, _, index in entry["record"]["insert"]:
@@ -56,7 +57,8 @@ def test_replayed_log_probs_equal_the_sampled_ones() -> None:
 def pool_share(lr: float, updates: int = 40) -> tuple[float, float]:
     """REINFORCE on fixed parents, rewarding an inserted avg_pool_3x3 edge: the share of
     such proposals over the first and the last 5 updates."""
-    strategy = epnas.strategies.get("epnas", "nb201", seed=0, lr=lr, normalize_advantages=True)
+    strategy = epnas.strategies.get("epnas", "nb201", seed=0, lr=lr, prior_lr=None,
+                                    normalize_advantages=True, advantage="reward")
     space = strategy.space
     pool = space.options.ops.index("avg_pool_3x3")
     parents = [space.mutate(space.genome(["nor_conv_3x3"] * 6), np.random.default_rng(i))
@@ -81,7 +83,7 @@ def test_reinforce_raises_the_probability_of_rewarded_decisions() -> None:
 
 def test_episode_schedule_and_top_k_seeding() -> None:
     strategy = epnas.strategies.get("epnas", "nb201", seed=1, branches=4, steps=2,
-                                    episodes=2, top_k=2)
+                                    episodes=2, top_k=2, evaluate_start=False, explore=0)
     rewards = {}
 
     def reward(c) -> float:
@@ -130,3 +132,67 @@ def test_policy_parameters_start_uniform_in_init_range() -> None:
     assert isinstance(strategy.policy, Policy)
     values = torch.cat([p.detach().flatten() for p in strategy.policy.parameters()])
     assert values.abs().max() <= 0.05
+
+
+def test_schedule_is_sized_from_the_budget_and_workers() -> None:
+    from epnas.strategies.base import SearchContext
+
+    strategy = epnas.strategies.get("epnas", "nb201", seed=0)
+    strategy.attach(SearchContext(trials=300, workers=3))
+    s = strategy.schedule
+    assert s.branches % 3 == 0 and s.branches >= 3 and s.episodes is None
+    assert strategy.planned_trials() is None  # runs until the study's budget
+    small = epnas.strategies.get("epnas", "nb201", seed=0)
+    small.attach(SearchContext(trials=24, workers=1))
+    assert small.schedule.branches == 3  # selection every few queries on a small budget
+    fixed = epnas.strategies.get("epnas", "nb201", seed=0, **EPNAS.presets["quick"])
+    assert fixed.planned_trials() == (4 * (4 * 3 + 1), "4 episodes x 3 steps x 4 branches")
+
+
+def test_default_epnas_uses_the_whole_budget_and_a_fixed_schedule_warns(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from epnas.study import Study
+
+    with Study(space="nb201", strategy="epnas", trials=70) as study:
+        assert study.run().trials == 70 and study.early_stop_warning() is None
+    with Study(space="nb201", strategy="epnas", preset="quick", trials=70) as study:
+        summary = study.run()
+    assert summary.stop_reason == "strategy" and summary.trials == 52
+    assert "ended after 52 of the 70 trials" in caplog.text
+
+
+def test_a_frozen_policy_never_changes() -> None:
+    strategy = epnas.strategies.get("epnas", "nb201", seed=0, lr=0, prior_lr=0)
+    before = [p.detach().clone() for p in strategy.policy.parameters()]
+    for _ in range(4):
+        tell_all(strategy, lambda c: (int(c.key, 16) % 97) / 100)
+    assert all(torch.equal(a, b) for a, b in zip(before, strategy.policy.parameters()))
+    learned = epnas.strategies.get("epnas", "nb201", seed=0)
+    for _ in range(4):
+        tell_all(learned, lambda c: (int(c.key, 16) % 97) / 100)
+    assert not all(torch.equal(a, b) for a, b in zip(before, learned.policy.parameters()))
+
+
+def test_proposals_the_cost_model_finds_infeasible_are_drawn_again() -> None:
+    from epnas.evaluators.tabular import TabularEvaluator
+    from epnas.strategies.base import SearchContext
+
+    costs = TabularEvaluator().costs
+    objective = Objective.of(["params::101306"])  # a tenth of the cells (one 1x1 conv)
+    asked = []
+    for avoid in (0, 20):
+        strategy = epnas.strategies.get("epnas", "nb201", seed=0, avoid_infeasible=avoid)
+        strategy.attach(SearchContext(trials=100, objective=objective, costs=costs))
+        batch = []
+        for _ in range(6):
+            batch += tell_all(strategy, lambda c: 0.5 + (int(c.key, 16) % 40) / 100)
+        asked.append(np.mean([objective.feasible(costs(c.genome)) for c in batch]))
+    assert asked[0] < 0.6 and asked[1] > 0.95
+
+
+def test_the_transform_advantage_credits_the_gain_over_the_parent() -> None:
+    strategy = epnas.strategies.get("epnas", "nb201", seed=0, lr=0, prior_lr=0)
+    tell_all(strategy, lambda c: 0.5)  # the start networks
+    batch = tell_all(strategy, lambda c: 0.6)  # every transformation gains 0.1
+    assert all(c.info.get("parent") for c in batch if strategy.options.explore == 0)
+    assert strategy.baseline == pytest.approx(0.1)  # the mean gain, not the mean reward

@@ -47,9 +47,21 @@ def test_random_and_evolution_ask_the_best_genomes_first(source: Path, tmp_path:
         assert all(info.get("origin") != "seed" for _, info in trials[len(best):])
 
 
-def test_epnas_transforms_the_seeds_in_its_first_episode(source: Path) -> None:
+def test_epnas_evaluates_the_seeds_then_transforms_them(source: Path) -> None:
     best = [t.key for t in best_genomes(source)]
-    study = Study(strategy="epnas", strategy_options={"branches": 3, "steps": 1},
+    study = Study(strategy="epnas", strategy_options={"branches": 3, "top_k": 3, "explore": 0},
+                  evaluator="synthetic", max_params="100k", trials=6, init_from=source)
+    with study:
+        study.run()
+        trials = study.trials()
+    assert [t.key for t in trials[:3]] == [best[b % len(best)] for b in range(3)]
+    assert {t.info["parent"] for t in trials[3:]} <= set(best[:3])
+
+
+def test_epnas_without_evaluate_start_transforms_the_seeds_at_once(source: Path) -> None:
+    best = [t.key for t in best_genomes(source)]
+    study = Study(strategy="epnas", strategy_options={"branches": 3, "steps": 1,
+                                                      "evaluate_start": False, "explore": 0},
                   evaluator="synthetic", max_params="100k", trials=3, init_from=source)
     with study:
         study.run()
