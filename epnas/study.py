@@ -52,9 +52,8 @@ links to its source trial's files.
 
 from __future__ import annotations
 
-import logging
-
 import json
+import logging
 import math
 import os
 import platform
