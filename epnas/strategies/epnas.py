@@ -39,6 +39,7 @@ from epnas.strategies.base import SearchContext, Strategy, StrategyOptions
 from epnas.trial import Candidate, Result
 
 DEFAULT_STEPS = {"layerwise": 10, "cellwise": 5}  # the paper's T per search mode; else 5
+PRIOR_LR_FACTOR = 50  # output biases learn this much faster than the rest by default
 RESAMPLE_FIRST = 5  # re-samples from a branch's own network before it walks on
 
 
@@ -63,8 +64,8 @@ class EPNASOptions(StrategyOptions):
     entropy_weight: float = Field(0.0, ge=0)  # entropy bonus in the policy loss
     normalize_advantages: bool = True  # divide advantages by their std per update
     update_every: Literal["episode", "step"] = "step"  # when REINFORCE updates
-    prior_lr: float | None = Field(0.05, ge=0)  # learning rate of the output biases
-    #                              (each decision's state-independent preference; None: lr)
+    prior_lr: float | None = Field(None, ge=0)  # learning rate of the output biases (each
+    #         decision's preference regardless of the network; None: 50 x lr, so lr=0 freezes)
     avoid_repeats: int = Field(20, ge=0)  # re-sample a step up to N times if it proposes
     #                                       a network this search already evaluated
     avoid_infeasible: int = Field(20, ge=0)  # ... or one the cost model finds outside a
@@ -77,7 +78,7 @@ class EPNASOptions(StrategyOptions):
 
 PAPER = {"branches": 8, "episodes": 15, "top_k": 8, "seeds_from": "episode",
          "prefer_feasible": False, "evaluate_start": False, "explore": 0.0, "lr": 6e-4,
-         "prior_lr": None, "advantage": "reward", "normalize_advantages": False,
+         "prior_lr": 6e-4, "advantage": "reward", "normalize_advantages": False,
          "update_every": "episode", "avoid_repeats": 0, "avoid_infeasible": 0}
 
 
@@ -325,7 +326,7 @@ class EPNAS(Strategy):
         biases = [self.policy.scale_out.bias, *(h.bias for h in self.policy.heads.values())]
         ids = {id(p) for p in biases}
         rest = [p for p in self.policy.parameters() if id(p) not in ids]
-        prior_lr = o.lr if o.prior_lr is None else o.prior_lr
+        prior_lr = PRIOR_LR_FACTOR * o.lr if o.prior_lr is None else o.prior_lr
         return [{"params": rest, "lr": o.lr}, {"params": biases, "lr": prior_lr}]
 
     def attach(self, context: SearchContext) -> None:

@@ -57,7 +57,7 @@ def test_replayed_log_probs_equal_the_sampled_ones() -> None:
 def pool_share(lr: float, updates: int = 40) -> tuple[float, float]:
     """REINFORCE on fixed parents, rewarding an inserted avg_pool_3x3 edge: the share of
     such proposals over the first and the last 5 updates."""
-    strategy = epnas.strategies.get("epnas", "nb201", seed=0, lr=lr, prior_lr=None,
+    strategy = epnas.strategies.get("epnas", "nb201", seed=0, lr=lr, prior_lr=lr,
                                     normalize_advantages=True, advantage="reward")
     space = strategy.space
     pool = space.options.ops.index("avg_pool_3x3")
@@ -162,7 +162,7 @@ def test_default_epnas_uses_the_whole_budget_and_a_fixed_schedule_warns(
 
 
 def test_a_frozen_policy_never_changes() -> None:
-    strategy = epnas.strategies.get("epnas", "nb201", seed=0, lr=0, prior_lr=0)
+    strategy = epnas.strategies.get("epnas", "nb201", seed=0, lr=0)  # the frozen control
     before = [p.detach().clone() for p in strategy.policy.parameters()]
     for _ in range(4):
         tell_all(strategy, lambda c: (int(c.key, 16) % 97) / 100)
