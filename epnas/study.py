@@ -471,11 +471,11 @@ class Study:
             raise
         finally:
             self.store.set_meta({"elapsed": self.elapsed})
-        if (warning := self.early_stop_warning()) is not None:
-            logger.warning(warning)
             self.store.export_csv()
             if self._unsaved is not None:
                 self._checkpoint(self._unsaved)
+        if (warning := self.early_stop_warning()) is not None:
+            logger.warning(warning)
         return self.summary()
 
     def optimize(self, trials: int | None = None, time: float | str | None = None) -> Summary:

@@ -36,14 +36,16 @@ def nb201_csv(path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """``epnas``: EPNAS under a params constraint with failures; ``random``: nothing
-    feasible; ``nb201``: evolution on a table; ``cellwise``: a few random cells."""
+    """``epnas``: EPNAS under a params constraint with failures (infeasible proposals
+    allowed); ``random``: nothing feasible; ``nb201``: evolution on a table;
+    ``cellwise``: a few random cells."""
     root = tmp_path_factory.mktemp("runs")
     found = {name: root / name for name in ("epnas", "random", "nb201", "cellwise")}
     quick = ["--evaluator", "synthetic", "--quiet", "--trials"]
     table = str(nb201_csv(root / "nb201.csv"))
     for name, args in (
-            ("epnas", ["--evaluator-opt", "fail_every=7", "--max-params", "60k", *quick, "40"]),
+            ("epnas", ["--evaluator-opt", "fail_every=7", "--max-params", "60k",
+                       "--strategy-opt", "avoid_infeasible=0", *quick, "40"]),
             ("random", ["--strategy", "random", "--max-params", "200", *quick, "12"]),
             ("cellwise", ["--space", "cellwise", "--strategy", "random", *quick, "8"]),
             ("nb201", ["--space", "nb201", "--strategy", "evolution", "--evaluator", "tabular",
