@@ -316,7 +316,6 @@ class EPNAS(Strategy):
         self.seeds: list[Genome] = []  # start networks of the first episode (start_from)
         self.baseline: float | None = None
         self.starting = False  # the start networks' step is running
-        self.rejected = {"repeat": 0, "infeasible": 0}  # proposals re-sampled, by reason
         self._stats: list[dict[str, float]] = []
 
     def _parameter_groups(self) -> list[dict[str, Any]]:
@@ -444,14 +443,12 @@ class EPNAS(Strategy):
 
     def _rejects(self, proposals: list[tuple[Genome, Any]]) -> list[int]:
         """Branches whose proposal is a repeat (of an evaluated network or of another
-        branch's proposal this step) or predicted infeasible; counted in ``rejected``."""
+        branch's proposal this step) or predicted infeasible."""
         proposed: set[str] = set()
         again = []
         for b, (genome, _) in enumerate(proposals):
-            reason = self._reason(genome, proposed)
-            if reason is not None:
+            if self._reason(genome, proposed) is not None:
                 again.append(b)
-                self.rejected[reason] += 1
             proposed.add(genome.key)
         return again
 
@@ -593,7 +590,6 @@ class EPNAS(Strategy):
             "history": self.history,
             "rewards": self.rewards,
             "baseline": self.baseline,
-            "rejected": dict(self.rejected),
             "stats": self._stats,
             "last_entropy": self._last_entropy,
         }
@@ -617,7 +613,6 @@ class EPNAS(Strategy):
         self.history = state["history"]
         self.rewards = dict(state["rewards"])
         self.baseline = state["baseline"]
-        self.rejected = dict(state["rejected"])
         self._stats = state["stats"]
         self._last_entropy = state["last_entropy"]
 
