@@ -4,11 +4,10 @@ __version__ = "0.1.0"
 
 from epnas import spaces
 from epnas.config import StudyConfig
-from epnas.costmodel import Cost, cost
+from epnas.costmodel import Cost
 from epnas.errors import ActionError, EpnasError, GenomeError, SpaceError
-from epnas.nn.build import build
 from epnas.runs import Run, load_run
-from epnas.spaces import Genome, Space, load_genome
+from epnas.spaces import Genome, Space, build, cost, load_genome
 from epnas.study import Study, StudyFailed, Summary
 
 __all__ = [

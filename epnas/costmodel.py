@@ -1,7 +1,8 @@
-"""Analytic cost model: parameters, FLOPs, bytes moved and compute intensity.
+"""Analytic cost model primitives: parameters, FLOPs, bytes moved and compute intensity.
 
-Costs are computed from the genome alone, without building torch modules, and agree
-with the built network (see ``tests/test_costmodel.py``):
+Every space's ``cost`` hook walks its genome with a :class:`Tally` (``epnas.cost(genome)``
+asks the genome's space), without building torch modules; the results agree with the
+built network (see ``tests/test_costmodel.py``):
 
 * ``params``: exactly ``sum(p.numel() for p in model.parameters())``.
 * ``flops``: floating-point operations of one forward pass at batch 1, counted as
@@ -31,10 +32,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from epnas.spaces.genome import Genome
 
 FLOAT_BYTES = 4
 DEFAULT_BATCH = 128  # batch size of the ``memory`` estimate when none is given
@@ -179,10 +176,3 @@ def check_input_shape(input_shape: Iterable[int]) -> tuple[int, int, int]:
         raise ValueError(f"input_shape must be (C, H, W) with positive sizes, got {shape}")
     return shape  # type: ignore[return-value]
 
-
-def cost(genome: Genome, input_shape: tuple[int, int, int] = (3, 32, 32),
-         num_classes: int = 10) -> Cost:
-    """Analytic :class:`Cost` of ``genome`` for inputs of ``input_shape`` (C, H, W)."""
-    from epnas.spaces.registry import space_of
-
-    return space_of(genome).cost(genome, check_input_shape(input_shape), num_classes)

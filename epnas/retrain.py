@@ -31,11 +31,10 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from epnas.costmodel import cost
 from epnas.data import Dataset, load
 from epnas.errors import EpnasError, validation_message
-from epnas.nn.build import build
 from epnas.runs import FINAL_DIR, FINAL_METRICS, FINAL_WEIGHTS, Run, add_trial_arguments, load_run
+from epnas.spaces.registry import build, cost
 from epnas.store import RunLock, TrialRecord
 from epnas.train import schedules, train
 from epnas.train.trainer import Progress

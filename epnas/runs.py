@@ -30,8 +30,8 @@ from epnas.config import StudyConfig
 from epnas.errors import EpnasError
 from epnas.evaluators import EVALUATORS
 from epnas.evaluators.training import MODEL_FILE
-from epnas.nn.build import build
 from epnas.spaces.genome import Genome
+from epnas.spaces.registry import build
 from epnas.store import Store, TrialRecord
 from epnas.study import TRIALS_DIR, reported
 

@@ -7,10 +7,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from epnas.costmodel import cost
 from epnas.errors import EpnasError
 from epnas.registry import Registry
 from epnas.spaces.genome import Genome
+from epnas.spaces.registry import cost
 from epnas.trial import Candidate, Result, TrialContext
 
 if TYPE_CHECKING:
@@ -100,4 +100,5 @@ class Evaluator(ABC):
         return None
 
 
-EVALUATORS: Registry[Evaluator] = Registry("evaluator", Evaluator, EpnasError)
+EVALUATORS: Registry[Evaluator] = Registry("evaluator", Evaluator, EpnasError,
+                                          group="epnas.evaluators")

@@ -14,8 +14,8 @@ import time
 import torch
 from torch import nn
 
-from epnas.nn.build import build
 from epnas.spaces.genome import Genome
+from epnas.spaces.registry import build
 
 
 def measure_latency(model: nn.Module, input_shape: tuple[int, int, int], *,

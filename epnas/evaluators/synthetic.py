@@ -16,9 +16,10 @@ from __future__ import annotations
 import hashlib
 import math
 
-from epnas.costmodel import Cost, cost
+from epnas.costmodel import Cost
 from epnas.errors import EpnasError
 from epnas.evaluators.base import Evaluator
+from epnas.spaces.registry import cost
 from epnas.trial import Candidate, Result
 
 

@@ -22,11 +22,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from epnas.costmodel import cost
 from epnas.errors import EpnasError, GenomeError
 from epnas.evaluators.base import Evaluator
 from epnas.spaces.genome import Genome
 from epnas.spaces.nb201 import NB201_OPS, NB201Genome, NB201Options, parse_arch
+from epnas.spaces.registry import cost
 from epnas.spaces.registry import get as get_space
 from epnas.trial import Candidate, Result
 

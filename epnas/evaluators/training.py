@@ -23,14 +23,13 @@ from typing import Any, ClassVar
 
 import torch
 
-from epnas.costmodel import cost
 from epnas.data import Dataset, load, locate
 from epnas.errors import EpnasError, validation_message
 from epnas.evaluators.base import Evaluator
 from epnas.evaluators.latency import genome_latency
 from epnas.evaluators.proxy import FidelityError, Setting, reduce_data
-from epnas.nn.build import build
 from epnas.spaces.genome import Genome
+from epnas.spaces.registry import build, cost
 from epnas.train import TrainResult, schedules, train
 from epnas.train.sharing import UnitState, snapshot, unit_states
 from epnas.trial import Candidate, Result, TrialContext

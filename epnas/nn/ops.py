@@ -9,15 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from epnas.costmodel import Adapt
-
-ACTIVATIONS = ("relu", "crelu", "elu", "selu", "swish")
-POOLS = ("maxpool", "avgpool")
-
-
-def channel_factor(act: str | None) -> int:
-    """How many output channels an activation makes per input channel (CReLU doubles)."""
-    return 2 if act == "crelu" else 1
+from epnas.costmodel import Shape, adapt
 
 
 class CReLU(nn.Module):
@@ -78,13 +70,15 @@ class SamePool(nn.Module):
         return y[:, :, : x.shape[2], : x.shape[3]] if self.crop else y
 
 
-def adapter(how: Adapt, cout: int) -> nn.Module:
-    """The join rule's pooling and projection (see :mod:`epnas.costmodel`)."""
+def adapter(source: Shape, target: Shape) -> nn.Module:
+    """The join rule's pooling and projection from ``source`` to ``target`` (see
+    :mod:`epnas.costmodel`); an identity when the shapes agree."""
+    how = adapt(source, target)
     parts: list[nn.Module] = []
     if how.pool > 1:
         parts.append(pool2d("avgpool", how.pool, how.pool, 0, ceil_mode=True))
     if how.project_from is not None:
-        parts.append(conv_unit(how.project_from, cout, 1, act=None))
+        parts.append(conv_unit(how.project_from, target.c, 1, act=None))
     if not parts:
         return nn.Identity()
     return parts[0] if len(parts) == 1 else nn.Sequential(*parts)

@@ -32,11 +32,10 @@ from rich.console import Console
 from torch import nn
 
 import epnas
-from epnas.costmodel import cost
 from epnas.errors import EpnasError
 from epnas.report import codegen
 from epnas.runs import Run, add_trial_arguments, load_run
-from epnas.spaces.registry import space_of
+from epnas.spaces.registry import cost, space_of
 
 FORMATS = ("onnx", "torchscript", "pytorch", "json")
 METADATA_FILE = "metadata.json"  # inside TorchScript archives

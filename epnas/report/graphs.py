@@ -1,5 +1,5 @@
-"""Architectures as graphs: nodes (layers, branches, cell nodes) with their ops and
-output shapes, edges for inputs and skips; :func:`draw` renders one with matplotlib.
+"""Architecture graphs for the report: :func:`graph_of` asks the genome's space for its
+graph (:meth:`epnas.spaces.Space.graph`), :func:`draw` renders one with matplotlib.
 
 Nodes are drawn top to bottom in index order, which is a topological order in every
 space (a unit only reads earlier units). An edge to the next node is a straight arrow;
@@ -10,159 +10,22 @@ longer edges arc out to the left (a main input from further back) or to the righ
 from __future__ import annotations
 
 import textwrap
-from dataclasses import dataclass
 
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
-from epnas.costmodel import Shape
-from epnas.spaces.cellwise import CellwiseGenome, live_branches, parts
 from epnas.spaces.genome import Genome
-from epnas.spaces.layerwise import CONV_OPS, LayerwiseGenome
-from epnas.spaces.nb201 import EDGES, NB201Genome
+from epnas.spaces.graph import Edge, Graph, Node, shape_text
 from epnas.spaces.registry import space_of
 
-
-@dataclass(frozen=True)
-class Node:
-    """A box: ``label`` (the op), ``detail`` (parameters, output shape); ``kind`` picks the
-    colour: ``io``, ``conv``, ``pool``, ``join`` or ``dead`` (built by no path to the output).
-    """
-
-    label: str
-    detail: str = ""
-    kind: str = "conv"
-
-
-@dataclass(frozen=True)
-class Edge:
-    """Data flowing from node ``src`` to node ``dst``.
-
-    ``style``: ``main`` (a main input, solid), ``skip`` (a skip or second input, dashed,
-    drawn on the right) or ``out`` (into the output join, thin and grey).
-    """
-
-    src: int
-    dst: int
-    style: str = "main"
-    label: str = ""
-
-    @property
-    def skip(self) -> bool:
-        return self.style == "skip"
-
-
-@dataclass(frozen=True)
-class Graph:
-    title: str
-    nodes: tuple[Node, ...]
-    edges: tuple[Edge, ...]
-    note: str = ""
-
-
-def _count(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "es" if word.endswith("ch") else "s")
-
-
-def shape_text(shape: Shape) -> str:
-    return f"{shape.c}×{shape.h}×{shape.w}"
+__all__ = ["Edge", "Graph", "Node", "draw", "graph_of", "shape_text"]
 
 
 def graph_of(genome: Genome, input_shape: tuple[int, int, int] | None = None,
              num_classes: int | None = None) -> Graph | None:
     """The graph of ``genome``; shapes are shown when ``input_shape`` is given. None for a
-    space this module cannot draw (user-defined spaces: the report shows their text)."""
-    if isinstance(genome, LayerwiseGenome):
-        return _layerwise(genome, input_shape, num_classes)
-    if isinstance(genome, CellwiseGenome):
-        return _cellwise(genome, input_shape)
-    if isinstance(genome, NB201Genome):
-        return _nb201(genome, input_shape)
-    return None
-
-
-def _layerwise(g: LayerwiseGenome, input_shape: tuple[int, int, int] | None,
-               num_classes: int | None) -> Graph:
-    space = space_of(g)
-    shapes: dict[int, Shape] = {}
-    live: set[int] = set()
-    stem_detail = f"3×3, {space.options.stem_channels}"  # type: ignore[attr-defined]
-    if input_shape is not None:
-        stem, plans = space.plan(g, input_shape)  # type: ignore[attr-defined]
-        shapes = {p.index: p.out for p in plans}
-        live = set(shapes)
-        stem_detail += f" → {shape_text(stem)}"
-    nodes = [Node("input", "×".join(map(str, input_shape)) if input_shape else "", "io"),
-             Node("stem conv", stem_detail, "io")]
-    edges = [Edge(0, 1)]
-    for i, layer in enumerate(g.layers, start=1):
-        if layer.op in CONV_OPS:
-            label = f"{layer.op} {layer.width}×{layer.width}, {layer.channels}, {layer.act}"
-            kind = "conv"
-        elif layer.op == "add":
-            label, kind = "add", "join"
-        else:
-            label, kind = f"{layer.op} {layer.width}×{layer.width} /2", "pool"
-        detail = shape_text(shapes[i]) if i in shapes else ""
-        if input_shape is not None and i not in live:
-            kind, detail = "dead", "unused: no path to the output"
-        nodes.append(Node(label, detail, kind))
-        edges.append(Edge(layer.src1 + 1, i + 1))
-        if layer.src2 >= 0:
-            edges.append(Edge(layer.src2 + 1, i + 1, "skip"))
-    head = "global avg pool → linear"
-    nodes.append(Node("head", head + (f", {num_classes} classes" if num_classes else ""), "io"))
-    edges.append(Edge(len(g.layers) + 1, len(g.layers) + 2))
-    return Graph(f"layerwise, {_count(len(g.layers), 'layer')}", tuple(nodes), tuple(edges),
-                 "solid: Src1 (main input); dashed: Src2 skip, joined by addition")
-
-
-def _cellwise(g: CellwiseGenome, input_shape: tuple[int, int, int] | None) -> Graph:
-    space = space_of(g)
-    o = space.options
-    stages = space.stage_shapes(input_shape) if input_shape else []  # type: ignore[attr-defined]
-    x = stages[0] if stages else None
-    live = live_branches(g)
-    nodes = [Node("cell input", shape_text(x) if x else "", "io")]
-    edges = []
-    for b, branch in enumerate(g.branches, start=1):
-        first, second = parts(branch.type)
-        params = [f"k{branch.width}"] if branch.width else []
-        params += [f"p{branch.pool}"] if branch.pool else []
-        params.append(f"{branch.channels} ch")
-        out = f" → {shape_text(x.with_channels(branch.channels))}" if x else ""
-        detail = ", ".join(params) + out
-        kind = "conv" if "conv" in (first, second) else "pool"
-        if b not in live:
-            kind, detail = "dead", "unused: reaches no propagated branch"
-        nodes.append(Node(f"{first} + {second}", detail, kind))
-        edges.append(Edge(branch.src1, b, label=first))
-        edges.append(Edge(branch.src2, b, "skip", second))
-    kept = [b for b, br in enumerate(g.branches, start=1) if br.propagate]
-    width = sum(g.branches[b - 1].channels for b in kept)
-    detail = f"{width} ch" + (f" → 1×1 to {x.c}" if x and width != x.c else "")
-    nodes.append(Node("concat", detail, "join"))
-    edges += [Edge(b, len(nodes) - 1, "out") for b in kept]
-    macro = " → ".join(shape_text(s) for s in stages)
-    note = (f"{o.cells_per_stage} cells per stage, {o.stages} stages"  # type: ignore[attr-defined]
-            + (f" ({macro})" if macro else "") + "; solid: Src1, dashed: Src2")
-    title = f"cellwise cell, {_count(len(g.branches), 'branch')}"
-    return Graph(title, tuple(nodes), tuple(edges), note)
-
-
-def _nb201(g: NB201Genome, input_shape: tuple[int, int, int] | None) -> Graph:
-    space = space_of(g)
-    stages = space.stage_shapes(input_shape) if input_shape else []  # type: ignore[attr-defined]
-    x = shape_text(stages[0]) if stages else ""
-    nodes = (Node("node 0 (cell input)", x, "io"), Node("node 1", x, "join"),
-             Node("node 2", x, "join"), Node("node 3 (cell output)", x, "io"))
-    edges = tuple(Edge(src, dst, "skip" if op == "skip_connect" else "main", op)
-                  for op, (src, dst) in zip(g.ops, EDGES) if op != "none")
-    macro = " → ".join(shape_text(s) for s in stages)
-    n = space.options.cells_per_stage  # type: ignore[attr-defined]
-    note = f"{n} cells per stage, 3 stages" + (f" ({macro})" if macro else "") + \
-        "; each node sums its inputs; 'none' edges are left out"
-    return Graph("NAS-Bench-201 cell", nodes, edges, note)
+    space that draws nothing (the report shows its text)."""
+    return space_of(genome).graph(genome, input_shape, num_classes)
 
 
 # --- drawing ---------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Architecture spaces: registry, genomes, actions and the built-in spaces."""
+"""Architecture spaces: registry, genomes, actions and the built-in spaces (one package
+each: ``layerwise``, ``cellwise``, ``nb201``)."""
 
 from epnas.spaces.base import SamplingOptions, Space
 from epnas.spaces.cellwise import Branch, CellwiseGenome, CellwiseOptions, CellwiseSpace
@@ -16,7 +17,17 @@ from epnas.spaces.genome import (
 )
 from epnas.spaces.layerwise import Layer, LayerwiseGenome, LayerwiseOptions, LayerwiseSpace
 from epnas.spaces.nb201 import NB201Genome, NB201Options, NB201Space, parse_arch, to_arch
-from epnas.spaces.registry import get, load_genome, names, register, resolve, space_of
+from epnas.spaces.registry import (
+    build,
+    cost,
+    get,
+    load_genome,
+    names,
+    origins,
+    register,
+    resolve,
+    space_of,
+)
 
 register("layerwise")(LayerwiseSpace)
 register("cellwise")(CellwiseSpace)
@@ -26,7 +37,7 @@ __all__ = [
     "SCALE_CHOICES", "Action", "ActionSpace", "Branch", "CellwiseGenome", "CellwiseOptions",
     "CellwiseSpace", "Decision", "Genome", "Insert", "Keep", "Layer",
     "LayerwiseGenome", "LayerwiseOptions", "LayerwiseSpace", "NB201Genome", "NB201Options",
-    "NB201Space", "Remove", "SamplingOptions", "Scale", "Space", "SpaceOptions", "get",
-    "load_genome", "names",
-    "parse_arch", "register", "resolve", "space_of", "to_arch",
+    "NB201Space", "Remove", "SamplingOptions", "Scale", "Space", "SpaceOptions", "build", "cost",
+    "get", "load_genome", "names", "origins", "parse_arch", "register", "resolve", "space_of",
+    "to_arch",
 ]

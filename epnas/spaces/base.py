@@ -13,9 +13,10 @@ from epnas.errors import GenomeError, SpaceError, validation_message
 from epnas.spaces.genome import Action, ActionSpace, Genome, SpaceOptions, parse_genome_json
 
 if TYPE_CHECKING:
-    import torch.nn
+    from torch import nn
 
     from epnas.costmodel import Cost
+    from epnas.spaces.graph import Graph
 
 
 # Random draws :meth:`Space.sample` makes before it gives up on a FLOPs range.
@@ -59,16 +60,25 @@ class SamplingOptions(BaseModel):
 
 
 class Space(ABC):
-    """A family of architectures.
+    """A family of architectures, and everything that depends on what its genomes are.
 
     Subclasses set ``Options`` (a :class:`SpaceOptions` model whose fields are the
     space's tables and limits) and implement the abstract methods. Instances are
     cheap, immutable in practice, and compare equal when name and options are equal.
     Every space also takes the :class:`SamplingOptions` (``sample_max_mflops``...).
+
+    Besides the search contract (sampling, validation, actions, tokens), a space owns
+    the hooks the rest of epnas reaches it through: :meth:`build` (the torch network),
+    :meth:`cost` (the analytic costs), :meth:`sharing_keys` (weight sharing),
+    :meth:`graph` (the report's drawing) and :attr:`steps_per_episode` (an EPNAS
+    schedule hint). The last three have defaults, so a new space needs only the first two.
     """
 
     Options: ClassVar[type[SpaceOptions]] = SpaceOptions
     name: str = ""
+    # EPNAS's steps per episode (T) when its options leave it open: how many
+    # transformations of a network it takes to reach a different one worth ranking.
+    steps_per_episode: ClassVar[int] = 5
 
     def __init__(self, **options: Any) -> None:
         sampling = {k: options.pop(k) for k in SamplingOptions.model_fields if k in options}
@@ -165,14 +175,14 @@ class Space(ABC):
         """Build (and validate) a genome from the structure part of its JSON."""
 
     @abstractmethod
-    def build(
-        self, genome: Genome, input_shape: tuple[int, int, int], num_classes: int
-    ) -> torch.nn.Module:
-        """The PyTorch network of ``genome``."""
+    def build(self, genome: Genome, input_shape: tuple[int, int, int],
+              num_classes: int) -> nn.Module:
+        """The PyTorch network of ``genome`` for inputs ``(C, H, W)``."""
 
     @abstractmethod
     def cost(self, genome: Genome, input_shape: tuple[int, int, int], num_classes: int) -> Cost:
-        """Analytic costs of ``genome`` (no torch modules are built)."""
+        """Analytic costs of ``genome`` (no torch modules are built); they must agree with
+        :meth:`build` (``epnas.testing.check_space`` compares them)."""
 
     @abstractmethod
     def size(self, genome: Genome) -> int:
@@ -192,6 +202,24 @@ class Space(ABC):
     def describe(self, genome: Genome) -> str:
         """A one-line human summary of ``genome`` (its key unless a space says more)."""
         return genome.key
+
+    def sharing_keys(self, genome: Genome,
+                     model: nn.Module) -> dict[str, dict[str, nn.Module]] | None:
+        """The units of ``model`` (built by :meth:`build` from ``genome``) that share
+        weights across candidates, by sharing key: ``{key: {name prefix: module}}``.
+
+        A key names what a unit *is* across networks (its stable uid and op type), so a
+        unit keeps its key when others are inserted or removed around it; the tensors of
+        the prefixed modules' ``state_dict`` are shared. None (the default): the space's
+        networks train without the parameter-sharing dictionary.
+        """
+        return None
+
+    def graph(self, genome: Genome, input_shape: tuple[int, int, int] | None = None,
+              num_classes: int | None = None) -> Graph | None:
+        """The report's drawing of ``genome`` (shapes shown when ``input_shape`` is
+        given); None (the default): the report shows :meth:`describe` instead."""
+        return None
 
     # --- shared helpers ----------------------------------------------------------
 

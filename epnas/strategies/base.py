@@ -195,7 +195,8 @@ class Strategy(ABC):
         self.rng.bit_generator.state = state
 
 
-STRATEGIES: Registry[Strategy] = Registry("strategy", Strategy, EpnasError)
+STRATEGIES: Registry[Strategy] = Registry("strategy", Strategy, EpnasError,
+                                          group="epnas.strategies")
 
 
 def get(name: str, space: Space | str, seed: int = 0, **options: Any) -> Strategy:

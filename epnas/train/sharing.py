@@ -2,16 +2,9 @@
 
 Weights are grouped per *unit* under a sharing key, (stable unit id, op type) as in
 the EPNAS paper, so a layer keeps its key when layers are inserted or removed around
-it or when it is scaled:
-
-- layerwise: ``layer/<uid>/<op>`` per built layer (its op, and its skip adapters when
-  it has a skip), plus ``stem`` and ``head``;
-- cellwise: ``cell<k>/branch/<uid>/<type>`` per live branch and ``cell<k>/project``
-  (the cell's output projection) where ``k`` counts the cells of the network from 0
-  (the cell is repeated, each copy learns its own weights), plus ``stem``,
-  ``reduction<s>`` (the stride-2 unit before stage ``s`` >= 1) and ``head``;
-- nb201: ``cell<k>/edge<e>/<op>`` (``e`` indexes ``EDGES``), ``stem``,
-  ``reduction<s>`` and ``head`` (the final BN and the classifier).
+it or when it is scaled. The keys come from the genome's space
+(:meth:`epnas.spaces.Space.sharing_keys`); a space without them trains every network
+from scratch, which is logged once per space.
 
 Units without parameters or buffers (pools, identities) have no key. Tensor names
 inside a unit are those of the unit's modules' ``state_dict``. Shapes that changed
@@ -32,6 +25,7 @@ a step, replayed ones after a resume included, sees the same weights.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import os
 import tempfile
@@ -43,9 +37,10 @@ import torch
 from torch import nn
 
 from epnas.errors import EpnasError
-from epnas.nn.build import Cell, LayerwiseNet, NB201Cell
 from epnas.spaces.genome import Genome
-from epnas.spaces.nb201 import EDGES
+from epnas.spaces.registry import space_of
+
+log = logging.getLogger(__name__)
 
 UnitState = dict[str, torch.Tensor]
 """The tensors of one unit, by their name inside the unit."""
@@ -56,42 +51,13 @@ MAX_SHAPES = 4
 
 def _unit_modules(genome: Genome, model: nn.Module) -> dict[str, dict[str, nn.Module]]:
     """Sharing key -> {name prefix inside the unit: module} for every unit of ``model``."""
-    if isinstance(model, LayerwiseNet):
-        units = {"stem": {"": model.stem}}
-        for block in model.layers:
-            # Block indices are 1-based positions in the genome; the uid comes from there.
-            layer = genome.layers[block.index - 1]  # type: ignore[attr-defined]
-            units[f"layer/{layer.uid}/{layer.op}"] = {"": block}
-        units["head"] = {"": model.head}
-        return units
-    if not isinstance(model, nn.Sequential):
-        raise TypeError(f"no sharing keys for a {type(model).__name__}")
-    modules = list(model)
-    if any(isinstance(m, NB201Cell) for m in modules):
-        # stem = conv + BN; head = final BN + ReLU + classifier (see build_nb201)
-        units = {"stem": {"0.": modules[0], "1.": modules[1]}}
-        body, head = modules[2:-3], {"bn.": modules[-3], "fc.": modules[-1]}
-    else:
-        units = {"stem": {"": modules[0]}}
-        body, head = modules[1:-1], {"": modules[-1]}
-    cells = stage = 0
-    for module in body:
-        if isinstance(module, Cell):
-            for branch in module.branches:
-                br = genome.branches[branch.index - 1]  # type: ignore[attr-defined]
-                units[f"cell{cells}/branch/{br.uid}/{br.type}"] = {"": branch}
-            units[f"cell{cells}/project"] = {"": module.project}
-            cells += 1
-        elif isinstance(module, NB201Cell):
-            for op, edge in zip(module.ops, module.edges):
-                e = EDGES.index(edge)
-                units[f"cell{cells}/edge{e}/{genome.ops[e]}"] = {"": op}  # type: ignore[attr-defined]
-            cells += 1
-        else:  # the stride-2 unit between stages
-            stage += 1
-            units[f"reduction{stage}"] = {"": module}
-    units["head"] = head
-    return units
+    return space_of(genome).sharing_keys(genome, model) or {}
+
+
+@functools.cache
+def _warn_unshared(space: str) -> None:
+    log.warning("space %r has no sharing keys (Space.sharing_keys): its networks train "
+                "without the parameter-sharing dictionary", space)
 
 
 def batchnorm_names(module: nn.Module) -> set[str]:
@@ -114,10 +80,15 @@ def _tensors(modules: dict[str, nn.Module]) -> UnitState:
 def unit_states(genome: Genome, model: nn.Module) -> dict[str, UnitState]:
     """The weights of a built ``model`` of ``genome`` per sharing key (CPU copies).
 
-    Units without any tensor are left out.
+    Units without any tensor are left out; a space without sharing keys gives none (and
+    says so once).
     """
+    units = space_of(genome).sharing_keys(genome, model)
+    if units is None:
+        _warn_unshared(genome.space)
+        return {}
     states = {}
-    for key, modules in _unit_modules(genome, model).items():
+    for key, modules in units.items():
         state = {name: t.detach().to("cpu", copy=True) for name, t in _tensors(modules).items()}
         if state:
             states[key] = state

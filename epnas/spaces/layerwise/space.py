@@ -10,116 +10,37 @@ last layer (through Src1 or Src2 of later layers) are not built and cost nothing
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from typing import Any, Literal
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import Field, field_validator, model_validator
 
 from epnas.costmodel import Cost, Shape, Tally, join_shape
 from epnas.errors import GenomeError
-from epnas.nn.ops import ACTIVATIONS, channel_factor
+from epnas.nn import channel_factor
 from epnas.spaces import _units as U
-from epnas.spaces.genome import (
-    ActionSpace,
-    Decision,
-    Genome,
-    Insert,
-    SpaceOptions,
-    make_decision,
+from epnas.spaces.genome import ActionSpace, Decision, Genome, Insert, make_decision
+from epnas.spaces.graph import Graph
+from epnas.spaces.layerwise import drawing
+from epnas.spaces.layerwise.genome import (
+    CONV_OPS,
+    POOL_OPS,
+    Layer,
+    LayerPlan,
+    LayerwiseGenome,
+    LayerwiseOptions,
 )
 from epnas.spaces.units import UnitSpace
 
-CONV_OPS = ("conv", "sepconv")
-POOL_OPS = ("maxpool", "avgpool")
-LAYER_OPS = (*CONV_OPS, *POOL_OPS, "add")
-
-
-class LayerwiseOptions(SpaceOptions):
-    """Tables and limits of the layerwise space (the paper's Table 3 by default)."""
-
-    ops: tuple[str, ...] = LAYER_OPS  # layer types a genome may hold
-    insert_ops: tuple[str, ...] | None = None  # layer types an insert may add (None: ops)
-    filter_widths: tuple[int, ...] = (1, 3, 5, 7)  # conv kernel widths, odd
-    pool_widths: tuple[int, ...] = (2, 3)  # pool kernel widths (pools have stride 2)
-    channels: tuple[int, ...] = (16, 32, 64, 96, 128, 256)  # conv filter counts
-    activations: tuple[str, ...] = ACTIVATIONS
-    max_layers: int = Field(16, ge=1)  # MAX_LAYERS: Src values lie in range(max_layers)
-    min_layers: int = Field(1, ge=1)  # removes stop here
-    groups: int = Field(4, ge=0)  # G: layer groups, one scale decision each
-    stem_channels: int = Field(16, ge=1)
-    insert_prior: Literal["uniform", "deep"] = "uniform"  # check-table prior over places
-
-    _tables = U.table_validator("filter_widths", "pool_widths", "channels")
-
-    @field_validator("ops", "insert_ops", "activations")
-    @classmethod
-    def _known(cls, value: tuple[str, ...] | None, info: Any) -> tuple[str, ...] | None:
-        known = ACTIVATIONS if info.field_name == "activations" else LAYER_OPS
-        if value is not None:
-            bad = [v for v in value if v not in known]
-            if bad or not value or len(set(value)) != len(value):
-                raise ValueError(f"must be distinct names from {list(known)}, got {list(value)}")
-        return value
-
-    @field_validator("filter_widths")
-    @classmethod
-    def _odd(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        if any(w % 2 == 0 for w in value):
-            raise ValueError("filter widths must be odd so convolutions keep H x W")
-        return value
-
-    @model_validator(mode="after")
-    def _consistent(self) -> LayerwiseOptions:
-        if self.min_layers > self.max_layers:
-            raise ValueError("min_layers must not exceed max_layers")
-        if self.insert_ops is not None and not set(self.insert_ops) <= set(self.ops):
-            raise ValueError("insert_ops must be a subset of ops")
-        return self
-
-    @property
-    def insertable(self) -> tuple[str, ...]:
-        return self.insert_ops if self.insert_ops is not None else self.ops
-
-
-@dataclass(frozen=True)
-class Layer:
-    """One layer. ``width`` is the kernel width of convs and pools; unused fields are None."""
-
-    uid: int
-    op: str
-    src1: int
-    src2: int = -1
-    width: int | None = None
-    channels: int | None = None
-    act: str | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class LayerwiseGenome(Genome):
-    layers: tuple[Layer, ...]
-
-    def structure(self) -> dict[str, Any]:
-        return {"layers": [U.plain(layer) for layer in self.layers]}
-
-
-@dataclass(frozen=True)
-class LayerPlan:
-    """Shapes around one layer: its input, the op's output, the skip, the layer output."""
-
-    index: int
-    layer: Layer
-    inp: Shape
-    main: Shape
-    skip: Shape | None
-    out: Shape
-
+if TYPE_CHECKING:
+    from torch import nn
 
 class LayerwiseSpace(UnitSpace):
     """Layer-by-layer search: conv, separable conv, max/avg pool and add layers with skips."""
 
     Options = LayerwiseOptions
     options: LayerwiseOptions
+    steps_per_episode = 10  # the paper's T for layer-by-layer search
     limit_options = ("min_layers", "max_layers")
     unit_field, unit_class, unit_word = "layers", Layer, "layer"
     genome_class = LayerwiseGenome
@@ -345,7 +266,23 @@ class LayerwiseSpace(UnitSpace):
         tally.head(plans[-1].out, num_classes)
         return tally.result()
 
-    def build(self, genome: Genome, input_shape: tuple[int, int, int], num_classes: int):
-        from epnas.nn.build import build_layerwise
+    def build(self, genome: Genome, input_shape: tuple[int, int, int],
+              num_classes: int) -> nn.Module:
+        from epnas.spaces.layerwise import network  # torch, only when a network is built
 
-        return build_layerwise(self, genome, input_shape, num_classes)
+        stem, plans = self.plan(genome, input_shape)  # type: ignore[arg-type]
+        return network.build(input_shape[0], stem, plans, num_classes)
+
+    def sharing_keys(self, genome: Genome,
+                     model: nn.Module) -> dict[str, dict[str, nn.Module]]:
+        """``layer/<uid>/<op>`` per built layer (its op, and its skip adapters when it has
+        a skip), plus ``stem`` and ``head``."""
+        from epnas.spaces.layerwise import network
+
+        return network.sharing_keys(genome, model)  # type: ignore[arg-type]
+
+    def graph(self, genome: Genome, input_shape: tuple[int, int, int] | None = None,
+              num_classes: int | None = None) -> Graph:
+        g: LayerwiseGenome = genome  # type: ignore[assignment]
+        plan = self.plan(g, input_shape) if input_shape is not None else None
+        return drawing.graph(g, self.options.stem_channels, input_shape, plan, num_classes)

@@ -17,110 +17,29 @@ the channels -> global average pool -> linear.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from typing import Any, Literal
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import Field, field_validator, model_validator
 
 from epnas.costmodel import Cost, Shape, Tally
 from epnas.errors import GenomeError
 from epnas.spaces import _units as U
-from epnas.spaces.genome import (
-    ActionSpace,
-    Decision,
-    Genome,
-    Insert,
-    SpaceOptions,
-    make_decision,
+from epnas.spaces.cellwise import drawing
+from epnas.spaces.cellwise.genome import (
+    Branch,
+    CellwiseGenome,
+    CellwiseOptions,
+    has_part,
+    live_branches,
+    parts,
 )
+from epnas.spaces.genome import ActionSpace, Decision, Genome, Insert, make_decision
+from epnas.spaces.graph import Graph
 from epnas.spaces.units import UnitSpace
 
-PARTS = ("conv", "maxpool", "avgpool", "none")
-BRANCH_TYPES = ("conv-conv", "conv-maxpool", "conv-avgpool", "conv-none", "maxpool-none",
-                "avgpool-none", "none-none")
-
-
-def parts(branch_type: str) -> tuple[str, str]:
-    first, second = branch_type.split("-")
-    return first, second
-
-
-class CellwiseOptions(SpaceOptions):
-    """Tables and limits of the cellwise space (the paper's Table 3 by default)."""
-
-    branch_types: tuple[str, ...] = BRANCH_TYPES  # "partA-partB", parts from PARTS
-    filter_widths: tuple[int, ...] = (1, 3, 5, 7)  # conv kernel widths, odd
-    pool_widths: tuple[int, ...] = (2, 3)  # pool kernel widths (stride 1 inside a cell)
-    channels: tuple[int, ...] = (8, 12, 16, 24, 32)  # branch output channels
-    max_branches: int = Field(5, ge=1)  # MAX_BRANCHES: Src values lie in range(max_branches+1)
-    min_branches: int = Field(1, ge=1)  # removes stop here
-    groups: int = Field(2, ge=0)  # G: branch groups, one scale decision each
-    cells_per_stage: int = Field(2, ge=1)  # N normal cells per stage
-    stages: int = Field(3, ge=1)  # stages, separated by stride-2 reductions
-    stem_channels: int = Field(16, ge=1)  # width of the first stage (doubles per stage)
-    insert_prior: Literal["uniform", "deep"] = "uniform"  # check-table prior over places
-
-    _tables = U.table_validator("filter_widths", "pool_widths", "channels")
-
-    @field_validator("branch_types")
-    @classmethod
-    def _types(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for name in value:
-            pieces = name.split("-")
-            if len(pieces) != 2 or not set(pieces) <= set(PARTS):
-                raise ValueError(f"branch type {name!r} must be 'A-B' with A, B from {PARTS}")
-        if not value or len(set(value)) != len(value):
-            raise ValueError("branch_types must be distinct and non-empty")
-        return value
-
-    @field_validator("filter_widths")
-    @classmethod
-    def _odd(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        if any(w % 2 == 0 for w in value):
-            raise ValueError("filter widths must be odd so convolutions keep H x W")
-        return value
-
-    @model_validator(mode="after")
-    def _consistent(self) -> CellwiseOptions:
-        if self.min_branches > self.max_branches:
-            raise ValueError("min_branches must not exceed max_branches")
-        return self
-
-
-@dataclass(frozen=True)
-class Branch:
-    """One branch; ``width``/``pool`` are None when the type has no conv/pool part."""
-
-    uid: int
-    type: str
-    src1: int
-    src2: int
-    channels: int
-    width: int | None = None
-    pool: int | None = None
-    propagate: int = 1
-
-
-@dataclass(frozen=True, kw_only=True)
-class CellwiseGenome(Genome):
-    branches: tuple[Branch, ...]
-
-    def structure(self) -> dict[str, Any]:
-        return {"branches": [U.plain(b) for b in self.branches]}
-
-
-def _has(branch_type: str, kind: str) -> bool:
-    """Whether a branch type has a conv part (kind 'conv') or a pool part ('pool')."""
-    return any(p == kind or (kind == "pool" and p in ("maxpool", "avgpool"))
-               for p in parts(branch_type))
-
-
-def live_branches(genome: CellwiseGenome) -> set[int]:
-    """Indices of the branches that reach the cell output."""
-    outputs = [b for b, br in enumerate(genome.branches, start=1) if br.propagate]
-    return U.live_units(genome.branches, outputs)
-
+if TYPE_CHECKING:
+    from torch import nn
 
 class CellwiseSpace(UnitSpace):
     """Module search: a cell of up to MAX_BRANCHES two-input branches, stacked in stages."""
@@ -141,11 +60,11 @@ class CellwiseSpace(UnitSpace):
             U.check_ref(f"{f}.src1", branch.src1, 0, b - 1)
             U.check_ref(f"{f}.src2", branch.src2, 0, b - 1)
             U.check_choice(f"{f}.channels", branch.channels, o.channels)
-            if _has(branch.type, "conv"):
+            if has_part(branch.type, "conv"):
                 U.check_choice(f"{f}.width", branch.width, o.filter_widths)
             else:
                 U.check_unused(f"{f}.width", branch.width, f"{branch.type} has no conv")
-            if _has(branch.type, "pool"):
+            if has_part(branch.type, "pool"):
                 U.check_choice(f"{f}.pool", branch.pool, o.pool_widths)
             else:
                 U.check_unused(f"{f}.pool", branch.pool, f"{branch.type} has no pool")
@@ -171,8 +90,8 @@ class CellwiseSpace(UnitSpace):
         o = self.options
         return {
             "channels": U.pick(rng, o.channels),
-            "width": U.pick(rng, o.filter_widths) if _has(branch_type, "conv") else None,
-            "pool": U.pick(rng, o.pool_widths) if _has(branch_type, "pool") else None,
+            "width": U.pick(rng, o.filter_widths) if has_part(branch_type, "conv") else None,
+            "pool": U.pick(rng, o.pool_widths) if has_part(branch_type, "pool") else None,
         }
 
     def draw(self, rng: np.random.Generator, *, depth: int | None = None) -> CellwiseGenome:
@@ -271,7 +190,7 @@ class CellwiseSpace(UnitSpace):
                 place = chosen["place"]
                 return make_decision("src2", vocab["src2"], lambda s: s <= place)
             op = chosen["op"]
-            for name, wanted in (("width", _has(op, "conv")), ("pool", _has(op, "pool")),
+            for name, wanted in (("width", has_part(op, "conv")), ("pool", has_part(op, "pool")),
                                  ("channels", True), ("propagate", True)):
                 if wanted and name not in chosen:
                     return make_decision(name, vocab[name], lambda _: True)
@@ -361,7 +280,24 @@ class CellwiseSpace(UnitSpace):
             tally.move(kept, total)
         tally.adapt(total, x)
 
-    def build(self, genome: Genome, input_shape: tuple[int, int, int], num_classes: int):
-        from epnas.nn.build import build_cellwise
+    def build(self, genome: Genome, input_shape: tuple[int, int, int],
+              num_classes: int) -> nn.Module:
+        from epnas.spaces.cellwise import network  # torch, only when a network is built
 
-        return build_cellwise(self, genome, input_shape, num_classes)
+        return network.build(genome, input_shape[0], self.stage_shapes(input_shape),  # type: ignore[arg-type]
+                             self.options.cells_per_stage, num_classes)
+
+    def sharing_keys(self, genome: Genome,
+                     model: nn.Module) -> dict[str, dict[str, nn.Module]]:
+        """``cell<k>/branch/<uid>/<type>`` per live branch and ``cell<k>/project`` (the
+        cell's output projection), where ``k`` counts the cells of the network from 0 (the
+        cell is repeated, each copy learns its own weights), plus ``stem``,
+        ``reduction<s>`` (the stride-2 unit before stage ``s`` >= 1) and ``head``."""
+        from epnas.spaces.cellwise import network
+
+        return network.sharing_keys(genome, model)  # type: ignore[arg-type]
+
+    def graph(self, genome: Genome, input_shape: tuple[int, int, int] | None = None,
+              num_classes: int | None = None) -> Graph:
+        stages = self.stage_shapes(input_shape) if input_shape is not None else []
+        return drawing.graph(genome, stages, self.options)  # type: ignore[arg-type]

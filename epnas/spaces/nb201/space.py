@@ -13,11 +13,9 @@ shortcut average pool uses ceil mode so odd input sizes work too.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import Field, field_validator
 
 from epnas.costmodel import Cost, Shape, Tally
 from epnas.errors import GenomeError
@@ -31,76 +29,14 @@ from epnas.spaces.genome import (
     Keep,
     Remove,
     Scale,
-    SpaceOptions,
     make_decision,
 )
+from epnas.spaces.graph import Graph
+from epnas.spaces.nb201 import drawing
+from epnas.spaces.nb201.genome import EDGES, STAGES, NB201Genome, NB201Options, parse_arch
 
-NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
-EDGES = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))  # (source, target) in string order
-STAGES = 3
-
-
-class NB201Options(SpaceOptions):
-    """The op table and the macro skeleton (NAS-Bench-201's C=16, N=5 by default)."""
-
-    ops: tuple[str, ...] = NB201_OPS  # ops an edge may carry
-    channels: int = Field(16, ge=1)  # C: first-stage width, doubled by each reduction
-    cells_per_stage: int = Field(5, ge=1)  # N
-
-    @field_validator("ops")
-    @classmethod
-    def _known(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        bad = [v for v in value if v not in NB201_OPS]
-        if bad or not value or len(set(value)) != len(value):
-            raise ValueError(f"ops must be distinct names from {list(NB201_OPS)}")
-        if not set(value) - {"none"}:
-            raise ValueError("ops needs at least one op besides 'none'")
-        return value
-
-
-@dataclass(frozen=True, kw_only=True)
-class NB201Genome(Genome):
-    ops: tuple[str, ...]  # one op per edge, in EDGES order
-
-    @property
-    def arch(self) -> str:
-        """The NAS-Bench-201 arch string."""
-        return to_arch(self.ops)
-
-    def structure(self) -> dict[str, Any]:
-        return {"arch": self.arch}
-
-
-def to_arch(ops: tuple[str, ...]) -> str:
-    groups = []
-    for node in (1, 2, 3):
-        tokens = [f"{op}~{src}" for op, (src, dst) in zip(ops, EDGES) if dst == node]
-        groups.append("|" + "|".join(tokens) + "|")
-    return "+".join(groups)
-
-
-def parse_arch(arch: str) -> tuple[str, ...]:
-    """The six edge ops of an arch string, in EDGES order."""
-    if not isinstance(arch, str):
-        raise GenomeError(f"arch = {arch!r} must be a string")
-    groups = arch.split("+")
-    if len(groups) != 3:
-        raise GenomeError(f"arch = {arch!r} must have 3 '+'-separated node groups")
-    ops = []
-    for node, group in enumerate(groups, start=1):
-        if not (group.startswith("|") and group.endswith("|")):
-            raise GenomeError(f"arch node {node} group {group!r} must look like |op~0|...|")
-        tokens = group[1:-1].split("|")
-        if len(tokens) != node:
-            raise GenomeError(f"arch node {node} must have {node} incoming edges, "
-                              f"got {len(tokens)}")
-        for src, token in enumerate(tokens):
-            op, sep, ref = token.partition("~")
-            if not sep or ref != str(src):
-                raise GenomeError(f"arch edge {token!r} into node {node} must be 'op~{src}'")
-            ops.append(op)
-    return tuple(ops)
-
+if TYPE_CHECKING:
+    from torch import nn
 
 class NB201Space(Space):
     """The NAS-Bench-201 cell: six edges with five ops (15,625 cells)."""
@@ -291,7 +227,22 @@ class NB201Space(Space):
             if len(incoming) != 1:  # a sum, or the zeros of a node with no input
                 tally.move([x] * len(incoming), x)
 
-    def build(self, genome: Genome, input_shape: tuple[int, int, int], num_classes: int):
-        from epnas.nn.build import build_nb201
+    def build(self, genome: Genome, input_shape: tuple[int, int, int],
+              num_classes: int) -> nn.Module:
+        from epnas.spaces.nb201 import network  # torch, only when a network is built
 
-        return build_nb201(self, genome, input_shape, num_classes)
+        return network.build(genome.ops, input_shape[0], self.stage_shapes(input_shape),  # type: ignore[attr-defined]
+                             self.options.cells_per_stage, num_classes)
+
+    def sharing_keys(self, genome: Genome,
+                     model: nn.Module) -> dict[str, dict[str, nn.Module]]:
+        """``cell<k>/edge<e>/<op>`` (``e`` indexes ``EDGES``), ``stem``, ``reduction<s>``
+        and ``head`` (the final BN and the classifier)."""
+        from epnas.spaces.nb201 import network
+
+        return network.sharing_keys(genome.ops, model)  # type: ignore[attr-defined, arg-type]
+
+    def graph(self, genome: Genome, input_shape: tuple[int, int, int] | None = None,
+              num_classes: int | None = None) -> Graph:
+        stages = self.stage_shapes(input_shape) if input_shape is not None else []
+        return drawing.graph(genome.ops, stages, self.options.cells_per_stage)  # type: ignore[attr-defined]
