@@ -47,6 +47,7 @@ from epnas.errors import EpnasError
 from epnas.evaluators.base import Evaluator
 from epnas.evaluators.tabular import default_path
 from epnas.executors import EvaluatorSpec, available_cores, evaluate_safely
+from epnas.flags import constraint_flags, constraint_objective, parse_options
 from epnas.objective import Constraint, Objective
 from epnas.spaces.base import Space
 from epnas.strategies import spec as strategy_spec
@@ -445,8 +446,6 @@ def _int_list(text: str, flag: str) -> list[int]:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from epnas.cli import constraint_objective, parse_options
-
     if args.benchmark == "nb201":
         csv = args.csv or str(default_path())
         setup = Setup("nb201", {}, "tabular", {"data": csv, "objective_column": args.objective})
@@ -507,8 +506,6 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 def add_benchmark_command(sub: Any, json_flag: Callable[[argparse.ArgumentParser], None]) -> None:
     """The ``benchmark`` command and its ``nb201`` and ``custom`` subcommands."""
-    from epnas.cli import constraint_flags
-
     p = sub.add_parser("benchmark", help="compare search strategies on a tabular benchmark")
     kinds = p.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
     nb201 = kinds.add_parser(

@@ -26,7 +26,10 @@ import numpy as np
 from epnas.errors import EpnasError
 from epnas.evaluators.proxy import Setting
 from epnas.evaluators.training import TrainingEvaluator
+from epnas.flags import add_mflops_range, parse_options, sampling_options
 from epnas.spaces.genome import Genome
+from epnas.spaces.registry import cost
+from epnas.spaces.registry import get as get_space
 from epnas.trial import Candidate
 
 __all__ = ["Measurement", "add_command", "measure", "rank_consistency", "sample_genomes",
@@ -155,9 +158,6 @@ def scatter_plot(path: str | Path, proxy: Sequence[float], reference: Sequence[f
 def cmd_proxy_study(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    import epnas
-    from epnas.cli import parse_options, sampling_options
-
     proxy, reference = Setting.parse(args.proxy), Setting.parse(args.reference)
     evaluator = TrainingEvaluator(args.dataset, args.data, seed=args.seed,
                                   schedule=parse_options(args.schedule_opt, "--schedule-opt"),
@@ -166,7 +166,7 @@ def cmd_proxy_study(args: argparse.Namespace) -> int:
     options = parse_options(args.space_opt, "--space-opt")
     # The range applies at the data set's input shape.
     options.update(sampling_options(args, data.input_shape, data.num_classes))
-    space = epnas.spaces.get(args.space, **options)
+    space = get_space(args.space, **options)
     genomes = sample_genomes(space, args.archs, args.seed)
     out = Path(args.out or f"runs/proxy-study-{data.name}-{space.name}")
     out.mkdir(parents=True, exist_ok=True)
@@ -218,11 +218,9 @@ def summarize(genomes: Sequence[Genome], proxy: Sequence[Measurement],
     correlations and times. ``time_ratio`` divides wall times, ``cpu_ratio`` the
     process CPU times (the fairer figure on a busy machine).
     """
-    import epnas
-
     pairs = []
     for genome, p, r in zip(genomes, proxy, reference):
-        c = epnas.cost(genome, input_shape, num_classes)
+        c = cost(genome, input_shape, num_classes)
         pair = {"key": genome.key, "params": c.params, "mflops": c.mflops}
         for side, m in (("proxy", p), ("reference", r)):
             pair[f"{side}_accuracy"] = m.accuracy
@@ -247,8 +245,6 @@ def summarize(genomes: Sequence[Genome], proxy: Sequence[Measurement],
 
 def add_command(sub: Any, json_flag: Callable[[argparse.ArgumentParser], None]) -> None:
     """Register ``epnas proxy-study``."""
-    from epnas.cli import add_mflops_range
-
     p = sub.add_parser(
         "proxy-study", help="rank consistency of a reduced training setting (EcoNAS)",
         description="Train sampled architectures under a proxy and a reference setting and "

@@ -33,6 +33,7 @@ from rich.console import Console
 
 from epnas.data import Dataset, load
 from epnas.errors import EpnasError, validation_message
+from epnas.flags import emit_json, parse_options
 from epnas.runs import FINAL_DIR, FINAL_METRICS, FINAL_WEIGHTS, Run, add_trial_arguments, load_run
 from epnas.spaces.registry import build, cost
 from epnas.store import RunLock, TrialRecord
@@ -251,8 +252,6 @@ def _save(path: Path, write: Callable[[Any], None]) -> None:
 # --- command line ------------------------------------------------------------------------
 
 def cmd_retrain(args: argparse.Namespace) -> int:
-    from epnas.cli import _emit_json, parse_options
-
     console = Console(stderr=args.json == "-", highlight=False, soft_wrap=True)
     job = plan(args.run_dir, args.trial, epochs=args.epochs, cutout=args.cutout,
                dataset=args.dataset, data=args.data, seed=args.seed,
@@ -269,7 +268,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     metrics = job.fit(device=args.device, force_new=args.force_new, progress=progress,
                        notice=console.print)
     if args.json:
-        _emit_json(args, [json.dumps(metrics)])
+        emit_json(args, [json.dumps(metrics)])
     if args.json != "-":
         console.print(f"test accuracy {100 * metrics['test_accuracy']:.2f}% after "
                       f"{metrics['epochs']} epochs; weights and metrics in {job.final}")

@@ -70,8 +70,8 @@ from typing import Any
 import numpy as np
 import torch
 
-import epnas
 from epnas import spaces, strategies
+from epnas._version import __version__
 from epnas.config import StudyConfig
 from epnas.data.custom import as_dataset
 from epnas.errors import EpnasError
@@ -89,7 +89,7 @@ from epnas.executors import (
 )
 from epnas.objective import Objective
 from epnas.spaces.base import Space
-from epnas.spaces.registry import load_genome
+from epnas.spaces.registry import cost, load_genome
 from epnas.store import CSV_NAME, DB_NAME, NewTrial, RunLock, Store, TrialRecord
 from epnas.strategies.base import STRATEGIES, SearchContext, Strategy
 from epnas.strategies.filters import EarlyExit, early_exit
@@ -789,7 +789,7 @@ class Study:
     def _expected_work(self, job: Job) -> float:
         """A job's forward FLOPs by the cost model: what orders a batch's dispatch."""
         try:
-            return float(epnas.cost(job.candidate.genome, self.evaluator.input_shape,
+            return float(cost(job.candidate.genome, self.evaluator.input_shape,
                                     self.evaluator.num_classes).flops)
         except Exception:  # a user's space without a cost model: keep the ask order
             return 0.0
@@ -915,7 +915,7 @@ def _open_store(config: StudyConfig, force_new: bool) -> Store:
         raise
     meta: dict[str, Any] = {"config": config.model_dump(mode="json")}
     if stored is None:
-        meta.update(created=time.time(), epnas=epnas.__version__, elapsed=0.0)
+        meta.update(created=time.time(), epnas=__version__, elapsed=0.0)
     store.set_meta(meta)
     (run_dir / "config.yaml").write_text(config.to_yaml())
     write_environment(run_dir, config)
@@ -948,7 +948,7 @@ def environment(config: StudyConfig, executor: Executor | None = None) -> dict[s
     address and cluster resources).
     """
     cuda = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    return {"epnas": epnas.__version__, "python": sys.version.split()[0],
+    return {"epnas": __version__, "python": sys.version.split()[0],
             "torch": torch.__version__, "numpy": np.__version__,
             "platform": platform.platform(), "processor": platform.processor() or None,
             "cpus": available_cores(), "torch_threads": torch.get_num_threads(),

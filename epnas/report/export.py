@@ -31,11 +31,12 @@ import torch
 from rich.console import Console
 from torch import nn
 
-import epnas
+from epnas._version import __version__
 from epnas.errors import EpnasError
+from epnas.flags import emit_json
 from epnas.report import codegen
 from epnas.runs import Run, add_trial_arguments, load_run
-from epnas.spaces.registry import cost, space_of
+from epnas.spaces.registry import cost, load_genome, space_of
 
 FORMATS = ("onnx", "torchscript", "pytorch", "json")
 METADATA_FILE = "metadata.json"  # inside TorchScript archives
@@ -68,7 +69,7 @@ def metadata(run: Run, trial_id: int | None = None) -> dict[str, Any]:
     source = "untrained" if path is None else ("final" if path.parent.name == "final"
                                                else "trial")
     shape = tuple(meta["input_shape"])
-    return {**meta, "weights": source, "epnas": epnas.__version__,
+    return {**meta, "weights": source, "epnas": __version__,
             "genome": trial.genome.to_dict(),
             "cost": cost(trial.genome, shape, meta["num_classes"]).as_dict()}
 
@@ -179,12 +180,12 @@ def _torchscript(model: nn.Module, meta: dict[str, Any], out: Path) -> Export:
 
 
 def _pytorch(model: nn.Module, meta: dict[str, Any], out: Path) -> Export:
-    genome = epnas.load_genome(meta["genome"])
+    genome = load_genome(meta["genome"])
     source = codegen.generate(
         model, meta, title=f"{meta['space']} network {meta['key']} (trial {meta['trial']}"
                            f"{', dataset ' + meta['dataset'] if meta['dataset'] else ''})",
         describe=space_of(genome).describe(genome), weights="model.pt",
-        version=epnas.__version__)
+        version=__version__)
     (out / "model.py").write_text(source)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     torch.save(state, out / "model.pt")
@@ -204,14 +205,12 @@ _WRITERS: dict[str, Callable[[nn.Module, dict[str, Any], Path], Export]] = {
 # --- command line ------------------------------------------------------------------------
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from epnas.cli import _emit_json
-
     console = Console(stderr=args.json == "-", highlight=False, soft_wrap=True)
     done = export(args.run_dir, args.format, args.out, args.trial)
     for note in done.notes:
         console.print(f"epnas: note: {note}")
     if args.json:
-        _emit_json(args, [json.dumps({"files": [str(f) for f in done.files],
+        emit_json(args, [json.dumps({"files": [str(f) for f in done.files],
                                       "max_abs_diff": done.max_abs_diff,
                                       "metadata": done.metadata})])
     if args.json != "-":

@@ -14,7 +14,7 @@ from typing import Any
 
 import jinja2
 
-import epnas
+from epnas._version import __version__
 from epnas.errors import EpnasError
 from epnas.progress import duration, human
 from epnas.report import graphs, plots
@@ -100,7 +100,7 @@ def write_report(run_dir: str | Path, compare: Sequence[str | Path] = (),
     html = _environment().get_template("report.html.j2").render(
         run=_summary(run), runs=[_summary(r) for r in runs], comparing=len(runs) > 1,
         images=images, architectures=architectures, rows=[_row(t) for t in run.trials],
-        constraints=[str(c) for c in run.objective.constraints], version=epnas.__version__,
+        constraints=[str(c) for c in run.objective.constraints], version=__version__,
         generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
     path = target / REPORT_NAME
     tmp = path.with_name(path.name + ".tmp")

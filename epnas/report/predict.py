@@ -25,6 +25,7 @@ from PIL import Image, UnidentifiedImageError
 from rich.console import Console
 
 from epnas.errors import EpnasError
+from epnas.flags import emit_json
 from epnas.report.export import METADATA_FILE
 from epnas.runs import load_run
 from epnas.store import DB_NAME
@@ -175,14 +176,12 @@ def _from_pytorch(path: Path) -> Predictor:
 # --- command line ------------------------------------------------------------------------
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from epnas.cli import _emit_json
-
     if args.top_k < 1:
         raise EpnasError("--top-k must be at least 1")
     predictor = load_predictor(args.model)
     results = predictor.top_k(args.images, args.top_k)
     if args.json:
-        _emit_json(args, [json.dumps({"image": str(image), "top": [
+        emit_json(args, [json.dumps({"image": str(image), "top": [
             {"class": name, "probability": p} for name, p in top]})
             for image, top in zip(args.images, results)])
         return 0
