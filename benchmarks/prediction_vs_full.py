@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 import epnas
-from epnas.cli import parse_options
 from epnas.evaluators.training import TrainingEvaluator
+from epnas.flags import parse_options
 from epnas.proxy_study import measure, summarize
 
 
