@@ -1,4 +1,4 @@
-"""Shared fixtures: every registered space, and cost-vs-model measurement helpers."""
+"""Shared fixtures: every registered space, a seeded generator, a finished tiny run."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import settings
-from torch.utils.flop_counter import FlopCounterMode
 
 import epnas
 
@@ -27,30 +25,6 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 def space(request: pytest.FixtureRequest) -> epnas.Space:
     """Every registered space with its default options (new spaces are tested on arrival)."""
     return epnas.spaces.get(request.param)
-
-
-def measure(genome: epnas.Genome, input_shape: tuple[int, int, int],
-            num_classes: int = 10) -> tuple[int, int]:
-    """(parameters, forward FLOPs at batch 1) of the built model, measured by torch.
-
-    The model runs on the meta device: parameter counts and FLOPs depend on shapes only,
-    and real numbers are checked by the forward tests.
-    """
-    with torch.device("meta"):
-        model = epnas.build(genome, input_shape, num_classes).eval()
-        params = sum(p.numel() for p in model.parameters())
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            out = model(torch.empty(1, *input_shape))
-    assert out.shape == (1, num_classes)
-    return params, counter.get_total_flops()
-
-
-def assert_cost_matches(genome: epnas.Genome, input_shape: tuple[int, int, int],
-                        num_classes: int = 10) -> None:
-    cost = epnas.cost(genome, input_shape, num_classes)
-    params, flops = measure(genome, input_shape, num_classes)
-    assert cost.params == params, (genome.to_json(), input_shape)
-    assert abs(cost.flops - flops) <= 0.01 * flops, (genome.to_json(), input_shape)
 
 
 @pytest.fixture

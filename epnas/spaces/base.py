@@ -233,7 +233,9 @@ class Space(ABC):
             structure.pop(annotation, None)
         return self.from_structure(structure)
 
-    def _check_space(self, genome: Genome) -> None:
+    def check_member(self, genome: Genome) -> None:
+        """Raise :class:`GenomeError` unless ``genome`` names this space and its options
+        (the first check of every :meth:`validate`)."""
         if genome.space != self.name:
             raise GenomeError(f"space: genome is for {genome.space!r}, not {self.name!r}")
         if genome.options != self.options:

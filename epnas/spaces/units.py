@@ -48,7 +48,7 @@ class UnitSpace(Space):
 
     def _checked_units(self, genome: Genome) -> tuple[Any, ...]:
         """The units of ``genome`` after the checks every unit space shares."""
-        self._check_space(genome)
+        self.check_member(genome)
         if not isinstance(genome, self.genome_class):
             raise GenomeError(f"genome is not a {self.genome_class.__name__}")
         units = self.units(genome)

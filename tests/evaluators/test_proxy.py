@@ -12,8 +12,8 @@ from epnas.errors import EpnasError
 from epnas.evaluators.proxy import FidelityError, Setting, reduce_data
 from epnas.evaluators.training import TrainingEvaluator
 from epnas.spaces import Layer
+from epnas.testing import measure
 from epnas.trial import Candidate
-from tests.conftest import measure
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import epnas
 from epnas.errors import ActionError
 from epnas.spaces import Insert, Keep, Remove, Scale
-from tests.conftest import assert_cost_matches
+from epnas.testing import check_cost
 
 CHAIN = 30
 
@@ -37,7 +37,7 @@ def test_action_chains_stay_valid_and_costed(name: str, seed: int,
         genome = space.apply(genome, random_action(space, genome, rng))
         space.validate(genome)
     assert epnas.load_genome(genome.to_json()) == genome
-    assert_cost_matches(genome, shape)
+    check_cost(genome, shape)
 
 
 ACTIONS = st.one_of(

@@ -11,7 +11,7 @@ import epnas
 from epnas import strategies
 from epnas.evaluators import SyntheticEvaluator
 from epnas.objective import Objective
-from tests.strategies.conftest import drive
+from epnas.testing import drive
 
 
 @pytest.mark.parametrize(("generation", "promote", "sizes"), [

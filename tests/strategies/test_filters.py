@@ -19,8 +19,8 @@ from epnas.evaluators import SyntheticEvaluator, TabularEvaluator, tabular
 from epnas.objective import Objective
 from epnas.strategies.filters import EarlyExit, Limit
 from epnas.study import Study
+from epnas.testing import checkpoint, drive
 from epnas.trial import Candidate, Result
-from tests.strategies.conftest import checkpoint, drive
 
 
 @pytest.fixture(scope="module")

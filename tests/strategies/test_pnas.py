@@ -13,8 +13,8 @@ from epnas import EpnasError, strategies
 from epnas.evaluators import SyntheticEvaluator, TabularEvaluator, tabular
 from epnas.objective import Objective
 from epnas.strategies.pnas import Encoder, Surrogate
+from epnas.testing import drive
 from epnas.trial import Candidate
-from tests.strategies.conftest import drive
 
 
 @pytest.fixture(scope="module")

@@ -62,7 +62,7 @@ class NB201Space(Space):
         return self.from_arch(data["arch"])
 
     def validate(self, genome: Genome) -> None:
-        self._check_space(genome)
+        self.check_member(genome)
         if not isinstance(genome, NB201Genome):
             raise GenomeError("genome is not an NB201Genome")
         if len(genome.ops) != len(EDGES):
