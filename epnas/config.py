@@ -5,6 +5,12 @@
 command-line flags override file values (``--space-opt``-style option dicts are merged
 key by key, everything else is replaced). An unknown key or a bad value is an
 :class:`~epnas.errors.EpnasError` naming the key and what is allowed.
+
+A ``strategy`` may be a spec, ``NAME[KEY=VALUE,...][+filter]``
+(:mod:`epnas.strategies.spec`): the plain name is stored, the bracket options go under
+``strategy_options`` (whose own values win) and ``+filter`` adds the constraints as
+early-exit ``filters``. All of that happens in the one validation of the settings, so a
+config is parsed once on its way from the command line to the Study.
 """
 
 from __future__ import annotations
@@ -16,7 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from epnas.errors import EpnasError
 from epnas.objective import Constraint, Objective, parse_size
@@ -25,6 +39,10 @@ from epnas.objective import Constraint, Objective, parse_size
 # more search, and the executor does not change what is searched.
 RESUMABLE = ("trials", "time", "workers", "ray", "trial_timeout", "max_consecutive_failures",
              "elastic_threads", "out")
+
+# In ``filters`` (put there by a ``+filter`` strategy spec): the limits of the constraints.
+_CONSTRAINT_LIMITS = object()
+_OBJECTIVE_FIELDS = ("constraints", "max_params", "max_mflops", "min_intensity", "max_memory")
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION_PART = r"([0-9]*\.?[0-9]+)\s*([smhd]?)"
@@ -166,15 +184,40 @@ class StudyConfig(BaseModel):
 
     @field_validator("filters", mode="before")
     @classmethod
-    def _filters(cls, value: Any) -> Any:
-        from epnas.strategies.filters import Limit
+    def _filters(cls, value: Any, info: ValidationInfo) -> Any:
+        from epnas.strategies.filters import Limit, constraint_limits
 
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, list):
             return value
-        return [str(_as_value_error(Limit.parse, v)) if isinstance(v, str) else v
-                for v in value]
+        filters = [str(_as_value_error(Limit.parse, v)) if isinstance(v, str) else v
+                   for v in value if v is not _CONSTRAINT_LIMITS]
+        if len(filters) == len(value):
+            return filters
+        if not all(k in info.data for k in _OBJECTIVE_FIELDS):
+            return filters  # a constraint setting is invalid: that error is the one to show
+        limits = constraint_limits(_objective(*(info.data[k] for k in _OBJECTIVE_FIELDS)))
+        return list(dict.fromkeys([*filters, *(str(limit) for limit in limits)]))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _strategy_spec(cls, data: Any) -> Any:
+        """A ``strategy`` written as a spec becomes its name, options and filters."""
+        from epnas.strategies import spec as strategy_spec
+
+        if not isinstance(data, dict) or not _is_spec(data.get("strategy")):
+            return data
+        spec = strategy_spec.parse(data["strategy"])
+        data = {**data, "strategy": spec.name}
+        options = data.get("strategy_options")
+        if spec.options and isinstance(options, dict | None):
+            data["strategy_options"] = {**spec.options, **(options or {})}
+        if spec.filter:
+            filters = data.get("filters") or []
+            data["filters"] = [*([filters] if isinstance(filters, str) else filters),
+                               _CONSTRAINT_LIMITS]
+        return data
 
     @classmethod
     def parse(cls, data: Mapping[str, Any]) -> StudyConfig:
@@ -194,16 +237,7 @@ class StudyConfig(BaseModel):
 
     def objective(self) -> Objective:
         """The objective: ``constraints`` plus the shorthands."""
-        extra = []
-        if self.max_params is not None:
-            extra.append(Constraint("params", high=self.max_params))
-        if self.max_mflops is not None:
-            extra.append(Constraint("flops", high=self.max_mflops * 1e6))
-        if self.min_intensity is not None:
-            extra.append(Constraint("intensity", low=self.min_intensity))
-        if self.max_memory is not None:
-            extra.append(Constraint("memory", high=self.max_memory))
-        return Objective.of([*self.constraints, *extra])
+        return _objective(*(getattr(self, k) for k in _OBJECTIVE_FIELDS))
 
     def search_identity(self) -> dict[str, Any]:
         """The settings that define what is searched (all but :data:`RESUMABLE`)."""
@@ -248,6 +282,29 @@ def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, An
         else:
             out[key] = value
     return out
+
+
+def _objective(constraints: list[str], max_params: float | None, max_mflops: float | None,
+               min_intensity: float | None, max_memory: float | None) -> Objective:
+    extra = []
+    if max_params is not None:
+        extra.append(Constraint("params", high=max_params))
+    if max_mflops is not None:
+        extra.append(Constraint("flops", high=max_mflops * 1e6))
+    if min_intensity is not None:
+        extra.append(Constraint("intensity", low=min_intensity))
+    if max_memory is not None:
+        extra.append(Constraint("memory", high=max_memory))
+    return Objective.of([*constraints, *extra])
+
+
+def _is_spec(strategy: Any) -> bool:
+    """Whether ``strategy`` is more than a name (a plain name is taken as it is, so the
+    ``module:Class`` name of a strategy instance never goes through the spec syntax)."""
+    from epnas.strategies.spec import FILTER_SUFFIX
+
+    return isinstance(strategy, str) and ("[" in strategy or
+                                          strategy.rstrip().endswith(FILTER_SUFFIX))
 
 
 def _field_name(key: str) -> str:

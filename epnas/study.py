@@ -236,7 +236,24 @@ class Study:
             dataset = as_dataset(dataset)
             settings["dataset"] = dataset.name
         config = StudyConfig.parse({"space": _name(space), "strategy": _name(strategy),
-                                    "evaluator": _name(evaluator), **settings}).resolved()
+                                    "evaluator": _name(evaluator), **settings})
+        self._start(config.resolved(), space, strategy, evaluator, dataset, executor,
+                    progress, force_new)
+
+    @classmethod
+    def from_config(cls, config: StudyConfig, *, executor: Executor | None = None,
+                    progress: Progress | None = None, force_new: bool = False) -> Study:
+        """A study of ``config`` as it is: the settings are not validated again."""
+        study = cls.__new__(cls)
+        config = config.resolved()
+        study._start(config, config.space, config.strategy, config.evaluator, config.dataset,
+                     executor, progress, force_new)
+        return study
+
+    def _start(self, config: StudyConfig, space: Space | str, strategy: Strategy | str | None,
+               evaluator: Evaluator | str | None, dataset: Any, executor: Executor | None,
+               progress: Progress | None, force_new: bool) -> None:
+        """Start the evaluator's workers and set up everything else (:meth:`_setup`)."""
         self.config = config
         self.spec: EvaluatorSpec | None = None
         if not isinstance(evaluator, Evaluator):
@@ -415,11 +432,6 @@ class Study:
         ends = f"ends before the budget of {budget}" if budget is not None else "ends the run"
         return planned[0], (f"the {self.config.strategy} strategy's own schedule, "
                             f"{planned[1]}, {ends}")
-
-    @classmethod
-    def from_config(cls, config: StudyConfig, **kwargs: Any) -> Study:
-        """A study of ``config`` (``kwargs``: ``executor``, ``progress``, ``force_new``)."""
-        return cls(**kwargs, **config.model_dump())
 
     @property
     def run_dir(self) -> Path | None:

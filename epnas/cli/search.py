@@ -21,8 +21,6 @@ from epnas.evaluators import EVALUATORS
 from epnas.flags import constraint_flags, emit_json, json_flag, parse_options
 from epnas.progress import LineReporter, LiveReporter, duration, metrics_text
 from epnas.store import Store, holder_pid
-from epnas.strategies import spec as strategy_spec
-from epnas.strategies.filters import constraint_limits
 from epnas.study import Study, StudyFailed, Summary, strategy_options, summarize
 
 EXIT_FAILED = 1  # the search ran but stopped: too many failures in a row
@@ -59,7 +57,7 @@ def study_config(args: argparse.Namespace) -> StudyConfig:
         overrides["constraints"] = args.constraint
     if args.filter:
         overrides["filters"] = args.filter
-    config = _with_strategy_spec(merge(base, overrides)).resolved()
+    config = StudyConfig.parse(merge(base, overrides)).resolved()  # the one parse
     spaces.resolve(config.space)
     strategy_options(config)  # checks the strategy and its preset
     EVALUATORS.resolve(config.evaluator)  # type: ignore[arg-type]
@@ -67,24 +65,6 @@ def study_config(args: argparse.Namespace) -> StudyConfig:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{config.space}-{config.strategy}-{stamp}")
         config = config.model_copy(update={"out": str(Path("runs") / name)})
-    return config
-
-
-def _with_strategy_spec(settings: dict[str, Any]) -> StudyConfig:
-    """The config of ``settings`` whose ``strategy`` may be a spec (``epnas[lr=0]+filter``):
-    the plain name is stored, the bracket options go under ``strategy_options`` (which
-    win) and ``+filter`` turns the constraints into early-exit filters."""
-    if not isinstance(settings.get("strategy"), str):
-        return StudyConfig.parse(settings)
-    spec = strategy_spec.parse(settings["strategy"])
-    options = settings.get("strategy_options")
-    if spec.options and isinstance(options, dict | None):
-        settings = {**settings, "strategy_options": {**spec.options, **(options or {})}}
-    config = StudyConfig.parse({**settings, "strategy": spec.name})
-    if spec.filter:
-        limits = [str(limit) for limit in constraint_limits(config.objective())]
-        filters = list(dict.fromkeys([*config.filters, *limits]))
-        config = StudyConfig.parse({**config.model_dump(), "filters": filters})
     return config
 
 

@@ -111,6 +111,39 @@ def test_config_file_and_flags(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     assert not (tmp_path / "x").exists()
 
 
+def test_the_config_is_parsed_once_on_its_way_to_the_study(
+        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A strategy spec with +filter once cost three validations (the CLI's, the CLI's again
+    with the filter's limits, the Study's)."""
+    parses = []
+    validate = StudyConfig.__init__
+
+    def counted(self: StudyConfig, **data: object) -> None:
+        parses.append(data.get("strategy"))
+        validate(self, **data)
+
+    monkeypatch.setattr(StudyConfig, "__init__", counted)
+    out = str(tmp_path / "run")
+    assert main(["search", *FAST, "--strategy", "evolution[population=4]+filter",
+                 "--max-params", "100k", "--trials", "2", "--out", out]) == 0
+    assert parses == ["evolution[population=4]+filter"]
+    parses.clear()
+    capsys.readouterr()
+    assert main(["resume", out, "--trials", "3", "--json"]) == 0
+    # the resumed config, then the Study's check of the config stored in the run directory
+    assert parses == ["evolution", "evolution"]
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["filters"] == [
+        "max-params=100000"]
+
+
+def test_a_strategy_spec_works_in_the_python_api() -> None:
+    with Study(strategy="evolution[population=4]+filter", evaluator="synthetic", trials=2,
+               max_params="100k") as study:
+        assert study.config.strategy == "evolution"
+        assert study.config.filters == ["max-params=100000"]
+        assert study.config.strategy_options == {"population": 4}
+
+
 def bad(args: list[str], capsys: pytest.CaptureFixture) -> str:
     assert main(args) == 2
     err = capsys.readouterr().err
