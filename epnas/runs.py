@@ -33,7 +33,8 @@ from epnas.evaluators.training import MODEL_FILE
 from epnas.spaces.genome import Genome
 from epnas.spaces.registry import build
 from epnas.store import Store, TrialRecord
-from epnas.study import TRIALS_DIR, reported
+from epnas.study import reported
+from epnas.trialfiles import TRIALS_DIR
 
 if TYPE_CHECKING:
     import pandas

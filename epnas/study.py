@@ -38,28 +38,16 @@ detached from the batch (``position`` NULL; it still answers later repeats as
 ``cached``). So no finished trial is lost or evaluated twice, and every strategy that
 restores its random state in ``load_state_dict`` replays exactly.
 
-**Weight sharing.** With an evaluator that shares weights (the training evaluator), each
-trial gets ``RUN_DIR/trials/<id>/`` for its trained weights and the snapshot of the
-parameter-sharing dictionary of the current step (:mod:`epnas.train.sharing`). Before a
-batch is closed its ``done`` trials are merged into the dictionary, saved as the
-step's snapshot in ``RUN_DIR/weights/``, and the store records which snapshot goes
-with each strategy checkpoint in the same transaction: a resume restores both and the
-replayed batches rebuild the later snapshots, so a replayed trial warm-starts from the
-same weights as the first time. In-memory studies keep these files in a temporary
-directory removed by :meth:`Study.close`. A ``cached`` trial's directory holds hard
-links to its source trial's files.
+**Files.** The run directory's lifecycle (creation, archiving, ``config.yaml``,
+``env.json``, ``--init-from``) is :mod:`epnas.rundir`'s; trial directories, the hard
+links of cached trials and the weight-sharing dictionary merged before each batch is
+closed are :mod:`epnas.trialfiles`'. The loop below decides when.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import platform
-import shutil
-import sys
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -68,10 +56,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from epnas import spaces, strategies
-from epnas._version import __version__
 from epnas.config import StudyConfig
 from epnas.data.custom import as_dataset
 from epnas.errors import EpnasError
@@ -84,26 +70,23 @@ from epnas.executors import (
     ProcessExecutor,
     RayExecutor,
     WorkerLimit,
-    available_cores,
     limit_workers,
 )
 from epnas.objective import Objective
+from epnas.rundir import open_store, save_config, seed_genomes, write_environment
 from epnas.spaces.base import Space
 from epnas.spaces.registry import cost, load_genome
-from epnas.store import CSV_NAME, DB_NAME, NewTrial, RunLock, Store, TrialRecord
+from epnas.store import NewTrial, Store, TrialRecord
 from epnas.strategies.base import STRATEGIES, SearchContext, Strategy
 from epnas.strategies.filters import EarlyExit, early_exit
-from epnas.train.sharing import SharedWeights
-from epnas.trial import Candidate, Result, TrialContext
+from epnas.trial import Candidate, Result
+from epnas.trialfiles import CHECKPOINT_WEIGHTS, TrialFiles
 
 logger = logging.getLogger(__name__)
 
 CSV_INTERVAL = 10.0  # seconds between trials.csv exports during a run (always at the end)
 CHECKPOINT_INTERVAL = 2.0  # seconds between strategy checkpoints (always at the end)
-INIT_GENOMES = 8  # best genomes of another run that --init-from starts from (EPNAS's top-k)
 TYPICAL_GENOMES = 5  # genomes sampled to estimate what a candidate costs before a run starts
-TRIALS_DIR = "trials"  # RUN_DIR/trials/<id>/: a trial's files (trained weights)
-WEIGHTS_DIR = "weights"  # RUN_DIR/weights/: the parameter-sharing dictionary's snapshots
 
 Progress = Callable[[TrialRecord], None]
 
@@ -330,10 +313,10 @@ class Study:
             objective=self.objective, costs=self.evaluator.costs))
         self.progress = progress
         self.stop_reason: str | None = None
-        seeds = _seed_genomes(config, force_new)
+        seeds = seed_genomes(config, force_new)
         if seeds is not None:  # refused seeds must leave RUN_DIR unchanged: check them first
             self._start_from(seeds, config.init_from)
-        self.store = _open_store(config, force_new)
+        self.store = open_store(config, force_new)
         if self._executor is not None and self.run_dir is not None:
             write_environment(self.run_dir, config, self._executor)
         if config.init_from is not None:
@@ -356,16 +339,7 @@ class Study:
         self._elapsed_before = 0.0
         self._last_checkpoint = 0.0
         self._unsaved: int | None = None  # closed batch whose strategy state is not saved
-        self._scratch: tempfile.TemporaryDirectory[str] | None = None
-        root = self.store.run_dir
-        if root is None and self.evaluator.shares_weights:
-            # Workers read snapshots from files and write weights to files, in memory too.
-            self._scratch = tempfile.TemporaryDirectory(prefix="epnas-study-")
-            root = Path(self._scratch.name)
-        self._files = root  # where trial directories and weight snapshots go
-        self._sharing = (SharedWeights(root / WEIGHTS_DIR)
-                         if root is not None and self.evaluator.shares_weights else None)
-        self._checkpoint_weights: int | None = None  # the snapshot of the last checkpoint
+        self._files = TrialFiles(self.store.run_dir, self.evaluator.shares_weights)
 
     def _typical_genomes(self, n: int = TYPICAL_GENOMES) -> list[Any]:
         """``n`` genomes sampled from the space (seeded by the study), to learn what a
@@ -500,9 +474,7 @@ class Study:
         budgets = {k: v for k, v in (("trials", trials), ("time", time)) if v is not None}
         if budgets:
             self.config = StudyConfig.parse({**self.config.model_dump(), **budgets})
-            self.store.set_meta({"config": self.config.model_dump(mode="json")})
-            if self.run_dir is not None:
-                (self.run_dir / "config.yaml").write_text(self.config.to_yaml())
+            save_config(self.store, self.config)
         return self.run()
 
     def early_stop_warning(self) -> str | None:
@@ -538,8 +510,7 @@ class Study:
         if self._executor is not None:
             self._executor.close()
         self.store.close()
-        if self._scratch is not None:
-            self._scratch.cleanup()
+        self._files.close()
 
     def __enter__(self) -> Study:
         return self
@@ -583,10 +554,8 @@ class Study:
         if checkpoint is not None:
             after, state = checkpoint
             self.strategy.load_state_dict(state)
-        if self._sharing is not None:
-            self._sharing.restore(self.store.get_meta("checkpoint_weights")
-                                  if checkpoint is not None else None)
-            self._checkpoint_weights = self._sharing.version
+        self._files.restore(None if checkpoint is None
+                            else self.store.get_meta(CHECKPOINT_WEIGHTS))
         self._replay = deque(self.store.batches_after(after))
 
     def _catch_up(self) -> None:
@@ -602,24 +571,14 @@ class Study:
             self._run_batch(batch, size, self.strategy.ask_batch(size), stored)
 
     def _checkpoint(self, batch: int) -> None:
-        self.store.save_checkpoint(batch, self.strategy.state_dict(), self._weights_meta())
+        self.store.save_checkpoint(batch, self.strategy.state_dict(),
+                                   self._files.checkpoint_meta())
         self._checkpointed()
         self._unsaved = None
 
-    def _weights_meta(self) -> dict[str, Any]:
-        """What a checkpoint records of the sharing dictionary: its snapshot's step."""
-        return {} if self._sharing is None else {"checkpoint_weights": self._sharing.version}
-
     def _checkpointed(self) -> None:
         self._last_checkpoint = time.monotonic()
-        if self._sharing is not None:
-            self._checkpoint_weights = self._sharing.version
-        self._prune_weights()
-
-    def _prune_weights(self) -> None:
-        """Keep the snapshots a resume (the checkpoint's) and the next step need."""
-        if self._sharing is not None:
-            self._sharing.prune([self._checkpoint_weights])
+        self._files.checkpointed()
 
     def _run_batch(self, batch: int, size: int, candidates: Sequence[Candidate],
                    stored: Sequence[TrialRecord]) -> None:
@@ -646,10 +605,12 @@ class Study:
                 self._streak = []
             else:
                 self._streak.append(slot.result)
-        self._merge_weights(batch, slots)
+        self._files.merge(batch, self.evaluator,
+                          [(s.trial_id, s.candidate, s.result) for s in slots])
         due = (self.store.run_dir is not None
                and time.monotonic() - self._last_checkpoint >= CHECKPOINT_INTERVAL)
-        meta: dict[str, Any] = {"elapsed": self.elapsed, **(self._weights_meta() if due else {})}
+        meta: dict[str, Any] = {"elapsed": self.elapsed,
+                                **(self._files.checkpoint_meta() if due else {})}
         if isinstance(self.strategy, EarlyExit):
             meta["skipped"] = self.strategy.skipped
         self.store.close_batch(batch, self.strategy.state_dict() if due else None,
@@ -657,51 +618,13 @@ class Study:
         if due:
             self._checkpointed()
         else:
-            self._prune_weights()
+            self._files.prune()
         self._unsaved = None if due or self.store.run_dir is None else batch
         self.store.export_csv(CSV_INTERVAL)
         limit = self.config.max_consecutive_failures
         if len(self._streak) > limit:
             self.stop_reason = "failures"
             raise StudyFailed(_diagnose(self._streak, limit))
-
-    def _merge_weights(self, batch: int, slots: Sequence[_Slot]) -> None:
-        """Merge the weights of the batch's trained trials into the sharing dictionary."""
-        if self._sharing is None:
-            return
-        models = []
-        for slot in slots:
-            if slot.result is not None and slot.result.status == "done":
-                units = self.evaluator.shared_units(slot.candidate, self._trial_dir(slot.trial_id))
-                if units is not None:
-                    models.append((slot.result.accuracy, units))
-        self._sharing.merge(batch, models)
-
-    def _trial_dir(self, trial_id: int) -> Path:
-        assert self._files is not None
-        return self._files / TRIALS_DIR / str(trial_id)
-
-    def _context(self, trial_id: int) -> TrialContext:
-        if self._files is None:
-            return TrialContext()
-        snapshot = self._sharing.snapshot if self._sharing is not None else None
-        return TrialContext(str(self._trial_dir(trial_id)),
-                            None if snapshot is None else str(snapshot))
-
-    def _link_files(self, trial_id: int, source: int) -> None:
-        """Give a cached trial its source trial's files (hard links, else copies)."""
-        if self._files is None or not self._trial_dir(source).is_dir():
-            return
-        target = self._trial_dir(trial_id)
-        target.mkdir(parents=True, exist_ok=True)
-        for path in self._trial_dir(source).iterdir():
-            link = target / path.name
-            if path.name.startswith(".") or not path.is_file() or link.exists():
-                continue
-            try:
-                os.link(path, link)
-            except OSError:  # a file system without hard links
-                shutil.copyfile(path, link)
 
     def _plan(self, batch: int, size: int, slots: list[_Slot],
               stored: Sequence[TrialRecord]) -> None:
@@ -726,7 +649,7 @@ class Study:
                 if row.finished:
                     slot.result = row.result
                     if row.source is not None:  # in case the run stopped before linking
-                        self._link_files(row.id, row.source)
+                        self._files.link(row.id, row.source)
                     continue
             elif row is not None:
                 (detach if row.finished else drop).append(row.id)
@@ -761,9 +684,9 @@ class Study:
             self.store.finish(slot.trial_id, slot.result, source=source)
         for item, trial_id in zip(new, ids):
             if item.source is not None:
-                self._link_files(trial_id, item.source)
+                self._files.link(trial_id, item.source)
         for slot, source in cached:
-            self._link_files(slot.trial_id, source)
+            self._files.link(slot.trial_id, source)
         for slot in [slots[item.position] for item in new if item.status == "cached"] + \
                 [slot for slot, _ in cached]:
             self._report(slot.trial_id)
@@ -772,7 +695,7 @@ class Study:
         """Run the slots to evaluate; store each result (and its copies) as it arrives."""
         todo = [s for s in slots if s.evaluate and s.result is None]
         by_id = {s.trial_id: s for s in todo}
-        jobs = [Job(s.trial_id, s.candidate, self._context(s.trial_id)) for s in todo]
+        jobs = [Job(s.trial_id, s.candidate, self._files.context(s.trial_id)) for s in todo]
         if len(jobs) > self.executor.workers > 1:
             # Longest first: a batch ends when its last trial does, so a long trial started
             # last keeps one worker busy while the others wait. Results are still told in
@@ -795,7 +718,7 @@ class Study:
                 self.store.finish(copy.trial_id, copy.result, source=slot.trial_id,
                                   worker=outcome.worker)
                 if copy.result.ok:
-                    self._link_files(copy.trial_id, slot.trial_id)
+                    self._files.link(copy.trial_id, slot.trial_id)
                 self._report(copy.trial_id)
 
     def _expected_work(self, job: Job) -> float:
@@ -862,116 +785,3 @@ def _diagnose(streak: Sequence[Result], limit: int) -> str:
     return (f"stopped: {len(streak)} trials in a row failed (more than "
             f"max_consecutive_failures = {limit}; {counted}); the last one: {last}. "
             "Fix the cause and run the same command again to continue")
-
-
-def best_genomes(run_dir: str | Path, k: int = INIT_GENOMES) -> list[TrialRecord]:
-    """The ``k`` best distinct finished trials of a stored run: feasible first, then by
-    reward (what ``--init-from`` starts from)."""
-    try:
-        with Store(run_dir, readonly=True) as store:
-            ok = [t for t in store.trials(("done", "cached")) if t.accuracy is not None]
-    except EpnasError as exc:
-        raise EpnasError(f"--init-from {run_dir}: {exc}") from None
-    best: dict[str, TrialRecord] = {}
-    for t in sorted(ok, key=lambda t: (not t.feasible, -(t.reward or 0.0), t.id)):
-        best.setdefault(t.key, t)
-    if not best:
-        raise EpnasError(f"--init-from {run_dir}: the run has no finished trial to start from")
-    return list(best.values())[:k]
-
-
-def _seed_genomes(config: StudyConfig, force_new: bool) -> list[str] | None:
-    """Genome JSON a new run with ``init_from`` starts from; None when there is no
-    ``init_from`` or the run in ``config.out`` already recorded its seeds (resume)."""
-    if config.init_from is None:
-        return None
-    if config.out is not None and not force_new and (Path(config.out) / DB_NAME).is_file():
-        with Store(config.out, readonly=True) as store:
-            if store.get_meta("init_genomes") is not None:
-                return None
-    return [t.genome_json for t in best_genomes(config.init_from)]
-
-
-def _open_store(config: StudyConfig, force_new: bool) -> Store:
-    """The store of ``config.out`` (in memory when None), checked against ``config``."""
-    if config.out is None:
-        store = Store(None)
-        store.set_meta({"config": config.model_dump(mode="json"), "created": time.time(),
-                        "elapsed": 0.0})
-        return store
-    run_dir = Path(config.out)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise EpnasError(f"cannot create run directory {run_dir}: {exc.strerror}; choose "
-                         "another --out") from None
-    store = _start_over(run_dir) if force_new else Store(run_dir)
-    try:
-        stored = store.get_meta("config")
-        if stored is not None:
-            try:
-                previous = StudyConfig.parse(stored)
-            except EpnasError as exc:
-                raise EpnasError(f"{run_dir} holds a study this epnas cannot read ({exc}); "
-                                 "use --force-new to start over there") from None
-            diffs = config.differences(previous)
-            if diffs:
-                raise EpnasError(f"{run_dir} holds a run with another configuration ("
-                                 f"{'; '.join(diffs)}, here vs there); only the budgets "
-                                 "and executor settings (trials, time, workers, ray, "
-                                 "trial_timeout, max_consecutive_failures, elastic_threads) "
-                                 "may change on resume: repeat its settings, run `epnas resume "
-                                 f"{run_dir}`, or add --force-new to start over")
-    except BaseException:
-        store.close(export=False)
-        raise
-    meta: dict[str, Any] = {"config": config.model_dump(mode="json")}
-    if stored is None:
-        meta.update(created=time.time(), epnas=__version__, elapsed=0.0)
-    store.set_meta(meta)
-    (run_dir / "config.yaml").write_text(config.to_yaml())
-    write_environment(run_dir, config)
-    return store
-
-
-def _start_over(run_dir: Path) -> Store:
-    """A fresh store in ``run_dir``; an old run's files move to ``replaced-<time>/``."""
-    lock = RunLock(run_dir)
-    try:
-        names = [n for n in (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", CSV_NAME,
-                             "config.yaml", "env.json", TRIALS_DIR, WEIGHTS_DIR)
-                 if (run_dir / n).exists()]
-        if names:
-            archive = run_dir / time.strftime("replaced-%Y%m%d-%H%M%S")
-            archive.mkdir()
-            for name in names:
-                shutil.move(run_dir / name, archive / name)
-    except BaseException:
-        lock.release()
-        raise
-    return Store(run_dir, lock=lock)
-
-
-def environment(config: StudyConfig, executor: Executor | None = None) -> dict[str, Any]:
-    """Versions and hardware of this session, for ``env.json``.
-
-    ``torch_threads`` is this (the Study's) process; ``executor`` says how trials run:
-    its kind, workers, torch threads per trial and GPU per worker (Ray: its version,
-    address and cluster resources).
-    """
-    cuda = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    return {"epnas": __version__, "python": sys.version.split()[0],
-            "torch": torch.__version__, "numpy": np.__version__,
-            "platform": platform.platform(), "processor": platform.processor() or None,
-            "cpus": available_cores(), "torch_threads": torch.get_num_threads(),
-            "workers": config.workers, "cuda_devices": cuda,
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-            "executor": None if executor is None else executor.describe(),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-
-
-def write_environment(run_dir: Path, config: StudyConfig,
-                      executor: Executor | None = None) -> None:
-    """Write ``env.json`` (again once the executor has started, to record it)."""
-    (run_dir / "env.json").write_text(json.dumps(environment(config, executor), indent=2)
-                                      + "\n")

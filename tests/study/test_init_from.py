@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from epnas.cli import main
+from epnas.rundir import best_genomes
 from epnas.store import Store
-from epnas.study import Study, best_genomes
+from epnas.study import Study
 
 FAST = ["--evaluator", "synthetic", "--quiet", "--max-params", "100k"]
 

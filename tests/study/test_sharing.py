@@ -141,7 +141,7 @@ def test_sharing_off_trains_as_before_and_still_saves_weights(tmp_path: Path) ->
 
 def test_an_in_memory_study_shares_in_memory_and_leaves_no_files(tmp_path: Path) -> None:
     s = study(None, trials=4)
-    scratch = Path(s._files)
+    scratch = s._files.root  # the temporary directory of its trial files
     with s:
         s.run()
         assert [p.name for p in (scratch / "weights").iterdir()] == ["step-000001.pt"]
