@@ -6,6 +6,8 @@ import contextlib
 import io
 import re
 import shlex
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -32,13 +34,16 @@ def examples() -> list[tuple[str, str]]:
 def test_doc_example_runs(where: str, code: str) -> None:
     registries = (epnas.spaces.registry.SPACES, STRATEGIES, EVALUATORS)
     saved = [r.snapshot() for r in registries]
+    # run as a module, so that dataclasses and pydantic find the example's namespace
+    module = sys.modules["docs_example"] = types.ModuleType("docs_example")
     try:
-        exec(compile(code, where, "exec"), {"__name__": "docs_example"})
+        exec(compile(code, where, "exec"), module.__dict__)
     except epnas.EpnasError as exc:
         if "no NAS-Bench-201 table" not in str(exc):
             raise
         pytest.skip(f"the example needs the NAS-Bench-201 CSV: {exc}")
     finally:  # examples may register spaces and more; keep the registries as they were
+        del sys.modules["docs_example"]
         for registry, snapshot in zip(registries, saved):
             registry.restore(snapshot)
 
