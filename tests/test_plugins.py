@@ -112,6 +112,26 @@ def test_a_registered_name_wins_and_unknown_names_list_plugins(plugin: Path) -> 
         epnas.spaces.get("no-such-space")
 
 
+def test_the_cli_lists_and_searches_plugins(plugin: Path, capsys: pytest.CaptureFixture) -> None:
+    from epnas.cli import main
+
+    origin = f"entry point ({DIST} {VERSION})"
+    for command, name in (("spaces", "demo-macro"), ("strategies", "demo-random"),
+                          ("evaluators", "demo-synthetic")):
+        assert main([command, "--json"]) == 0
+        rows = {r["name"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+        assert rows[name]["origin"] == origin and rows[name]["description"]
+        assert {r["origin"] for n, r in rows.items() if not n.startswith("demo-")} == \
+            {"built-in"}
+    assert main(["spaces", "--json"]) == 0  # a broken plug-in is listed, not fatal
+    broken = [json.loads(line) for line in capsys.readouterr().out.splitlines()
+              if "demo-broken" in line]
+    assert "cannot be loaded" in broken[0]["description"]
+    assert main(["search", "--space", "demo-macro", "--strategy", "demo-random",
+                 "--evaluator", "demo-synthetic", "--trials", "3", "--out",
+                 str(plugin / "run"), "--quiet"]) == 0
+
+
 def test_gone_when_off_the_path(plugin: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert "demo-macro" in epnas.spaces.names()
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(plugin)])

@@ -4,9 +4,10 @@ Errors caused by input (a bad genome file, an unknown space, a bad option) print
 line ``epnas: error: ...`` and exit with status 2; ``--debug`` shows the traceback.
 
 This module only assembles the parser: each command group is a module of this package
-(:mod:`~epnas.cli.genomes`, :mod:`~epnas.cli.search`) or registers itself from the module
-it serves (retrain, report, export, predict, benchmark, proxy-study); they share
-:mod:`epnas.cli.common` and :mod:`epnas.flags` and never import this module or each other.
+(:mod:`~epnas.cli.registries`, :mod:`~epnas.cli.genomes`, :mod:`~epnas.cli.search`) or
+registers itself from the module it serves (retrain, report, export, predict, benchmark,
+proxy-study); they share :mod:`epnas.cli.common` and :mod:`epnas.flags` and never import
+this module or each other.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 from epnas import proxy_study, retrain
 from epnas._version import __version__
 from epnas.benchmark import add_benchmark_command
-from epnas.cli import genomes, search
+from epnas.cli import genomes, registries, search
 from epnas.cli.common import EXIT_USAGE, run_command
 from epnas.flags import json_flag
 from epnas.report import command as report_command
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"epnas {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    registries.add_commands(sub)
     genomes.add_commands(sub)
     search.add_commands(sub)
     retrain.add_command(sub, json_flag)

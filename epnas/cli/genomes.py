@@ -1,4 +1,4 @@
-"""``epnas spaces``, ``sample``, ``show`` and ``train``: spaces and single genomes."""
+"""``epnas sample``, ``show`` and ``train``: random and single genomes."""
 
 from __future__ import annotations
 
@@ -16,35 +16,6 @@ from epnas.errors import EpnasError, validation_message
 from epnas.flags import add_mflops_range, emit_json, json_flag, parse_options, sampling_options
 from epnas.spaces import Genome
 from epnas.spaces.registry import cost
-
-
-def cmd_spaces(args: argparse.Namespace) -> int:
-    rows = []
-    for name in spaces.names():
-        _, cls = spaces.resolve(name)
-        doc = (cls.__doc__ or "").strip().splitlines()[0]
-        fields = {**cls.Options.model_fields, **spaces.SamplingOptions.model_fields}
-        defaults = {k: f.default for k, f in fields.items()}
-        rows.append((name, doc, defaults))
-    if args.json:
-        emit_json(args, [json.dumps({"name": n, "description": d, "options": o})
-                         for n, d, o in rows])
-        return 0
-    table = Table(title="registered spaces (options: --space-opt KEY=VALUE)")
-    table.add_column("space", style="bold")
-    table.add_column("description")
-    table.add_column("options (defaults)")
-    for name, doc, defaults in rows:
-        opts = "\n".join(f"{k} = {_short(v)}" for k, v in defaults.items())
-        table.add_row(name, doc, opts)
-    Console().print(table)
-    return 0
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, tuple):
-        return ",".join(str(v) for v in value)
-    return str(value)
 
 
 def _cost_cells(genome: Genome, args: argparse.Namespace) -> list[str]:
@@ -137,11 +108,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: Any) -> None:
-    """The ``spaces``, ``sample``, ``show`` and ``train`` subcommands."""
-    p = sub.add_parser("spaces", help="list the registered spaces and their options")
-    json_flag(p)
-    p.set_defaults(func=cmd_spaces)
-
+    """The ``sample``, ``show`` and ``train`` subcommands."""
     p = sub.add_parser("sample", help="sample random genomes and show their costs")
     p.add_argument("--space", default="layerwise",
                    help="registered name or package.module:ClassName (default layerwise)")
