@@ -209,3 +209,35 @@ def test_every_tensor_of_a_model_has_exactly_one_key(space_name: str) -> None:
             assert torch.equal(target.state_dict()[name], source.state_dict()[name]), name
         for name in norms:
             assert torch.equal(target.state_dict()[name], initial[name]), name
+
+
+class Unshared(epnas.spaces.LayerwiseSpace):
+    """A user space without sharing keys (the Space default)."""
+
+    def sharing_keys(self, genome: epnas.Genome, model: torch.nn.Module) -> None:
+        return None
+
+
+def test_a_space_without_sharing_keys_trains_unshared_and_says_so_once(
+        tmp_path, caplog: pytest.LogCaptureFixture) -> None:
+    saved = epnas.spaces.registry.SPACES.snapshot()
+    epnas.spaces.register("unshared")(Unshared)
+    try:
+        study = epnas.Study(space="unshared", space_options={"max_layers": 3,
+                                                             "channels": (8, 16)},
+                            strategy="random", evaluator="training", dataset="digits",
+                            evaluator_options={"schedule": {"epochs": 1}}, trials=3,
+                            out=tmp_path / "run")
+        with caplog.at_level("WARNING", logger="epnas.train.sharing"):
+            summary = study.run()
+            genome = summary.best.genome
+            assert unit_states(genome, epnas.build(genome, SHAPE, 10)) == {}
+        study.close()
+    finally:
+        epnas.spaces.registry.SPACES.restore(saved)
+    assert summary.counts == {"done": 3}
+    warnings = [r.getMessage() for r in caplog.records if "no sharing keys" in r.getMessage()]
+    assert warnings == ["space 'unshared' has no sharing keys (Space.sharing_keys): its "
+                        "networks train without the parameter-sharing dictionary"]
+    stats = WeightDictionary().load_into(genome, epnas.build(genome, SHAPE, 10))
+    assert (stats.exact, stats.resized, stats.missing) == (0, 0, 0)
