@@ -41,6 +41,7 @@ from epnas.spaces.units import UnitSpace
 if TYPE_CHECKING:
     from torch import nn
 
+
 class CellwiseSpace(UnitSpace):
     """Module search: a cell of up to MAX_BRANCHES two-input branches, stacked in stages."""
 

@@ -35,6 +35,7 @@ from epnas.spaces.units import UnitSpace
 if TYPE_CHECKING:
     from torch import nn
 
+
 class LayerwiseSpace(UnitSpace):
     """Layer-by-layer search: conv, separable conv, max/avg pool and add layers with skips."""
 

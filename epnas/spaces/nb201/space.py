@@ -38,6 +38,7 @@ from epnas.spaces.nb201.genome import EDGES, STAGES, NB201Genome, NB201Options, 
 if TYPE_CHECKING:
     from torch import nn
 
+
 class NB201Space(Space):
     """The NAS-Bench-201 cell: six edges with five ops (15,625 cells)."""
 
