@@ -38,9 +38,9 @@ from epnas.spaces.registry import load_genome
 from epnas.strategies.base import SearchContext, Strategy, StrategyOptions
 from epnas.trial import Candidate, Result
 
-DEFAULT_STEPS = {"layerwise": 10, "cellwise": 5}  # the paper's T per search mode; else 5
+LEAF_BUDGET = 2048  # decision-tree nodes counted per decision for the neighbour prior
+WALK_TRIES = 100  # random steps tried from a parent whose neighbourhood is all known
 PRIOR_LR_FACTOR = 50  # output biases learn this much faster than the rest by default
-RESAMPLE_FIRST = 5  # re-samples from a branch's own network before it walks on
 
 
 class EPNASOptions(StrategyOptions):
@@ -57,6 +57,8 @@ class EPNASOptions(StrategyOptions):
     evaluate_start: bool = True  # evaluate the first networks before transforming them
     explore: float = Field(0.25, ge=0, le=1)  # share of each step's branches given a new
     #                                          random network instead of a transformation
+    neighbour_prior: bool = True  # weight each choice by the networks it leads to, so the
+    #                                untrained policy draws every neighbour equally often
     fidelity: str | None = None  # evaluator fidelity (None: the evaluator's default)
     lr: float = Field(1e-3, ge=0)  # Adam learning rate (0: a frozen policy, the control)
     advantage: Literal["reward", "transform"] = "transform"  # R - b, or R - R(parent) - b
@@ -77,6 +79,7 @@ class EPNASOptions(StrategyOptions):
 
 
 PAPER = {"branches": 8, "episodes": 15, "top_k": 8, "seeds_from": "episode",
+         "neighbour_prior": False,
          "prefer_feasible": False, "evaluate_start": False, "explore": 0.0, "lr": 6e-4,
          "prior_lr": 6e-4, "advantage": "reward", "normalize_advantages": False,
          "update_every": "episode", "avoid_repeats": 0, "avoid_infeasible": 0}
@@ -101,7 +104,7 @@ class Schedule:
         wanted = 8 if budget is None else max(2, min(8, budget // 8))
         branches = options.branches or workers * max(1, round(wanted / workers))
         steps = options.steps or (1 if options.seeds_from == "history"
-                                  else DEFAULT_STEPS.get(space.name, 5))
+                                  else space.steps_per_episode)
         top_k = options.top_k or max(1, branches // 2)
         return cls(branches, steps, options.episodes, top_k)
 
@@ -171,23 +174,58 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+class _Novelty:
+    """Decision paths from one parent known to lead to a rejected network (a repeat or a
+    predicted-infeasible one), so re-sampling draws from the policy *without* them: a path
+    is a tuple of choice indices (scale decisions, then insert sub-decisions); a prefix
+    whose every legal continuation is dead is dead too, and a dead root means the parent's
+    whole neighbourhood is known."""
+
+    def __init__(self, dead: Sequence[Sequence[int]] = ()) -> None:
+        self.dead: set[tuple[int, ...]] = {tuple(p) for p in dead}
+
+    def mask(self, prefix: tuple[int, ...], mask: list[bool]) -> list[bool]:
+        return [m and (*prefix, i) not in self.dead for i, m in enumerate(mask)]
+
+    def kill(self, record: dict[str, Any]) -> None:
+        """Mark the path of ``record`` (a sampled decision record) dead, and every prefix
+        left without a live continuation."""
+        masks = [m for m, _ in record["scale"]] + [d[1] for d in record["insert"]]
+        path = tuple([i for _, i in record["scale"]] + [d[3] for d in record["insert"]])
+        self.dead.add(path)
+        for depth in range(len(path) - 1, -1, -1):
+            prefix = path[:depth]
+            if any(self.mask(prefix, masks[depth])):
+                break
+            self.dead.add(prefix)
+
+    @property
+    def exhausted(self) -> bool:
+        return () in self.dead
+
+
 class _Row:
-    """One decision sequence: sampled from an action space, or replayed from a record."""
+    """One decision sequence: sampled from an action space (avoiding ``novelty``'s dead
+    paths), or replayed from a record."""
 
     def __init__(self, tokens: list[int], record: dict[str, Any] | None = None,
                  actions: ActionSpace | None = None,
-                 pick: Callable[[np.ndarray], int] | None = None) -> None:
+                 pick: Callable[[np.ndarray], int] | None = None,
+                 novelty: _Novelty | None = None, neighbour_prior: bool = False) -> None:
         self.tokens = tokens
+        self.neighbour_prior = neighbour_prior
         self.actions, self.pick = actions, pick
+        self.novelty = novelty or _Novelty()
         self.record = record or {"tokens": tokens, "scale": [], "insert": []}
         self.replay = record is not None
         self.chosen: dict[str, Any] = {}
+        self.path: tuple[int, ...] = ()
         self.position = 0
 
     def scale_mask(self, group: int) -> list[bool]:
         if self.replay:
             return self.record["scale"][group][0]
-        return list(self.actions.scale[group].mask)
+        return self.novelty.mask(self.path, list(self.actions.scale[group].mask))
 
     def next_decision(self) -> tuple[str, list[bool], list[float] | None, tuple] | None:
         if self.replay:
@@ -199,13 +237,19 @@ class _Row:
         if decision is None:
             return None
         prior = list(decision.prior) if decision.prior is not None else None
-        return decision.name, list(decision.mask), prior, decision.choices
+        if self.neighbour_prior:
+            counts = _leaf_counts(self.actions, self.chosen, decision)
+            if counts is not None:
+                prior = [(1.0 if prior is None else prior[i]) * n for i, n in enumerate(counts)]
+        return decision.name, self.novelty.mask(self.path, list(decision.mask)), prior, \
+            decision.choices
 
     def choose_scale(self, group: int, probs: np.ndarray) -> int:
         if self.replay:
             return self.record["scale"][group][1]
         index = self.pick(probs)
         self.record["scale"].append([self.scale_mask(group), index])
+        self.path += (index,)
         return index
 
     def choose(self, name: str, mask: list[bool], prior: list[float] | None, choices: tuple,
@@ -216,8 +260,33 @@ class _Row:
             index = self.pick(probs)
             self.record["insert"].append([name, mask, prior, index])
             self.chosen[name] = choices[index]
+            self.path += (index,)
         self.position += 1
         return index
+
+
+def _leaf_counts(actions: ActionSpace, chosen: dict[str, Any],
+                 decision: Decision) -> list[int] | None:
+    """How many complete decision sequences (networks) follow each choice of ``decision``;
+    None when the tree below has more than ``LEAF_BUDGET`` nodes (a layerwise insert has
+    tens of thousands of parameterisations: weighting by them would drown the other kinds)."""
+    budget = LEAF_BUDGET
+
+    def leaves(done: dict[str, Any]) -> int:
+        nonlocal budget
+        nxt = actions.next_decision(done)
+        if nxt is None:
+            return 1
+        budget -= 1
+        if budget < 0:
+            raise OverflowError
+        return sum(leaves({**done, nxt.name: c}) for c, ok in zip(nxt.choices, nxt.mask) if ok)
+
+    try:
+        return [leaves({**chosen, decision.name: c}) if ok else 0
+                for c, ok in zip(decision.choices, decision.mask)]
+    except OverflowError:
+        return None
 
 
 def run_policy(policy: Policy, rows: list[_Row], groups: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -313,6 +382,7 @@ class EPNAS(Strategy):
         self.episode_results: list[dict[str, Any]] = []
         self.history: list[dict[str, Any]] = []  # best results so far (seeds_from=history)
         self.rewards: dict[str, float] = {}  # reward of every network evaluated, by key
+        self.novelty: dict[str, _Novelty] = {}  # rejected decision paths, by parent key
         self.seeds: list[Genome] = []  # start networks of the first episode (start_from)
         self.baseline: float | None = None
         self.starting = False  # the start networks' step is running
@@ -388,26 +458,51 @@ class EPNAS(Strategy):
                 return
             self.branches = starts
             self.parent_rewards = [None] * b_count
-        parents, rewards = list(self.branches), list(self.parent_rewards)
-        proposals = self._propose(parents)
-        for attempt in range(max(o.avoid_repeats, o.avoid_infeasible)):
-            again = self._rejects(proposals)
-            if not again:
-                break
-            if attempt >= RESAMPLE_FIRST:  # a branch stuck among known neighbours walks
-                for b in again:  # on from the known network it keeps proposing
-                    known = proposals[b][0]
-                    if known.key in self.rewards and self._predicted_feasible(known):
-                        parents[b], rewards[b] = known, self.rewards[known.key]
-            for b, proposal in zip(again, self._propose([parents[b] for b in again])):
+        parents: list[Genome | None] = list(self.branches)
+        rewards = list(self.parent_rewards)
+        proposals: list[tuple[Genome, dict[str, Any] | None] | None] = [None] * len(parents)
+        for b, parent in enumerate(parents):
+            parents[b], rewards[b] = self._live_parent(parent, rewards[b])
+        live = [b for b, parent in enumerate(parents) if parent is not None]
+        for attempt in range(max(o.avoid_repeats, o.avoid_infeasible) + 1):
+            for b, proposal in zip(live, self._propose([parents[b] for b in live])):
                 proposals[b] = proposal
-        if o.explore:  # fresh random networks keep the elites from settling in one basin
-            taken = {g.key for g, _ in proposals}
-            for b in range(len(proposals)):
-                if self.rng.random() < o.explore:
-                    proposals[b], parents[b], rewards[b] = (self._start_network(taken), None), \
-                        None, None
+            if attempt == max(o.avoid_repeats, o.avoid_infeasible):
+                break
+            live = [b for b in self._rejects(proposals) if parents[b] is not None]
+            for b in live:  # draw again from the policy without the rejected path
+                self._novelty(parents[b]).kill(proposals[b][1])
+            for b in live:  # (after every kill: branches may share a parent)
+                parents[b], rewards[b] = self._live_parent(parents[b], rewards[b])
+                if parents[b] is None:
+                    proposals[b] = None
+            live = [b for b in live if parents[b] is not None]
+            if not live:
+                break
+        taken = {p[0].key for p in proposals if p is not None}
+        for b in range(len(proposals)):
+            # a branch with no live parent, and a share ``explore`` of the others, start from
+            # fresh random networks (these keep the elites from settling in one basin)
+            if proposals[b] is None or (o.explore and self.rng.random() < o.explore):
+                proposals[b], parents[b], rewards[b] = (self._start_network(taken), None), \
+                    None, None
         self._queue(proposals, [None if g is None else g.key for g in parents], rewards)
+
+    def _novelty(self, parent: Genome) -> _Novelty:
+        return self.novelty.setdefault(parent.key, _Novelty())
+
+    def _live_parent(self, parent: Genome | None, reward: float | None
+                     ) -> tuple[Genome | None, float | None]:
+        """``parent``, or, when its whole neighbourhood is known, a known feasible network
+        a few random steps away that still has unknown neighbours (None if none is found:
+        the branch then starts from a fresh network)."""
+        for _ in range(WALK_TRIES):
+            if parent is None or not self._novelty(parent).exhausted:
+                return parent, reward
+            step = self.space.apply(parent, self.space.actions(parent).sample_insert(self.rng))
+            if step.key in self.rewards and self._predicted_feasible(step):
+                parent, reward = step, self.rewards[step.key]
+        return None, None
 
     def _start_network(self, taken: set[str]) -> Genome:
         """A random network unlike the ``taken`` ones, predicted feasible where re-sampling
@@ -441,15 +536,17 @@ class EPNAS(Strategy):
             return "infeasible"
         return None
 
-    def _rejects(self, proposals: list[tuple[Genome, Any]]) -> list[int]:
+    def _rejects(self, proposals: list[tuple[Genome, Any] | None]) -> list[int]:
         """Branches whose proposal is a repeat (of an evaluated network or of another
         branch's proposal this step) or predicted infeasible."""
         proposed: set[str] = set()
         again = []
-        for b, (genome, _) in enumerate(proposals):
-            if self._reason(genome, proposed) is not None:
+        for b, proposal in enumerate(proposals):
+            if proposal is None:
+                continue
+            if self._reason(proposal[0], proposed) is not None:
                 again.append(b)
-            proposed.add(genome.key)
+            proposed.add(proposal[0].key)
         return again
 
     def _predicted_feasible(self, genome: Genome) -> bool:
@@ -464,10 +561,9 @@ class EPNAS(Strategy):
 
     def _propose(self, parents: list[Genome]) -> list[tuple[Genome, dict[str, Any]]]:
         """Sample one progressive step per parent; (transformed genome, decision record)."""
-        rows = []
-        for parent in parents:
-            rows.append(_Row(self.space.encode(parent), actions=self.space.actions(parent),
-                             pick=self._pick))
+        rows = [_Row(self.space.encode(parent), actions=self.space.actions(parent),
+                     pick=self._pick, novelty=self._novelty(parent),
+                     neighbour_prior=self.options.neighbour_prior) for parent in parents]
         with torch.no_grad(), _one_thread():
             run_policy(self.policy, rows, self.groups)
         out = []
@@ -589,6 +685,7 @@ class EPNAS(Strategy):
             "episode_results": self.episode_results,
             "history": self.history,
             "rewards": self.rewards,
+            "novelty": {k: sorted(n.dead) for k, n in self.novelty.items()},
             "baseline": self.baseline,
             "stats": self._stats,
             "last_entropy": self._last_entropy,
@@ -612,6 +709,7 @@ class EPNAS(Strategy):
         self.episode_results = state["episode_results"]
         self.history = state["history"]
         self.rewards = dict(state["rewards"])
+        self.novelty = {k: _Novelty(dead) for k, dead in state.get("novelty", {}).items()}
         self.baseline = state["baseline"]
         self._stats = state["stats"]
         self._last_entropy = state["last_entropy"]
