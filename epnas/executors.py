@@ -11,7 +11,8 @@ workers dies, ``ProcessPoolExecutor`` fails every pending future and cannot tell
 trial killed it, and it cannot stop one overdue task. Here each worker runs one trial
 at a time, so a dead worker costs exactly its own trial (retried once, then failed
 ``worker-lost``) and a trial past its timeout is failed ``timeout`` by killing only its
-worker. Candidates and results cross the process boundary as JSON, never pickled;
+worker. The process pool and the Ray executor share that dispatch loop (``_Pool``); each
+brings its kind of worker. Candidates and results cross the process boundary as JSON, never pickled;
 files (trained weights, the sharing dictionary's snapshot) stay on disk, named by the
 job's :class:`~epnas.trial.TrialContext`.
 """
@@ -35,7 +36,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from epnas.errors import EpnasError
 from epnas.evaluators import EVALUATORS, Evaluator
@@ -263,7 +264,206 @@ def limit_workers(requested: int, *, trials: int | None = None, trial_memory: fl
     return WorkerLimit(workers, requested, reason)
 
 
-class ProcessExecutor(Executor):
+class _PoolWorker(ABC):
+    """One worker of a pool (a local process, a Ray actor) and the job it runs."""
+
+    name: str
+    job: Job | None = None
+    started = 0.0  # when its job started (wall clock)
+    deadline: float | None = None  # when its job times out (monotonic); None: no limit
+    alive = True
+
+    @abstractmethod
+    def start(self, job: Job, timeout: float | None) -> None:
+        """Send it ``job``; its timeout runs once its evaluator is created."""
+
+    @abstractmethod
+    def handles(self) -> list[Any]:
+        """What the pool waits on for news of this worker."""
+
+    @abstractmethod
+    def poll(self, ready: Sequence[Any], timeout: float | None) -> Outcome | _Lost | None:
+        """Its news once ``ready`` (the handles that are) came in: the outcome of its
+        job, :class:`_Lost` when it died (it is then killed), None while it runs."""
+
+    @abstractmethod
+    def kill(self) -> None:
+        """Stop it now; it is not used again."""
+
+
+@dataclass(frozen=True)
+class _Lost:
+    """A worker died with its job: ``what`` died, and ``cause`` when known."""
+
+    what: str
+    cause: str | None = None
+
+
+W = TypeVar("W", bound=_PoolWorker)
+
+
+class _Pool(Executor, Generic[W]):
+    """The dispatch loop that local worker processes and Ray actors share: one job per
+    worker at a time, a job whose worker died run again ``retries`` times before it fails
+    ``worker-lost``, one past ``timeout`` failed ``timeout`` by killing its worker."""
+
+    timeout: float | None
+    retries: int
+    _idle: list[W]
+
+    @abstractmethod
+    def _acquire(self) -> W:
+        """An idle worker, or a new one."""
+
+    @abstractmethod
+    def _wait(self, handles: list[Any], timeout: float | None) -> list[Any]:
+        """The ``handles`` that are ready, after waiting up to ``timeout`` for one."""
+
+    def _lend(self, busy: Sequence[W], waiting: bool) -> None:
+        """Hook: give the running jobs the idle workers' threads (process pool)."""
+
+    def _release(self, worker: W) -> None:
+        """A worker whose job ended: idle again when alive."""
+        if worker.alive:
+            self._idle.append(worker)
+
+    def run(self, jobs: Sequence[Job], stop: Stop | None = None) -> Iterator[Outcome]:
+        queue = deque(jobs)
+        attempts = {job.trial_id: 0 for job in jobs}
+        busy: list[W] = []
+        try:
+            while queue or busy:
+                if queue and stop is not None and stop():
+                    queue.clear()  # a budget ran out: the running jobs still finish
+                    continue
+                while queue and len(busy) < self.workers:
+                    worker = self._acquire()
+                    worker.start(queue.popleft(), self.timeout)
+                    busy.append(worker)
+                self._lend(busy, bool(queue))
+                deadlines = [w.deadline for w in busy if w.deadline is not None]
+                wait_for = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+                ready = self._wait([h for w in busy for h in w.handles()], wait_for)
+                for worker in list(busy):
+                    outcome = self._check(worker, ready, queue, attempts)
+                    if outcome is not None or not worker.alive:
+                        busy.remove(worker)
+                        self._release(worker)
+                    if outcome is not None:
+                        yield outcome
+        finally:
+            for worker in busy:  # abandoned mid-batch (interrupt): stop the work
+                worker.kill()
+                self._release(worker)
+
+    def _check(self, worker: W, ready: list[Any], queue: deque[Job],
+               attempts: dict[int, int]) -> Outcome | None:
+        """The outcome of ``worker``'s job if it has one now; requeues a lost job."""
+        job = worker.job
+        assert job is not None
+        news = worker.poll(ready, self.timeout)
+        if isinstance(news, _Lost):
+            attempts[job.trial_id] += 1
+            if attempts[job.trial_id] <= self.retries:
+                queue.appendleft(job)
+                return None
+            cause = f": {news.cause}" if news.cause else ""
+            return Outcome(job.trial_id, Result.failure(
+                "worker-lost", f"{news.what} on every attempt ({attempts[job.trial_id]})"
+                               f"{cause}"), worker.name, worker.started, time.time())
+        if news is None and worker.deadline is not None and time.monotonic() >= worker.deadline:
+            worker.kill()
+            return Outcome(job.trial_id, Result.failure(
+                "timeout", f"trial exceeded its {self.timeout:g} s timeout"),
+                worker.name, worker.started, time.time())
+        return news
+
+
+class _Worker(_PoolWorker):
+    """One worker process and the job it is running."""
+
+    def __init__(self, context: Any, index: int, slot: int, spec: EvaluatorSpec, threads: int,
+                 device: str | None) -> None:
+        self.conn, child = context.Pipe()
+        # the torch threads its trial may use now (the pool lends idle workers' cores)
+        self.allowance = context.RawValue("i", threads)
+        self.process = context.Process(target=_worker_main, name=f"epnas-worker-{index}",
+                                       args=(child, spec.to_dict(), threads, device,
+                                             self.allowance),
+                                       daemon=True)
+        self.process.start()
+        child.close()
+        self.slot = slot
+        self.device = device
+        self.name = f"w{index}:{self.process.pid}" + (f":gpu{device}" if device else "")
+        self.ready = False  # the evaluator is created: trial timeouts apply from here
+
+    def start(self, job: Job, timeout: float | None) -> None:
+        self.job = job
+        self.started = time.time()
+        self.deadline = None
+        if self.ready:
+            self.set_ready(timeout)
+        # A worker that died while idle fails to receive: its sentinel reports the death
+        # and the job is retried.
+        with contextlib.suppress(OSError):
+            self.conn.send_bytes(job.to_json().encode())
+
+    def set_ready(self, timeout: float | None) -> None:
+        self.ready = True
+        if timeout is not None:
+            self.deadline = time.monotonic() + timeout
+
+    def handles(self) -> list[Any]:
+        return [self.conn, self.process.sentinel]
+
+    def poll(self, ready: Sequence[Any], timeout: float | None) -> Outcome | _Lost | None:
+        job = self.job
+        assert job is not None
+        if self.conn not in ready and self.process.sentinel not in ready:
+            return None
+        message = self.receive()
+        if message is not None and "ready" in message:
+            self.set_ready(timeout)
+            return None
+        if message is not None:
+            return Outcome(job.trial_id, Result.from_dict(message["result"]), self.name,
+                           message["start"], message["end"])
+        code = self.process.exitcode
+        self.kill()
+        return _Lost(f"worker process died (exit code {code})")
+
+    def receive(self) -> dict[str, Any] | None:
+        """The next message (ready, or the finished job), None when the worker died."""
+        try:
+            if self.conn.poll():
+                message = json.loads(self.conn.recv_bytes())
+                if "ready" not in message:
+                    self.job = None
+                return message
+        except (EOFError, OSError):
+            pass
+        return None
+
+    def kill(self) -> None:
+        self.alive = False
+        self.job = None
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join()
+        self.conn.close()
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.send_bytes(b"")
+        self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.conn.close()
+
+
+class ProcessExecutor(_Pool[_Worker]):
     """A pool of local worker processes, one trial per worker at a time.
 
     Args:
@@ -365,68 +565,16 @@ class ProcessExecutor(Executor):
         for i, worker in enumerate(busy):
             worker.allowance.value = self.threads + spare // len(busy) + (i < spare % len(busy))
 
-    def run(self, jobs: Sequence[Job], stop: Stop | None = None) -> Iterator[Outcome]:
-        queue = deque(jobs)
-        attempts = {job.trial_id: 0 for job in jobs}
-        busy: dict[Connection, _Worker] = {}
-        try:
-            while queue or busy:
-                if queue and stop is not None and stop():
-                    queue.clear()  # a budget ran out: the running jobs still finish
-                    continue
-                while queue and len(busy) < self.workers:
-                    worker = self._worker()
-                    worker.start(queue.popleft(), self.timeout)
-                    busy[worker.conn] = worker
-                self._lend(list(busy.values()), bool(queue))
-                now = time.monotonic()
-                deadlines = [w.deadline for w in busy.values() if w.deadline is not None]
-                wait_for = max(0.0, min(deadlines) - now) if deadlines else None
-                ready = wait([*busy, *(w.process.sentinel for w in busy.values())], wait_for)
-                for worker in list(busy.values()):
-                    outcome = self._check(worker, ready, queue, attempts)
-                    if outcome is not None or worker.job is None:
-                        del busy[worker.conn]
-                        if worker.alive:
-                            self._idle.append(worker)
-                        else:
-                            self._slots.discard(worker.slot)
-                    if outcome is not None:
-                        yield outcome
-        finally:
-            for worker in busy.values():  # abandoned mid-batch (interrupt): stop the work
-                worker.kill()
-                self._slots.discard(worker.slot)
+    def _acquire(self) -> _Worker:
+        return self._worker()
 
-    def _check(self, worker: _Worker, ready: list[Any], queue: deque[Job],
-               attempts: dict[int, int]) -> Outcome | None:
-        """The outcome of ``worker``'s job if it has one now; requeues a lost job."""
-        job = worker.job
-        assert job is not None
-        if worker.conn in ready or worker.process.sentinel in ready:
-            message = worker.receive()
-            if message is not None and "ready" in message:
-                worker.set_ready(self.timeout)
-                return None
-            if message is not None:
-                return Outcome(job.trial_id, Result.from_dict(message["result"]),
-                               worker.name, message["start"], message["end"])
-            code = worker.process.exitcode
-            worker.kill()
-            attempts[job.trial_id] += 1
-            if attempts[job.trial_id] <= self.retries:
-                queue.appendleft(job)
-                return None
-            return Outcome(job.trial_id, Result.failure(
-                "worker-lost", f"worker process died (exit code {code}) on every attempt "
-                               f"({attempts[job.trial_id]})"),
-                worker.name, worker.started, time.time())
-        if worker.deadline is not None and time.monotonic() >= worker.deadline:
-            worker.kill()
-            return Outcome(job.trial_id, Result.failure(
-                "timeout", f"trial exceeded its {self.timeout:g} s timeout"),
-                worker.name, worker.started, time.time())
-        return None
+    def _wait(self, handles: list[Any], timeout: float | None) -> list[Any]:
+        return wait(handles, timeout)
+
+    def _release(self, worker: _Worker) -> None:
+        super()._release(worker)
+        if not worker.alive:
+            self._slots.discard(worker.slot)
 
     def close(self) -> None:
         for worker in self._idle:
@@ -464,76 +612,60 @@ def pin_devices(workers: int, visible: str | None = None,
     return [ids[i % len(ids)] for i in range(workers)]
 
 
-class _Worker:
-    """One worker process and the job it is running."""
+class _Actor(_PoolWorker):
+    """A Ray actor of :class:`RayExecutor`, the job it runs and since when."""
 
-    def __init__(self, context: Any, index: int, slot: int, spec: EvaluatorSpec, threads: int,
-                 device: str | None) -> None:
-        self.conn, child = context.Pipe()
-        # the torch threads its trial may use now (the pool lends idle workers' cores)
-        self.allowance = context.RawValue("i", threads)
-        self.process = context.Process(target=_worker_main, name=f"epnas-worker-{index}",
-                                       args=(child, spec.to_dict(), threads, device,
-                                             self.allowance),
-                                       daemon=True)
-        self.process.start()
-        child.close()
-        self.slot = slot
-        self.device = device
-        self.name = f"w{index}:{self.process.pid}" + (f":gpu{device}" if device else "")
-        self.job: Job | None = None
-        self.ready = False  # the evaluator is created: trial timeouts apply from here
-        self.deadline: float | None = None
-        self.started = 0.0
-        self.alive = True
+    def __init__(self, ray: Any, handle: Any, ready: Any) -> None:
+        self._ray = ray
+        self.handle = handle
+        self.ready: Any = ready  # the ref of its start-up, until it resolved
+        self.name = "ray"
+        self.call: Any = None
 
     def start(self, job: Job, timeout: float | None) -> None:
-        self.job = job
-        self.started = time.time()
-        self.deadline = None
-        if self.ready:
-            self.set_ready(timeout)
-        # A worker that died while idle fails to receive: its sentinel reports the death
-        # and the job is retried.
-        with contextlib.suppress(OSError):
-            self.conn.send_bytes(job.to_json().encode())
+        self.job, self.started, self.deadline = job, time.time(), None
+        self.call = self.handle.evaluate.remote(job.to_json())
+        if self.ready is None and timeout is not None:
+            self.deadline = time.monotonic() + timeout
 
     def set_ready(self, timeout: float | None) -> None:
-        self.ready = True
+        """Its evaluator is created: the trial's timeout runs from here."""
+        with contextlib.suppress(self._ray.exceptions.RayError):  # died: its call says so
+            self.name = self._ray.get(self.ready)
+        self.ready = None
         if timeout is not None:
             self.deadline = time.monotonic() + timeout
 
-    def receive(self) -> dict[str, Any] | None:
-        """The next message (ready, or the finished job), None when the worker died."""
+    def handles(self) -> list[Any]:
+        return [self.call] if self.ready is None else [self.call, self.ready]
+
+    def poll(self, ready: Sequence[Any], timeout: float | None) -> Outcome | _Lost | None:
+        ray, job = self._ray, self.job
+        assert job is not None
+        if self.ready is not None and self.ready in ready:
+            self.set_ready(timeout)
+        if self.call not in ready:
+            return None
+        if self.ready is not None:  # its call finished before its start-up was seen
+            self.set_ready(None)
         try:
-            if self.conn.poll():
-                message = json.loads(self.conn.recv_bytes())
-                if "ready" not in message:
-                    self.job = None
-                return message
-        except (EOFError, OSError):
-            pass
-        return None
+            message = json.loads(ray.get(self.call))
+        except ray.exceptions.RayActorError as exc:
+            self.kill()
+            text = str(exc).strip()
+            return _Lost("Ray worker died", text.splitlines()[0] if text else type(exc).__name__)
+        except ray.exceptions.RayError as exc:  # the call failed, the actor lives on
+            return Outcome(job.trial_id, Result.failure("error", f"{type(exc).__name__}: {exc}"),
+                           self.name, self.started, time.time())
+        return Outcome(job.trial_id, Result.from_dict(message["result"]), self.name,
+                       message["start"], message["end"])
 
     def kill(self) -> None:
         self.alive = False
-        self.job = None
-        if self.process.is_alive():
-            self.process.kill()
-        self.process.join()
-        self.conn.close()
-
-    def stop(self) -> None:
-        with contextlib.suppress(OSError):
-            self.conn.send_bytes(b"")
-        self.process.join(timeout=5)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join()
-        self.conn.close()
+        self._ray.kill(self.handle, no_restart=True)
 
 
-class RayExecutor(Executor):
+class RayExecutor(_Pool[_Actor]):
     """Trials on a Ray cluster: a local one it starts, or an existing one it joins.
 
     Each worker is a Ray actor holding one evaluator (created once, like a pool worker,
@@ -604,79 +736,18 @@ class RayExecutor(Executor):
                 "nodes": len([n for n in ray.nodes() if n.get("Alive")]),
                 "cluster": ray.cluster_resources()}
 
-    def _actor(self) -> _Actor:
+    def _acquire(self) -> _Actor:
         if self._idle:
             return self._idle.pop()
         handle = self._new_actor()
-        return _Actor(handle, handle.where.remote())
+        return _Actor(self._ray, handle, handle.where.remote())
 
-    def run(self, jobs: Sequence[Job], stop: Stop | None = None) -> Iterator[Outcome]:
-        ray = self._ray
-        queue = deque(jobs)
-        attempts = {job.trial_id: 0 for job in jobs}
-        busy: dict[Any, _Actor] = {}  # the ref of the call an actor runs -> the actor
-        try:
-            while queue or busy:
-                if queue and stop is not None and stop():
-                    queue.clear()  # a budget ran out: the running jobs still finish
-                    continue
-                while queue and len(busy) < self.workers:
-                    actor = self._actor()
-                    actor.start(queue.popleft(), self.timeout)
-                    busy[actor.call] = actor
-                waiting = [a.ready for a in busy.values() if a.ready is not None]
-                deadlines = [a.deadline for a in busy.values() if a.deadline is not None]
-                wait_for = (max(0.0, min(deadlines) - time.monotonic()) if deadlines
-                            else None)
-                done = _ray_ready(ray, [*busy, *waiting], wait_for)
-                for actor in [a for a in busy.values() if a.ready in done]:
-                    actor.set_ready(ray, self.timeout)
-                for ref in [r for r in done if r in busy]:
-                    actor = busy.pop(ref)
-                    outcome = self._finish(actor, queue, attempts)
-                    if outcome is not None:
-                        yield outcome
-                now = time.monotonic()
-                for ref, actor in list(busy.items()):
-                    if actor.deadline is not None and now >= actor.deadline:
-                        del busy[ref]
-                        ray.kill(actor.handle, no_restart=True)
-                        yield Outcome(actor.job.trial_id, Result.failure(
-                            "timeout", f"trial exceeded its {self.timeout:g} s timeout"),
-                            actor.name, actor.started, time.time())
-        finally:
-            for actor in busy.values():  # abandoned mid-batch (interrupt): stop the work
-                ray.kill(actor.handle, no_restart=True)
-
-    def _finish(self, actor: _Actor, queue: deque[Job],
-                attempts: dict[int, int]) -> Outcome | None:
-        """The outcome of ``actor``'s finished call; requeues the job of a dead actor."""
-        ray, job = self._ray, actor.job
-        if actor.ready is not None:  # its call finished before its start-up was seen
-            actor.set_ready(ray, None)
-        try:
-            message = json.loads(ray.get(actor.call))
-        except ray.exceptions.RayActorError as exc:
-            ray.kill(actor.handle, no_restart=True)
-            attempts[job.trial_id] += 1
-            if attempts[job.trial_id] <= self.retries:
-                queue.appendleft(job)
-                return None
-            cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            return Outcome(job.trial_id, Result.failure(
-                "worker-lost", f"Ray worker died on every attempt ({attempts[job.trial_id]}): "
-                               f"{cause}"), actor.name, actor.started, time.time())
-        except ray.exceptions.RayError as exc:
-            self._idle.append(actor)
-            return Outcome(job.trial_id, Result.failure("error", f"{type(exc).__name__}: {exc}"),
-                           actor.name, actor.started, time.time())
-        self._idle.append(actor)
-        return Outcome(job.trial_id, Result.from_dict(message["result"]), actor.name,
-                       message["start"], message["end"])
+    def _wait(self, handles: list[Any], timeout: float | None) -> list[Any]:
+        return _ray_ready(self._ray, handles, timeout)
 
     def close(self) -> None:
         for actor in self._idle:
-            self._ray.kill(actor.handle, no_restart=True)
+            actor.kill()
         self._idle = []
         if self._owner and self._ray.is_initialized():
             self._ray.shutdown()
@@ -700,33 +771,6 @@ def import_ray() -> Any:
     except ImportError:
         raise EpnasError("the Ray executor needs Ray: pip install 'epnas[ray]'") from None
     return ray
-
-
-class _Actor:
-    """A Ray actor of :class:`RayExecutor`, the job it runs and since when."""
-
-    def __init__(self, handle: Any, ready: Any) -> None:
-        self.handle = handle
-        self.ready: Any = ready  # the ref of its start-up, until it resolved
-        self.name = "ray"
-        self.job: Job | None = None
-        self.call: Any = None
-        self.started = 0.0
-        self.deadline: float | None = None
-
-    def start(self, job: Job, timeout: float | None) -> None:
-        self.job, self.started, self.deadline = job, time.time(), None
-        self.call = self.handle.evaluate.remote(job.to_json())
-        if self.ready is None and timeout is not None:
-            self.deadline = time.monotonic() + timeout
-
-    def set_ready(self, ray: Any, timeout: float | None) -> None:
-        """Its evaluator is created: the trial's timeout runs from here."""
-        with contextlib.suppress(ray.exceptions.RayError):  # died: its call reports that
-            self.name = ray.get(self.ready)
-        self.ready = None
-        if timeout is not None:
-            self.deadline = time.monotonic() + timeout
 
 
 class _TrialActor:
