@@ -303,7 +303,8 @@ class Study:
                 self.evaluator.check_fidelity(fidelity)
             except EpnasError as exc:
                 raise EpnasError(f"strategy {config.strategy!r} asks for fidelity "
-                                 f"{fidelity!r}: {exc}") from None
+                                 f"{fidelity!r}: {exc}; choose the fidelities it asks for "
+                                 "with its options (--strategy-opt)") from None
         self._check_metrics(config.objective())
         # EEEA early exit: rejected candidates never reach the evaluator or the store
         self.strategy = early_exit(self.strategy, self.evaluator.costs, config.filters)

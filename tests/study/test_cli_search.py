@@ -205,6 +205,51 @@ def test_bad_flags(tmp_path: Path, capsys: pytest.CaptureFixture, flags: list[st
     assert not out.exists()
 
 
+TWO_LEVELS = '''
+from epnas.evaluators.synthetic import SyntheticEvaluator
+
+
+class TwoLevels(SyntheticEvaluator):
+    """A user's evaluator that knows two fidelities."""
+
+    fidelities = ("low", "high")
+    default_fidelity = "high"
+'''
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    # EcoNAS's default levels: NAS-Bench-201's table columns on nb201 ...
+    (["--space", "nb201", "--evaluator", "training"],
+     "strategy 'econas' asks for fidelity '12ep': unknown fidelity item '12ep'"),
+    # ... and a reduced training setting elsewhere, which a user's evaluator may not know
+    (["--evaluator", "two_levels:TwoLevels"],
+     "strategy 'econas' asks for fidelity 'c=0.25,r=0.5,s=0.5,e=5': TwoLevels has no "
+     "fidelity 'c=0.25,r=0.5,s=0.5,e=5'; use one of low, high"),
+    (["--evaluator", "two_levels:TwoLevels", "--strategy-opt", "levels=low,medium"],
+     "strategy 'econas' asks for fidelity 'medium'"),
+    (["--evaluator", "two_levels:TwoLevels", "--strategy", "evolution[fidelity=top]"],
+     "strategy 'evolution' asks for fidelity 'top'"),
+])
+def test_every_fidelity_a_strategy_asks_for_is_checked_before_the_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
+        flags: list[str], message: str) -> None:
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "two_levels.py").write_text(TWO_LEVELS)
+    monkeypatch.syspath_prepend(str(plugins))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    err = bad(["search", "--strategy", "econas", "--trials", "4", "--quiet", *flags], capsys)
+    assert message in err and "--strategy-opt" in err
+    assert list(work.iterdir()) == []  # not even the default runs/ directory
+    # the levels it has run
+    assert main(["search", "--strategy", "econas", "--evaluator", "two_levels:TwoLevels",
+                 "--strategy-opt", "levels=low,high", "--trials", "4", "--quiet", "--json",
+                 "--out", "run"]) == 0
+    assert json.loads(capsys.readouterr().out)["trials"] == 4
+
+
 def test_an_unknown_constraint_metric_fails_at_once_and_leaves_nothing(
         tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     """It was reported after a trial had trained, in a run directory that then refused
