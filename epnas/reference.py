@@ -24,6 +24,11 @@ the configuration model and the registries; a test checks it is current.
 """
 
 
+
+def _built_in(origins: dict[str, str]) -> list[str]:
+    """The built-in names only: the reference must not depend on installed plug-ins."""
+    return sorted(name for name, origin in origins.items() if origin == "built-in")
+
 def render() -> str:
     """The whole reference page as Markdown."""
     from epnas import cli, spaces, strategies
@@ -39,18 +44,18 @@ def render() -> str:
     parts += ["## Spaces (`--space`, `--space-opt KEY=VALUE`)\n",
               "Every space also takes the sampling options, which steer random genomes "
               "but not validity:\n", _model_table(spaces.SamplingOptions)]
-    for name in spaces.names():
+    for name in _built_in(spaces.origins()):
         _, cls = spaces.resolve(name)
         parts += [f"### `{name}`\n", _summary(cls), _model_table(cls.Options)]
     parts.append("## Strategies (`--strategy`, `--strategy-opt KEY=VALUE`, `--preset`)\n")
-    for name in strategies.names():
+    for name in _built_in(strategies.STRATEGIES.origins()):
         _, cls = strategies.STRATEGIES.resolve(name)
         supported = ", ".join(f"`{s}`" for s in cls.supported_spaces or ()) or "every space"
         presets = ", ".join(f"`{p}`" for p in cls.presets) or "none"
         parts += [f"### `{name}`\n", _summary(cls),
                   f"Spaces: {supported}. Presets: {presets}.\n", _model_table(cls.Options)]
     parts.append("## Evaluators (`--evaluator`, `--evaluator-opt KEY=VALUE`)\n")
-    for name in EVALUATORS.names():
+    for name in _built_in(EVALUATORS.origins()):
         _, cls = EVALUATORS.resolve(name)
         fidelities = ", ".join(f"`{f}`" for f in getattr(cls, "fidelities", ())) or "any"
         parts += [f"### `{name}`\n", _summary(cls), f"Fidelities: {fidelities}.\n"]
