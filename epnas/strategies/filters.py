@@ -84,6 +84,10 @@ class EarlyExit(Strategy):
                             for lim in limits)
         self.skipped = 0
 
+    @property
+    def fidelities(self) -> tuple[str, ...]:
+        return self.strategy.fidelities
+
     def allows(self, genome: Genome) -> bool:
         costs = self.cost(genome)
         return all(limit.allows(costs) for limit in self.limits)

@@ -163,3 +163,11 @@ def test_cli_bad_filter_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
     err = capsys.readouterr().err
     assert err.startswith("epnas: error:") and len(err.strip().splitlines()) == 1
     assert "max-speed" in err and not (tmp_path / "x").exists()
+
+
+def test_the_filter_names_the_wrapped_strategys_fidelities() -> None:
+    # the study checks every fidelity with its evaluator before the run: a wrapped
+    # EcoNAS must still show its levels
+    econas = strategies.get("econas", "nb201", seed=0)
+    wrapped = EarlyExit(econas, lambda g: {"params": 0.0}, ["max-params=1M"])
+    assert econas.fidelities and wrapped.fidelities == econas.fidelities
