@@ -6,6 +6,11 @@ Every error a user can cause (bad config, bad genome, missing data) derives from
 
 from __future__ import annotations
 
+import errno
+import os
+import sqlite3
+from pathlib import Path
+
 
 class EpnasError(Exception):
     """An error caused by user input; the CLI prints its message without a traceback."""
@@ -21,6 +26,40 @@ class ActionError(GenomeError):
 
 class SpaceError(EpnasError, ValueError):
     """A space name, a ``module:Class`` spec or a space option is invalid."""
+
+
+class StorageError(EpnasError):
+    """The run's files cannot be written (disk full, read-only, no permission): the
+    search stops and what it interrupted is queued for ``epnas resume``."""
+
+
+# errno values that say the storage, not the candidate, failed
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
+                            errno.EPERM, errno.EIO})
+_SQLITE_CAUSES = {  # primary result codes (the low byte of an extended one)
+    8: "read-only file system or database (SQLite: attempt to write a readonly database)",
+    10: "disk I/O error (SQLite)",
+    13: "No space left on device (SQLite: database or disk is full)",
+    14: "cannot open the database file (SQLite)",
+}
+
+
+def storage_error(exc: BaseException, path: str | Path | None = None) -> StorageError | None:
+    """The :class:`StorageError` that ``exc`` stands for (``path``: the file, when the
+    exception does not name it), or None when ``exc`` is no storage error."""
+    if isinstance(exc, StorageError):
+        return exc
+    if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
+        cause = exc.strerror or os.strerror(exc.errno)
+        where = exc.filename or path
+    elif isinstance(exc, sqlite3.Error):
+        cause = _SQLITE_CAUSES.get((getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF)
+        where = path
+    else:
+        return None
+    if cause is None:
+        return None
+    return StorageError(f"cannot write {where or 'the run directory'}: {cause}")
 
 
 def validation_message(owner: str, exc: Exception) -> str:

@@ -34,13 +34,13 @@ import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
 from typing import Any, Generic, TypeVar
 
-from epnas.errors import EpnasError
+from epnas.errors import EpnasError, storage_error
 from epnas.evaluators import EVALUATORS, Evaluator
-from epnas.trial import Candidate, Result, TrialContext
+from epnas.trial import STORAGE, Candidate, Result, TrialContext
 
 # Study settings an evaluator receives when its constructor has a parameter of that name;
 # ``max_memory`` (``--max-memory``) lets an evaluator that trains refuse a candidate whose
@@ -99,6 +99,11 @@ def evaluate_safely(evaluator: Evaluator, candidate: Candidate,
         result = evaluator.evaluate_trial(candidate, context or TrialContext())
     except MemoryError as exc:
         return Result.failure("oom", f"MemoryError: {exc}")
+    except OSError as exc:
+        storage = storage_error(exc, context and context.directory)
+        if storage is not None:  # the disk, not the candidate: the Study stops on it
+            return Result.failure(STORAGE, str(storage))
+        return Result.failure("error", f"{type(exc).__name__}: {exc}")
     except Exception as exc:
         reason = "oom" if type(exc).__name__ == "OutOfMemoryError" else "error"
         return Result.failure(reason, f"{type(exc).__name__}: {exc}")
@@ -124,13 +129,15 @@ class Job:
 
 @dataclass(frozen=True)
 class Outcome:
-    """The result of one job, where and when it ran (wall-clock ``time.time()``)."""
+    """The result of one job, where and when it ran (wall-clock ``time.time()``), and
+    why a worker died with it on an earlier attempt (each death, one run again)."""
 
     trial_id: int
     result: Result
     worker: str
     start: float
     end: float
+    lost: tuple[str, ...] = ()
 
 
 class Executor(ABC):
@@ -330,6 +337,7 @@ class _Pool(Executor, Generic[W]):
     def run(self, jobs: Sequence[Job], stop: Stop | None = None) -> Iterator[Outcome]:
         queue = deque(jobs)
         attempts = {job.trial_id: 0 for job in jobs}
+        deaths: dict[int, list[str]] = {}  # why each lost attempt's worker died
         busy: list[W] = []
         try:
             while queue or busy:
@@ -345,25 +353,27 @@ class _Pool(Executor, Generic[W]):
                 wait_for = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
                 ready = self._wait([h for w in busy for h in w.handles()], wait_for)
                 for worker in list(busy):
-                    outcome = self._check(worker, ready, queue, attempts)
+                    outcome = self._check(worker, ready, queue, attempts, deaths)
                     if outcome is not None or not worker.alive:
                         busy.remove(worker)
                         self._release(worker)
                     if outcome is not None:
-                        yield outcome
+                        yield replace(outcome, lost=tuple(deaths.get(outcome.trial_id, ())))
         finally:
             for worker in busy:  # abandoned mid-batch (interrupt): stop the work
                 worker.kill()
                 self._release(worker)
 
     def _check(self, worker: W, ready: list[Any], queue: deque[Job],
-               attempts: dict[int, int]) -> Outcome | None:
+               attempts: dict[int, int], deaths: dict[int, list[str]]) -> Outcome | None:
         """The outcome of ``worker``'s job if it has one now; requeues a lost job."""
         job = worker.job
         assert job is not None
         news = worker.poll(ready, self.timeout)
         if isinstance(news, _Lost):
             attempts[job.trial_id] += 1
+            deaths.setdefault(job.trial_id, []).append(
+                f"{news.what} on {worker.name}" + (f": {news.cause}" if news.cause else ""))
             if attempts[job.trial_id] <= self.retries:
                 queue.appendleft(job)
                 return None
@@ -429,9 +439,10 @@ class _Worker(_PoolWorker):
         if message is not None:
             return Outcome(job.trial_id, Result.from_dict(message["result"]), self.name,
                            message["start"], message["end"])
+        self.process.join(timeout=5)  # its pipe can close a moment before it is reaped
         code = self.process.exitcode
         self.kill()
-        return _Lost(f"worker process died (exit code {code})")
+        return _Lost(f"worker process died ({_exit_text(code)})")
 
     def receive(self) -> dict[str, Any] | None:
         """The next message (ready, or the finished job), None when the worker died."""
@@ -461,6 +472,17 @@ class _Worker(_PoolWorker):
             self.process.kill()
             self.process.join()
         self.conn.close()
+
+
+def _exit_text(code: int | None) -> str:
+    """A process exit code as words: ``killed by signal 9 (SIGKILL)``, ``exit code 3``."""
+    if code is not None and code < 0:  # multiprocessing: minus the signal that ended it
+        try:
+            name = f" ({signal.Signals(-code).name})"
+        except ValueError:
+            name = ""
+        return f"killed by signal {-code}{name}"
+    return f"exit code {code}"
 
 
 class ProcessExecutor(_Pool[_Worker]):

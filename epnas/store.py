@@ -21,7 +21,9 @@ import io
 import json
 import math
 import os
+import shutil
 import sqlite3
+import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,7 +38,7 @@ from epnas.spaces.genome import Genome
 from epnas.spaces.registry import load_genome
 from epnas.trial import Candidate, Result
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: trials.retries and trials.lost
 DB_NAME = "study.db"
 CSV_NAME = "trials.csv"
 LOCK_NAME = "lock"
@@ -52,7 +54,7 @@ CREATE TABLE trials (
     position INTEGER, key TEXT NOT NULL, fidelity TEXT, genome TEXT NOT NULL,
     info TEXT NOT NULL, status TEXT NOT NULL, reason TEXT, error TEXT, metrics TEXT,
     reward REAL, feasible INTEGER, source INTEGER, worker TEXT,
-    start_time REAL, end_time REAL);
+    start_time REAL, end_time REAL, retries INTEGER NOT NULL DEFAULT 0, lost TEXT);
 CREATE INDEX trials_by_key ON trials (key, fidelity);
 CREATE INDEX trials_by_batch ON trials (batch, position);
 CREATE TABLE checkpoint (
@@ -60,6 +62,10 @@ CREATE TABLE checkpoint (
     time REAL NOT NULL);
 CREATE TABLE episodes (episode INTEGER PRIMARY KEY, stats TEXT NOT NULL);
 """
+
+# what brings a store of each older schema up to the next one
+_MIGRATIONS = {1: ("ALTER TABLE trials ADD COLUMN retries INTEGER NOT NULL DEFAULT 0",
+                   "ALTER TABLE trials ADD COLUMN lost TEXT")}
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,8 @@ class TrialRecord:
             finished trial a resumed strategy did not ask again, see :mod:`epnas.study`).
         status: ``queued``, ``running``, ``done``, ``cached`` or ``failed``.
         source: for ``cached`` trials, the trial whose result was reused.
+        retries: how often it was run again because its worker died; ``lost`` says
+            why each time (the signal that killed a worker process, say).
     """
 
     id: int
@@ -91,6 +99,8 @@ class TrialRecord:
     worker: str | None = None
     start_time: float | None = None
     end_time: float | None = None
+    retries: int = 0
+    lost: str | None = None
 
     @cached_property
     def genome(self) -> Genome:
@@ -120,7 +130,8 @@ class TrialRecord:
                 "status": self.status, "reason": self.reason, "error": self.error,
                 "metrics": dict(self.metrics), "reward": self.reward, "feasible": self.feasible,
                 "source": self.source, "worker": self.worker, "start_time": self.start_time,
-                "end_time": self.end_time, "info": dict(self.info),
+                "end_time": self.end_time, "retries": self.retries, "lost": self.lost,
+                "info": dict(self.info),
                 "genome": json.loads(self.genome_json)}
 
 
@@ -210,7 +221,9 @@ class Store:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.readonly = readonly
         self._lock: RunLock | None = None
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None  # read-only storage
         self._last_export = 0.0
+        self._version = SCHEMA_VERSION
         if self.run_dir is None:
             self.db = sqlite3.connect(":memory:", isolation_level=None)
             self._create()
@@ -219,16 +232,8 @@ class Store:
         if readonly:
             if not db_path.is_file():
                 raise EpnasError(f"{self.run_dir} holds no study ({DB_NAME} is missing)")
-            # mode=ro would leave -wal/-shm files behind (it may not remove them); a
-            # query-only read-write connection cleans up like the writer does.
+            self.db = self._connect_readonly(db_path)
             try:
-                self.db = sqlite3.connect(f"file:{db_path}?mode=rw", uri=True,
-                                          isolation_level=None)
-            except sqlite3.OperationalError:  # a read-only directory
-                self.db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True,
-                                          isolation_level=None)
-            try:
-                self.db.execute("PRAGMA query_only=1")
                 self._check_version()
             except BaseException:
                 self.close(export=False)
@@ -237,14 +242,49 @@ class Store:
         self._lock = lock or RunLock(self.run_dir)
         self.db = sqlite3.connect(db_path, isolation_level=None, timeout=30)
         try:
-            if self._check_version() == 0:
+            version = self._check_version()
+            if version == 0:
                 self._create()
+            elif version < SCHEMA_VERSION:
+                self._migrate(version)
             # WAL with synchronous=NORMAL survives any crash of this process; only a
             # power cut can lose the last transactions, never corrupt the store.
             self.db.execute("PRAGMA synchronous=NORMAL")
         except BaseException:
             self.close(export=False)
             raise
+
+    def _connect_readonly(self, db_path: Path) -> sqlite3.Connection:
+        """A query-only connection to ``db_path``, on read-only storage too."""
+        # mode=ro would leave -wal/-shm files behind (it may not remove them); a
+        # query-only read-write connection cleans up like the writer does.
+        try:
+            db = sqlite3.connect(f"file:{db_path}?mode=rw", uri=True, isolation_level=None)
+            try:
+                db.execute("PRAGMA query_only=1")
+                db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # opens the WAL
+                return db
+            except sqlite3.Error:
+                db.close()
+                raise
+        except sqlite3.Error:
+            if os.access(db_path.parent, os.W_OK):
+                raise  # writable storage: the file itself is bad; _check_version says so
+        # Read-only storage: a WAL database cannot build its index of the -wal file here.
+        # Without one (a run closed cleanly) the file is complete: read it as immutable;
+        # with one (a killed run), read a copy of both so its last transactions count.
+        wal = db_path.with_name(db_path.name + "-wal")
+        if not (wal.is_file() and wal.stat().st_size > 0):
+            db = sqlite3.connect(f"file:{db_path}?mode=ro&immutable=1", uri=True,
+                                 isolation_level=None)
+        else:
+            self._scratch = tempfile.TemporaryDirectory(prefix="epnas-readonly-")
+            copy = Path(self._scratch.name) / DB_NAME
+            shutil.copyfile(db_path, copy)
+            shutil.copyfile(wal, copy.with_name(wal.name))
+            db = sqlite3.connect(copy, isolation_level=None)
+        db.execute("PRAGMA query_only=1")
+        return db
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -254,6 +294,7 @@ class Store:
         except sqlite3.DatabaseError as exc:
             raise EpnasError(f"{self.run_dir / DB_NAME} is not a study database ({exc}); "
                              "choose another --out") from None
+        self._version = version
         if version > SCHEMA_VERSION:
             raise EpnasError(f"{self.run_dir / DB_NAME} was written by a newer epnas (store "
                              f"schema {version}, this epnas reads {SCHEMA_VERSION}); upgrade "
@@ -269,6 +310,14 @@ class Store:
                     self.db.execute(statement)
             self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
+    def _migrate(self, version: int) -> None:
+        with self._transaction():
+            for old in range(version, SCHEMA_VERSION):
+                for statement in _MIGRATIONS[old]:
+                    self.db.execute(statement)
+            self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self._version = SCHEMA_VERSION
+
     def _transaction(self) -> _Transaction:
         return _Transaction(self.db)
 
@@ -276,12 +325,16 @@ class Store:
         """Export ``trials.csv`` (unless ``export`` is False), close, release the lock."""
         if self.db is None:
             return
-        if export:
-            self.export_csv()
-        self.db.close()
-        self.db = None  # type: ignore[assignment]
-        if self._lock is not None:
-            self._lock.release()
+        try:
+            if export:
+                self.export_csv()
+        finally:
+            self.db.close()
+            self.db = None  # type: ignore[assignment]
+            if self._scratch is not None:
+                self._scratch.cleanup()
+            if self._lock is not None:
+                self._lock.release()
 
     def __enter__(self) -> Store:
         return self
@@ -347,16 +400,19 @@ class Store:
 
     def finish(self, trial_id: int, result: Result, *, status: str | None = None,
                source: int | None = None, worker: str | None = None,
-               start: float | None = None, end: float | None = None) -> None:
-        """Record the scored result of one trial (its own transaction)."""
+               start: float | None = None, end: float | None = None, retries: int = 0,
+               lost: str | None = None) -> None:
+        """Record the scored result of one trial (its own transaction); ``retries``: how
+        often it ran again because its worker died, ``lost``: why the workers died."""
         with self._transaction():
             self.db.execute(
                 "UPDATE trials SET status = ?, reason = ?, error = ?, metrics = ?, reward = ?,"
                 " feasible = ?, source = ?, worker = ?, start_time = COALESCE(?, start_time),"
-                " end_time = ? WHERE id = ?",
+                " end_time = ?, retries = retries + ?, lost = COALESCE(?, lost)"
+                " WHERE id = ?",
                 (status or result.status, result.reason, result.error,
                  json.dumps(dict(result.metrics)), result.reward, result.feasible, source,
-                 worker, start, end or time.time(), trial_id))
+                 worker, start, end or time.time(), retries, lost, trial_id))
 
     def close_batch(self, batch: int, state: Mapping[str, Any] | None,
                     stats: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> None:
@@ -435,12 +491,15 @@ class Store:
                 "metrics, reward, feasible, source, worker, start_time, end_time")
 
     def _select(self, where: str, params: Sequence[Any] = ()) -> list[TrialRecord]:
-        rows = self.db.execute(f"SELECT {self._COLUMNS} FROM trials {where}", params)
+        # a store of schema 1 read as it is (status of an old run) has no retries yet
+        extra = "retries, lost" if self._version >= 2 else "0, NULL"
+        rows = self.db.execute(f"SELECT {self._COLUMNS}, {extra} FROM trials {where}", params)
         return [TrialRecord(id=r[0], batch=r[1], position=r[2], key=r[3], fidelity=r[4],
                             genome_json=r[5], info=json.loads(r[6]), status=r[7], reason=r[8],
                             error=r[9], metrics=json.loads(r[10]) if r[10] else {},
                             reward=r[11], feasible=None if r[12] is None else bool(r[12]),
-                            source=r[13], worker=r[14], start_time=r[15], end_time=r[16])
+                            source=r[13], worker=r[14], start_time=r[15], end_time=r[16],
+                            retries=r[17], lost=r[18])
                 for r in rows]
 
     # --- export --------------------------------------------------------------------------
@@ -463,8 +522,8 @@ def write_csv(trials: Sequence[TrialRecord], path: Path) -> None:
     """``trials.csv``: one row per trial, metrics as fractions, plus ``accuracy_pct``."""
     metrics = sorted({m for t in trials for m in t.metrics} - set(_FIRST_METRICS))
     header = ["trial_id", "batch", "key", "fidelity", "status", "reason", *_FIRST_METRICS,
-              "accuracy_pct", *metrics, "reward", "feasible", "source", "worker",
-              "start_time", "end_time", "error", "info", "genome"]
+              "accuracy_pct", *metrics, "reward", "feasible", "source", "worker", "retries",
+              "lost", "start_time", "end_time", "error", "info", "genome"]
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -477,7 +536,8 @@ def write_csv(trials: Sequence[TrialRecord], path: Path) -> None:
                 "" if acc is None else f"{100 * acc:.2f}",
                 *(_cell(t.metrics.get(m)) for m in metrics),
                 _cell(t.reward), "" if t.feasible is None else int(t.feasible),
-                t.source or "", t.worker or "", _cell(t.start_time), _cell(t.end_time),
+                t.source or "", t.worker or "", t.retries, t.lost or "",
+                _cell(t.start_time), _cell(t.end_time),
                 t.error or "", json.dumps(dict(t.info)), t.genome_json])
     os.replace(tmp, path)
 

@@ -46,8 +46,10 @@ closed are :mod:`epnas.trialfiles`'. The loop below decides when.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -60,7 +62,7 @@ import numpy as np
 from epnas import spaces, strategies
 from epnas.config import StudyConfig
 from epnas.data.custom import as_dataset
-from epnas.errors import EpnasError
+from epnas.errors import EpnasError, StorageError, storage_error
 from epnas.evaluators import EVALUATORS, Evaluator
 from epnas.executors import (
     EvaluatorSpec,
@@ -76,10 +78,10 @@ from epnas.objective import Objective
 from epnas.rundir import open_store, save_config, seed_genomes, write_environment
 from epnas.spaces.base import Space
 from epnas.spaces.registry import cost, load_genome
-from epnas.store import NewTrial, Store, TrialRecord
+from epnas.store import DB_NAME, NewTrial, Store, TrialRecord
 from epnas.strategies.base import STRATEGIES, SearchContext, Strategy
 from epnas.strategies.filters import EarlyExit, early_exit
-from epnas.trial import Candidate, Result
+from epnas.trial import STORAGE, Candidate, Result
 from epnas.trialfiles import CHECKPOINT_WEIGHTS, TrialFiles
 
 logger = logging.getLogger(__name__)
@@ -103,7 +105,7 @@ class Summary:
         best: the best feasible trial; when none is feasible, the least-violating one
             (``feasible`` is then False and ``violations`` says by how much).
         stop_reason: why the last ``run`` ended (``trials``, ``time``, ``strategy``,
-            ``failures``, ``interrupted``), None while running or when not yet run.
+            ``failures``, ``interrupted``, ``storage``), None while running or when not yet run.
     """
 
     run_dir: str | None
@@ -413,6 +415,10 @@ class Study:
         return self.store.run_dir
 
     @property
+    def _db_path(self) -> Path | None:
+        return None if self.run_dir is None else self.run_dir / DB_NAME
+
+    @property
     def executor(self) -> Executor:
         if self._executor is None:
             c = self.config
@@ -456,11 +462,26 @@ class Study:
             self.store.requeue_running()
             self.stop_reason = "interrupted"
             raise
+        except (OSError, sqlite3.Error, StorageError) as exc:
+            error = storage_error(exc, self._db_path)
+            if error is None:
+                raise
+            self.stop_reason = "storage"
+            # best effort: a store that cannot be written keeps them ``running``, which
+            # a resume runs again all the same
+            with contextlib.suppress(OSError, sqlite3.Error):
+                self.store.requeue_running()
+            raise StorageError(f"{error}; the search stopped, its unfinished trials are "
+                               f"queued: free space or fix the permissions, then run "
+                               f"epnas resume {self.run_dir}") from None
         finally:
-            self.store.set_meta({"elapsed": self.elapsed})
-            self.store.export_csv()
-            if self._unsaved is not None:
-                self._checkpoint(self._unsaved)
+            # after a storage error these writes may fail too: they must not hide it
+            with contextlib.suppress(*(() if self.stop_reason != "storage"
+                                       else (OSError, sqlite3.Error))):
+                self.store.set_meta({"elapsed": self.elapsed})
+                self.store.export_csv()
+                if self._unsaved is not None:
+                    self._checkpoint(self._unsaved)
         if (warning := self.early_stop_warning()) is not None:
             logger.warning(warning)
         return self.summary()
@@ -510,7 +531,7 @@ class Study:
         """Stop the workers, export ``trials.csv`` and release the run directory."""
         if self._executor is not None:
             self._executor.close()
-        self.store.close()
+        self.store.close(export=self.stop_reason != "storage")
         self._files.close()
 
     def __enter__(self) -> Study:
@@ -705,10 +726,15 @@ class Study:
         # asked only with a time budget (an executor written before ``stop`` still runs)
         stop = {"stop": self._out_of_time} if self.config.time is not None else {}
         for outcome in self.executor.run(jobs, **stop):
+            if outcome.result.reason == STORAGE:  # its trial stays unfinished
+                raise StorageError(outcome.result.error)
             slot = by_id[outcome.trial_id]
             result = slot.result = self._score(outcome.result)
+            # the last death of a trial failed worker-lost was not followed by a retry
+            retries = len(outcome.lost) - (result.reason == "worker-lost")
             self.store.finish(slot.trial_id, result, worker=outcome.worker,
-                              start=outcome.start, end=outcome.end)
+                              start=outcome.start, end=outcome.end, retries=max(0, retries),
+                              lost="; ".join(outcome.lost) or None)
             if result.status == "done":
                 self._cache[(slot.candidate.key, slot.candidate.fidelity)] = (slot.trial_id,
                                                                               result)

@@ -173,10 +173,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         summary = summarize(store, config)
         ranked = sorted((t for t in store.trials("done") if t.accuracy is not None),
                         key=lambda t: (-(t.reward or 0.0), t.id))[:10]
+        retried = [t for t in store.trials() if t.lost]
     holder = holder_pid(run_dir)
     if args.json:
-        emit_json(args, [json.dumps({**summary.to_dict(), "running_pid": holder,
-                                      "top": [t.to_dict() for t in ranked]})])
+        emit_json(args, [json.dumps({
+            **summary.to_dict(), "running_pid": holder,
+            "retried": [{"id": t.id, "status": t.status, "retries": t.retries, "lost": t.lost}
+                        for t in retried],
+            "top": [t.to_dict() for t in ranked]})])
         return 0
     console = Console(highlight=False, soft_wrap=True)
     state = f"running (pid {holder})" if holder else "not running"
@@ -193,6 +197,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if config.filters:
         console.print(f"filters {', '.join(config.filters)}: {summary.skipped} candidates "
                       "skipped before evaluation")
+    for t in retried:  # a worker died with it: an out-of-memory kill, a crash
+        again = f"run again {t.retries}x" if t.retries else "not run again"
+        console.print(f"trial #{t.id} ({t.status}): its worker died, {again}: {t.lost}")
     unfinished = summary.counts.get("running", 0) + summary.counts.get("queued", 0)
     if not holder and unfinished:
         console.print(f"{unfinished} trials were in flight when the run stopped; `epnas resume "

@@ -16,8 +16,6 @@ and leaves its trained weights in its trial directory as ``model.pt``: the
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -31,7 +29,7 @@ from epnas.evaluators.proxy import FidelityError, Setting, reduce_data
 from epnas.spaces.genome import Genome
 from epnas.spaces.registry import build, cost
 from epnas.train import TrainResult, schedules, train
-from epnas.train.sharing import UnitState, snapshot, unit_states
+from epnas.train.sharing import UnitState, save_atomic, snapshot, unit_states
 from epnas.trial import Candidate, Result, TrialContext
 
 MODEL_FILE = "model.pt"
@@ -60,16 +58,8 @@ def train_genome(genome: Genome, data: Dataset, schedule: schedules.Schedule, *,
 
 def save_weights(model: torch.nn.Module, path: Path) -> None:
     """Write ``model``'s state_dict (contiguous CPU tensors) to ``path`` atomically."""
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    save_atomic({k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()},
+                path)
 
 
 class TrainingEvaluator(Evaluator):

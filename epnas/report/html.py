@@ -57,7 +57,9 @@ def write_report(run_dir: str | Path, compare: Sequence[str | Path] = (),
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise EpnasError(f"cannot create report directory {target}: {exc.strerror}") from None
+        hint = "choose another --out" if out is not None else "write it elsewhere with --out DIR"
+        raise EpnasError(f"cannot create report directory {target}: {exc.strerror}; "
+                         f"{hint}") from None
     for pattern in _OWN_FILES:  # a previous report may have drawn more architectures
         for stale in target.glob(pattern):
             stale.unlink()

@@ -24,7 +24,9 @@ a step, replayed ones after a resume included, sees the same weights.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import logging
 import math
 import os
@@ -117,6 +119,35 @@ class SharingStats:
     missing: int = 0  # nothing stored: the tensor keeps its initialisation
 
 
+def save_atomic(obj: object, path: str | Path, *, sync: bool = False) -> None:
+    """``torch.save`` ``obj`` to ``path`` through a temp file renamed over it (``sync``:
+    on disk before the rename).
+
+    Raises:
+        OSError: naming ``path`` and the cause (disk full, read-only, permissions).
+    """
+    path = Path(path)
+    # Serialised in memory first: torch's file writer reports a full disk as a
+    # RuntimeError of its own, where a plain write raises OSError with its errno.
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(buffer.getbuffer())
+            f.flush()
+            if sync:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)  # a failed write names no file
+        raise
+
+
 @dataclass
 class WeightDictionary:
     """Sharing key -> stored unit states, one per distinct set of shapes, newest first."""
@@ -170,18 +201,7 @@ class WeightDictionary:
 
     def save(self, path: str | Path) -> None:
         """Write the dictionary atomically (a temp file renamed over ``path``)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(self.entries, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        save_atomic(self.entries, path, sync=True)
 
     @classmethod
     def load(cls, path: str | Path, max_shapes: int = MAX_SHAPES) -> WeightDictionary:

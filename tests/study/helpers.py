@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from dataclasses import replace
@@ -14,7 +15,7 @@ from epnas.spaces.base import Space
 from epnas.strategies.base import Strategy, StrategyOptions
 from epnas.strategies.random import RandomSearch
 from epnas.train.threads import follow
-from epnas.trial import Candidate, Result
+from epnas.trial import Candidate, Result, TrialContext
 
 
 class Sleepy(SyntheticEvaluator):
@@ -31,18 +32,27 @@ class Sleepy(SyntheticEvaluator):
             it and exits the process abruptly.
         raise_every: every k-th evaluation raises ``RuntimeError``.
         interrupt_at: the k-th evaluation raises ``KeyboardInterrupt`` (Ctrl-C).
+        full_while: a path; while it exists, saving a trial's weights fails with
+            ``OSError(ENOSPC)`` naming the weights file, as on a full disk.
     """
 
     def __init__(self, sleep: float = 0.0, setup: float = 0.0, log: str | None = None,
                  crash_every: int | None = None, crash_once: str | None = None,
                  raise_every: int | None = None, interrupt_at: int | None = None,
-                 **options: Any) -> None:
+                 full_while: str | None = None, **options: Any) -> None:
         super().__init__(**options)
         time.sleep(setup)
         self.sleep, self.log = sleep, log
         self.crash_every, self.crash_once, self.raise_every = crash_every, crash_once, raise_every
-        self.interrupt_at = interrupt_at
+        self.interrupt_at, self.full_while = interrupt_at, full_while
         self.calls = 0
+
+    def evaluate_trial(self, candidate: Candidate, context: TrialContext) -> Result:
+        result = self.evaluate(candidate)
+        if self.full_while and os.path.exists(self.full_while):
+            path = os.path.join(context.directory or ".", "model.pt")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+        return result
 
     def evaluate(self, candidate: Candidate) -> Result:
         self.calls += 1

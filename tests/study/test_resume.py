@@ -151,12 +151,23 @@ def test_killed_worker_is_retried_and_the_run_completes(tmp_path: Path) -> None:
     args = command(out, trials=16, sleep=0.3, workers=2, log=log)
     proc = start(args)
     wait_for(proc, lambda: bool(finished(out)))
-    os.kill(int(worker_of(out, finished(out)[0][0]).split(":")[1]), signal.SIGKILL)
+    victim = worker_of(out, finished(out)[0][0])
+    os.kill(int(victim.split(":")[1]), signal.SIGKILL)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr
     assert comparable(rows(out)) == reference(16)
     workers = {worker_of(out, i).split(":")[0] for i in range(1, 17) if worker_of(out, i)}
     assert "w3" in workers  # the dead worker was replaced
+    # the trial it died with is recorded (run again once, and why) and status shows it
+    status = subprocess.run([sys.executable, "-m", "epnas", "status", str(out), "--json"],
+                            cwd=ROOT, capture_output=True, text=True, check=True)
+    retried = json.loads(status.stdout)["retried"]
+    assert len(retried) == 1 and retried[0]["retries"] == 1 and retried[0]["status"] == "done"
+    assert retried[0]["lost"] == (f"worker process died (killed by signal 9 (SIGKILL)) "
+                                  f"on {victim}")
+    text = subprocess.run([sys.executable, "-m", "epnas", "status", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, check=True).stdout
+    assert f"trial #{retried[0]['id']} (done): its worker died, run again 1x: " in text
 
 
 def worker_of(out: Path, trial_id: int) -> str:
