@@ -30,6 +30,9 @@ from epnas.trialfiles import TRIALS_DIR, WEIGHTS_DIR
 
 CONFIG_FILE = "config.yaml"  # the effective config, as --print-config shows it
 ENV_FILE = "env.json"  # versions and hardware of the last session
+# store meta: the trial budget a resume gave explicitly (epnas resume RUN --trials N); the
+# strategy's own schedule is extended to it, on every later resume too
+EXTENDED_TO = "extended_to"
 INIT_GENOMES = 8  # best genomes of another run that --init-from starts from (EPNAS's top-k)
 
 

@@ -75,7 +75,13 @@ from epnas.executors import (
     limit_workers,
 )
 from epnas.objective import Objective
-from epnas.rundir import open_store, save_config, seed_genomes, write_environment
+from epnas.rundir import (
+    EXTENDED_TO,
+    open_store,
+    save_config,
+    seed_genomes,
+    write_environment,
+)
 from epnas.spaces.base import Space
 from epnas.spaces.registry import cost, load_genome
 from epnas.store import DB_NAME, NewTrial, Store, TrialRecord
@@ -227,17 +233,23 @@ class Study:
 
     @classmethod
     def from_config(cls, config: StudyConfig, *, executor: Executor | None = None,
-                    progress: Progress | None = None, force_new: bool = False) -> Study:
-        """A study of ``config`` as it is: the settings are not validated again."""
+                    progress: Progress | None = None, force_new: bool = False,
+                    extend: bool = False) -> Study:
+        """A study of ``config`` as it is: the settings are not validated again.
+
+        ``extend``: resuming with a trial budget given again (``epnas resume RUN --trials
+        N``), a strategy whose own schedule is over or ends earlier is extended to it
+        (:meth:`Strategy.extend`), as :meth:`optimize` does with ``trials``.
+        """
         study = cls.__new__(cls)
         config = config.resolved()
         study._start(config, config.space, config.strategy, config.evaluator, config.dataset,
-                     executor, progress, force_new)
+                     executor, progress, force_new, extend)
         return study
 
     def _start(self, config: StudyConfig, space: Space | str, strategy: Strategy | str | None,
                evaluator: Evaluator | str | None, dataset: Any, executor: Executor | None,
-               progress: Progress | None, force_new: bool) -> None:
+               progress: Progress | None, force_new: bool, extend: bool = False) -> None:
         """Start the evaluator's workers and set up everything else (:meth:`_setup`)."""
         self.config = config
         self.spec: EvaluatorSpec | None = None
@@ -268,7 +280,7 @@ class Study:
                                              elastic=config.elastic_threads)
             self._executor.start(1)
         try:
-            self._setup(space, strategy, evaluator, progress, force_new)
+            self._setup(space, strategy, evaluator, progress, force_new, extend)
         except BaseException:
             if self._executor is not None and executor is None:
                 self._executor.close()
@@ -276,7 +288,7 @@ class Study:
 
     def _setup(self, space: Space | str, strategy: Strategy | str | None,
                evaluator: Evaluator | str | None, progress: Progress | None,
-               force_new: bool) -> None:
+               force_new: bool, extend: bool) -> None:
         config = self.config
         self.space = space if isinstance(space, Space) else \
             spaces.get(config.space, **config.space_options)
@@ -320,6 +332,9 @@ class Study:
         if seeds is not None:  # refused seeds must leave RUN_DIR unchanged: check them first
             self._start_from(seeds, config.init_from)
         self.store = open_store(config, force_new)
+        if extend and config.trials is not None:
+            self.store.set_meta({EXTENDED_TO: config.trials})
+        self._extend()
         if self._executor is not None and self.run_dir is not None:
             write_environment(self.run_dir, config, self._executor)
         if config.init_from is not None:
@@ -478,7 +493,11 @@ class Study:
             # after a storage error these writes may fail too: they must not hide it
             with contextlib.suppress(*(() if self.stop_reason != "storage"
                                        else (OSError, sqlite3.Error))):
-                self.store.set_meta({"elapsed": self.elapsed})
+                # what `epnas status` tells of the budget left, without the strategy
+                self.store.set_meta({"elapsed": self.elapsed,
+                                     "trial_budget": self.trial_budget()[0],
+                                     "strategy_done": self.strategy.done,
+                                     "strategy_extensible": self.strategy.extensible})
                 self.store.export_csv()
                 if self._unsaved is not None:
                     self._checkpoint(self._unsaved)
@@ -496,8 +515,16 @@ class Study:
         budgets = {k: v for k, v in (("trials", trials), ("time", time)) if v is not None}
         if budgets:
             self.config = StudyConfig.parse({**self.config.model_dump(), **budgets})
-            save_config(self.store, self.config)
+            save_config(self.store, self.config,
+                        {EXTENDED_TO: trials} if trials is not None else {})
+            self._extend()
         return self.run()
+
+    def _extend(self) -> None:
+        """Extend the strategy's own schedule to the budget a resume raised it to."""
+        trials = self.store.get_meta(EXTENDED_TO)
+        if trials is not None:
+            self.strategy.extend(trials)
 
     def early_stop_warning(self) -> str | None:
         """Why the run ended before its trial budget, when the strategy's own schedule
@@ -505,9 +532,10 @@ class Study:
         budget = self.config.trials
         if self.stop_reason != "strategy" or budget is None or self._count >= budget:
             return None
+        longer = ("resume with --trials N to extend it" if self.strategy.extensible
+                  else "give it a longer schedule (its options) to use the whole budget")
         return (f"the {self.config.strategy} strategy's own schedule ended after "
-                f"{self._count} of the {budget} trials asked for; give it a longer "
-                "schedule (its preset or episodes option) to use the whole budget")
+                f"{self._count} of the {budget} trials asked for; {longer}")
 
     def best(self) -> TrialRecord | None:
         """The best feasible trial; when none is feasible, the least-violating one."""
@@ -576,6 +604,7 @@ class Study:
         if checkpoint is not None:
             after, state = checkpoint
             self.strategy.load_state_dict(state)
+            self._extend()  # its checkpoint may predate an extension
         self._files.restore(None if checkpoint is None
                             else self.store.get_meta(CHECKPOINT_WEIGHTS))
         self._replay = deque(self.store.batches_after(after))

@@ -83,14 +83,15 @@ def cmd_resume(args: argparse.Namespace) -> int:
         raise EpnasError(f"{args.run_dir} holds no study configuration")
     overrides = {k: getattr(args, k) for k in _RESUME_FLAGS if getattr(args, k) is not None}
     config = StudyConfig.parse({**stored, **overrides, "out": args.run_dir})
-    return _run_study(config, args, force_new=False)
+    return _run_study(config, args, force_new=False, extend=args.trials is not None)
 
 
-def _run_study(config: StudyConfig, args: argparse.Namespace, *, force_new: bool) -> int:
+def _run_study(config: StudyConfig, args: argparse.Namespace, *, force_new: bool,
+               extend: bool = False) -> int:
     to_stdout = args.json == "-"
     stream = sys.stderr if to_stdout else sys.stdout
     console = Console(file=stream, highlight=False, soft_wrap=True)
-    study = Study.from_config(config, force_new=force_new)
+    study = Study.from_config(config, force_new=force_new, extend=extend)
     if study.worker_limit is not None and study.worker_limit.reason is not None:
         console.print(f"epnas: {study.worker_limit}")
     config = study.config  # what the run uses (its workers capped to the machine)
@@ -174,6 +175,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         ranked = sorted((t for t in store.trials("done") if t.accuracy is not None),
                         key=lambda t: (-(t.reward or 0.0), t.id))[:10]
         retried = [t for t in store.trials() if t.lost]
+        # recorded by the last run: the budget its strategy's own schedule leaves usable
+        planned, over = store.get_meta("trial_budget"), store.get_meta("strategy_done")
+        extensible = store.get_meta("strategy_extensible")
     holder = holder_pid(run_dir)
     if args.json:
         emit_json(args, [json.dumps({
@@ -188,8 +192,13 @@ def cmd_status(args: argparse.Namespace) -> int:
                   f"{config.evaluator}, {state}")
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items()))
     left = []
-    if config.trials is not None:
-        left.append(f"{max(0, config.trials - summary.trials)} trials")
+    usable = planned if planned is not None else config.trials
+    if over and (config.trials is None or summary.trials < config.trials):
+        how = (f"`epnas resume {run_dir} --trials N` extends it" if extensible
+               else "it asks for nothing more")
+        left.append(f"none, the {config.strategy} strategy's own schedule is over ({how})")
+    elif usable is not None:
+        left.append(f"{max(0, usable - summary.trials)} trials")
     if config.time is not None:
         left.append(duration(max(0.0, config.time - summary.elapsed)))
     console.print(f"trials {summary.trials} ({counts or 'none'}); elapsed "

@@ -140,6 +140,15 @@ class Strategy(ABC):
         """True when the strategy's own schedule is over."""
         return False
 
+    extensible = False  # whether :meth:`extend` can lengthen its own schedule
+
+    def extend(self, trials: int) -> None:  # noqa: B027 (most have no schedule to extend)
+        """Lengthen the strategy's own schedule so that it asks up to ``trials`` trials in
+        all: the Study calls it when a resumed run was given a larger budget (a finished
+        run included) and after restoring its state. Strategies that ask until the
+        budget is spent need nothing; one with a fixed schedule overrides this and sets
+        :attr:`extensible`."""
+
     def start_from(self, genomes: Sequence[Genome]) -> None:
         """Start from ``genomes`` (another run's best, ``--init-from``) instead of random ones.
 

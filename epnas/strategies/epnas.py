@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -410,6 +410,19 @@ class EPNAS(Strategy):
         first = 1 if self.options.evaluate_start else 0  # the start networks' own step
         return (s.branches * (s.episodes * s.steps + first),
                 f"{s.episodes} episodes x {s.steps} steps x {s.branches} branches")
+
+    extensible = True
+
+    def extend(self, trials: int) -> None:
+        """Add whole episodes to a fixed schedule (one the study's budget did not size)
+        until it asks at least ``trials`` trials; the next episode starts from the last
+        one's top-k, as every episode does."""
+        s = self.schedule
+        if s.episodes is not None:
+            first = s.branches if self.options.evaluate_start else 0
+            episodes = -(-(trials - first) // (s.branches * s.steps))
+            if episodes > s.episodes:
+                self.schedule = replace(s, episodes=episodes)
 
     # --- ask / tell ------------------------------------------------------------------
 

@@ -120,6 +120,13 @@ class EarlyExit(Strategy):
     def planned_trials(self) -> tuple[int, str] | None:
         return self.strategy.planned_trials()
 
+    @property
+    def extensible(self) -> bool:  # type: ignore[override]
+        return self.strategy.extensible
+
+    def extend(self, trials: int) -> None:
+        self.strategy.extend(trials)
+
     def stats(self) -> list[dict[str, float]]:
         return self.strategy.stats()
 
