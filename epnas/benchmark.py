@@ -513,7 +513,8 @@ def add_benchmark_command(sub: Any, json_flag: Callable[[argparse.ArgumentParser
         description="Run strategies side by side on a NAS-Bench-201 CSV and print the mean "
                     "± std best accuracy found per query budget.")
     nb201.add_argument("--csv", metavar="PATH",
-                       help="NAS-Bench-201-style table (default: the shared CIFAR-10 one)")
+                       help="NAS-Bench-201-style table (default: $EPNAS_NB201_CSV, else the "
+                            "CIFAR-10 table shipped with epnas)")
     nb201.add_argument("--objective", default="test_acc_200ep",
                        help="column searched and reported (default test_acc_200ep)")
     custom = kinds.add_parser(

@@ -1,8 +1,9 @@
 """Tabular evaluation: look NAS-Bench-201 cells up in a CSV instead of training them.
 
-The table is ``../shared/benchmarks/nb201_cifar10.csv`` next to the repository (or any
-CSV with its schema: an ``arch`` column of NAS-Bench-201 cell strings and accuracy
-columns in percent). Fidelities:
+The table is NAS-Bench-201 CIFAR-10, shipped in the package (``data/nb201_cifar10.csv``;
+its source and licence in ``data/nb201_cifar10.md``), or any CSV with its schema (an
+``arch`` column of NAS-Bench-201 cell strings and accuracy columns in percent) given as
+``--data`` / ``--csv`` or ``$EPNAS_NB201_CSV``. Fidelities:
 
 * ``200ep`` (default): the objective column, ``test_acc_200ep`` unless chosen otherwise,
   so results compare with published optimizer benchmarks;
@@ -31,8 +32,7 @@ from epnas.spaces.registry import get as get_space
 from epnas.trial import Candidate, Result
 
 ENV_VAR = "EPNAS_NB201_CSV"
-# <repo>/../shared/benchmarks: where the team's checkouts keep the benchmark data
-REPO_CSV = Path(__file__).resolve().parents[3] / "shared" / "benchmarks" / "nb201_cifar10.csv"
+PACKAGED_CSV = Path(__file__).resolve().parent / "data" / "nb201_cifar10.csv"  # package data
 PROXY_COLUMN = "val_acc_12ep"
 SKELETON = NB201Options()  # NAS-Bench-201 trained every cell with C=16, N=5
 
@@ -51,15 +51,15 @@ _TABLES: dict[tuple[str, int, int, tuple[str, ...]], Table] = {}
 
 
 def default_path() -> Path:
-    """``$EPNAS_NB201_CSV``, else the shared benchmark CSV next to the repository."""
+    """``$EPNAS_NB201_CSV``, else the table shipped in the package."""
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env)
-    if REPO_CSV.is_file():
-        return REPO_CSV
-    raise EpnasError(f"no NAS-Bench-201 table: ${ENV_VAR} is not set and {REPO_CSV} does not "
-                     f"exist; pass --data PATH (or set {ENV_VAR}) to a CSV with columns "
-                     f"arch,test_acc_200ep,{PROXY_COLUMN}")
+    if PACKAGED_CSV.is_file():
+        return PACKAGED_CSV
+    raise EpnasError(f"no NAS-Bench-201 table: ${ENV_VAR} is not set and {PACKAGED_CSV} "
+                     f"(package data) is missing; reinstall epnas, or pass --data PATH (or "
+                     f"set {ENV_VAR}) to a CSV with columns arch,test_acc_200ep,{PROXY_COLUMN}")
 
 
 def load_table(path: Path, columns: tuple[str, ...]) -> Table:
@@ -127,8 +127,8 @@ class TabularEvaluator(Evaluator):
     """Answers nb201 candidates from a NAS-Bench-201-style CSV.
 
     Args:
-        data: the CSV (`--data`); default ``$EPNAS_NB201_CSV``, else the shared benchmark CSV next
-            to the repository.
+        data: the CSV (`--data`); default ``$EPNAS_NB201_CSV``, else the NAS-Bench-201
+            CIFAR-10 table shipped in the package.
         input_shape: (C, H, W) the analytic costs are computed for.
         num_classes: classifier outputs for the analytic costs.
         objective_column: the column behind fidelity ``200ep``.

@@ -23,15 +23,15 @@ ALL_CONV = ("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+"
 HEADER = "arch,test_acc_200ep,val_acc_12ep,test_acc_12ep"
 
 needs_csv = pytest.mark.skipif(
-    not tabular.REPO_CSV.is_file(),
-    reason=f"the shared NAS-Bench-201 CSV is not at {tabular.REPO_CSV}")
+    not tabular.PACKAGED_CSV.is_file(),
+    reason=f"the packaged NAS-Bench-201 CSV is not at {tabular.PACKAGED_CSV}")
 
 NB201 = epnas.spaces.get("nb201")
 
 
 @pytest.fixture(scope="module")
 def shared() -> TabularEvaluator:
-    return TabularEvaluator(tabular.REPO_CSV)
+    return TabularEvaluator(tabular.PACKAGED_CSV)
 
 
 def ask(arch: str, fidelity: str | None = None) -> Candidate:
@@ -92,14 +92,14 @@ def test_costs_come_from_the_cost_model(shared: TabularEvaluator) -> None:
     assert (metrics["flops"], metrics["bytes"]) == (expected.flops, expected.bytes)
     assert metrics["intensity"] == pytest.approx(expected.intensity)
     assert metrics["train_seconds"] == 0.0
-    other = TabularEvaluator(tabular.REPO_CSV, input_shape=(3, 16, 16), num_classes=100)
+    other = TabularEvaluator(tabular.PACKAGED_CSV, input_shape=(3, 16, 16), num_classes=100)
     assert other.evaluate(Candidate(genome)).metrics["params"] == epnas.cost(
         genome, (3, 16, 16), 100).params
 
 
 @needs_csv
 def test_queries_count_every_call() -> None:
-    evaluator = TabularEvaluator(tabular.REPO_CSV)
+    evaluator = TabularEvaluator(tabular.PACKAGED_CSV)
     evaluator.evaluate(ask(BEST))
     evaluator.evaluate(ask(BEST))  # a repeat is a query too
     evaluator.evaluate(ask(BEST, "nonsense"))
@@ -155,10 +155,19 @@ def test_default_path_from_environment(tmp_path: Path, monkeypatch: pytest.Monke
     assert evaluator.path == path and evaluator.best() == (BEST, pytest.approx(0.77))
 
 
+def test_the_default_table_is_the_packaged_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(tabular.ENV_VAR, raising=False)
+    assert tabular.default_path() == tabular.PACKAGED_CSV
+    assert tabular.PACKAGED_CSV.is_relative_to(Path(epnas.__file__).parent)
+    shared = Path(epnas.__file__).resolve().parents[2] / "shared/benchmarks/nb201_cifar10.csv"
+    if shared.is_file():  # the team's copy, where the packaged one came from
+        assert shared.read_bytes() == tabular.PACKAGED_CSV.read_bytes()
+
+
 def test_no_default_table_says_where_it_looked(tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(tabular.ENV_VAR, raising=False)
-    monkeypatch.setattr(tabular, "REPO_CSV", tmp_path / "absent.csv")
+    monkeypatch.setattr(tabular, "PACKAGED_CSV", tmp_path / "absent.csv")
     with pytest.raises(EpnasError) as info:
         TabularEvaluator()
     message = str(info.value)
@@ -207,5 +216,5 @@ def test_parsed_once_per_path_until_the_file_changes(tmp_path: Path) -> None:
 @needs_csv
 def test_loading_the_full_table_is_fast() -> None:
     start = time.perf_counter()
-    tabular._parse(tabular.REPO_CSV, ("test_acc_200ep", "val_acc_12ep"))
+    tabular._parse(tabular.PACKAGED_CSV, ("test_acc_200ep", "val_acc_12ep"))
     assert time.perf_counter() - start < 1.0
