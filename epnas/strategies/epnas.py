@@ -38,7 +38,7 @@ from epnas.spaces.registry import load_genome
 from epnas.strategies.base import SearchContext, Strategy, StrategyOptions
 from epnas.trial import Candidate, Result
 
-LEAF_BUDGET = 2048  # decision-tree nodes counted per decision for the neighbour prior
+LEAF_BUDGET = 256  # decision-tree nodes counted per decision for the neighbour prior
 WALK_TRIES = 100  # random steps tried from a parent whose neighbourhood is all known
 PRIOR_LR_FACTOR = 50  # output biases learn this much faster than the rest by default
 
