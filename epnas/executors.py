@@ -115,11 +115,13 @@ def evaluate_safely(evaluator: Evaluator, candidate: Candidate,
 
 @dataclass(frozen=True)
 class Job:
-    """One trial to evaluate: its id, candidate, and where its files go."""
+    """One trial to evaluate: its id, candidate, where its files go, and the bytes its
+    evaluation needs beyond its worker (the evaluator's ``trial_memory``; 0: unknown)."""
 
     trial_id: int
     candidate: Candidate
     context: TrialContext = field(default_factory=TrialContext)
+    memory: float = 0.0
 
     def to_json(self) -> str:
         """What a worker process or actor receives (the trial id stays with the pool)."""
@@ -316,6 +318,9 @@ class _Pool(Executor, Generic[W]):
 
     timeout: float | None
     retries: int
+    # bytes the running trials may take together (Job.memory): a job that does not fit
+    # beside the running ones waits for them; None: not checked (Ray's remote machines)
+    memory: float | None = None
     _idle: list[W]
 
     @abstractmethod
@@ -344,7 +349,7 @@ class _Pool(Executor, Generic[W]):
                 if queue and stop is not None and stop():
                     queue.clear()  # a budget ran out: the running jobs still finish
                     continue
-                while queue and len(busy) < self.workers:
+                while queue and len(busy) < self.workers and self._fits(queue[0], busy):
                     worker = self._acquire()
                     worker.start(queue.popleft(), self.timeout)
                     busy.append(worker)
@@ -363,6 +368,13 @@ class _Pool(Executor, Generic[W]):
             for worker in busy:  # abandoned mid-batch (interrupt): stop the work
                 worker.kill()
                 self._release(worker)
+
+    def _fits(self, job: Job, busy: Sequence[W]) -> bool:
+        """Whether ``job`` may start beside the ``busy`` workers' jobs now (alone, always:
+        the Study refuses a job that does not fit at all)."""
+        if self.memory is None or not busy:
+            return True
+        return sum(w.job.memory for w in busy if w.job is not None) + job.memory <= self.memory
 
     def _check(self, worker: W, ready: list[Any], queue: deque[Job],
                attempts: dict[int, int], deaths: dict[int, list[str]]) -> Outcome | None:

@@ -65,13 +65,16 @@ from epnas.data.custom import as_dataset
 from epnas.errors import EpnasError, StorageError, storage_error
 from epnas.evaluators import EVALUATORS, Evaluator
 from epnas.executors import (
+    WORKER_MEMORY,
     EvaluatorSpec,
     Executor,
     InlineExecutor,
     Job,
+    Outcome,
     ProcessExecutor,
     RayExecutor,
     WorkerLimit,
+    available_memory,
     limit_workers,
 )
 from epnas.objective import Objective
@@ -307,6 +310,7 @@ class Study:
                              "or a trial timeout")
         self._limit_by_memory()
         config = self.config
+        self._memory = self._trial_memory_budget()
         # Nothing is written before every setting is known to work: a refusal leaves no
         # run directory behind (and a corrected command needs no --force-new).
         self.fidelity = config.fidelity or self.evaluator.default_fidelity
@@ -388,6 +392,19 @@ class Study:
             raise EpnasError(f"constraint on {metric!r}: the {self.config.evaluator} "
                              f"evaluator does not report it; its metrics: "
                              f"{', '.join(sorted(known))}{hint}")
+
+    def _trial_memory_budget(self) -> float | None:
+        """Bytes this machine's trials may take together, measured once per session: a
+        candidate estimated above it is refused (``memory``), one that fits only alone
+        waits for the running ones (None: not checked, Ray's machines are elsewhere)."""
+        memory = available_memory()
+        if memory is None or self.config.ray is not None:
+            return None
+        others = self.config.workers - 1 if self.spec is not None else 0  # started lazily
+        budget = max(0.0, memory - others * WORKER_MEMORY)
+        if isinstance(self._executor, ProcessExecutor):
+            self._executor.memory = budget
+        return budget
 
     def _limit_by_memory(self) -> None:
         """Fewer local workers when the memory does not hold one typical trial each."""
@@ -746,7 +763,16 @@ class Study:
         """Run the slots to evaluate; store each result (and its copies) as it arrives."""
         todo = [s for s in slots if s.evaluate and s.result is None]
         by_id = {s.trial_id: s for s in todo}
-        jobs = [Job(s.trial_id, s.candidate, self._files.context(s.trial_id)) for s in todo]
+        jobs = [Job(s.trial_id, s.candidate, self._files.context(s.trial_id),
+                    self._needs(s.candidate)) for s in todo]
+        for job in [j for j in jobs if self._memory is not None and j.memory > self._memory]:
+            jobs.remove(job)  # it would take the machine down: never started
+            now = time.time()
+            self._record(by_id[job.trial_id], slots, Outcome(job.trial_id, Result.failure(
+                "memory", f"estimated training memory {job.memory / 1e9:.2f} GB is more than "
+                          f"the {self._memory / 1e9:.2f} GB of memory available to trials; "
+                          "not trained (--max-memory keeps such candidates out)"),
+                "study", now, now))
         if len(jobs) > self.executor.workers > 1:
             # Longest first: a batch ends when its last trial does, so a long trial started
             # last keeps one worker busy while the others wait. Results are still told in
@@ -757,25 +783,35 @@ class Study:
         for outcome in self.executor.run(jobs, **stop):
             if outcome.result.reason == STORAGE:  # its trial stays unfinished
                 raise StorageError(outcome.result.error)
-            slot = by_id[outcome.trial_id]
-            result = slot.result = self._score(outcome.result)
-            # the last death of a trial failed worker-lost was not followed by a retry
-            retries = len(outcome.lost) - (result.reason == "worker-lost")
-            self.store.finish(slot.trial_id, result, worker=outcome.worker,
-                              start=outcome.start, end=outcome.end, retries=max(0, retries),
-                              lost="; ".join(outcome.lost) or None)
-            if result.status == "done":
-                self._cache[(slot.candidate.key, slot.candidate.fidelity)] = (slot.trial_id,
-                                                                              result)
-            self._report(slot.trial_id)
-            for position in slot.copies:
-                copy = slots[position]
-                copy.result = replace(result, status="cached") if result.ok else result
-                self.store.finish(copy.trial_id, copy.result, source=slot.trial_id,
-                                  worker=outcome.worker)
-                if copy.result.ok:
-                    self._files.link(copy.trial_id, slot.trial_id)
-                self._report(copy.trial_id)
+            self._record(by_id[outcome.trial_id], slots, outcome)
+
+    def _needs(self, candidate: Candidate) -> float:
+        """The bytes evaluating ``candidate`` takes beyond its worker (0: unknown)."""
+        try:
+            return float(self.evaluator.trial_memory(candidate.genome))
+        except Exception:  # a user's space without a cost model
+            return 0.0
+
+    def _record(self, slot: _Slot, slots: list[_Slot], outcome: Outcome) -> None:
+        """Store the outcome of ``slot``'s evaluation, and of its copies in the batch."""
+        result = slot.result = self._score(outcome.result)
+        # the last death of a trial failed worker-lost was not followed by a retry
+        retries = len(outcome.lost) - (result.reason == "worker-lost")
+        self.store.finish(slot.trial_id, result, worker=outcome.worker,
+                          start=outcome.start, end=outcome.end, retries=max(0, retries),
+                          lost="; ".join(outcome.lost) or None)
+        if result.status == "done":
+            self._cache[(slot.candidate.key, slot.candidate.fidelity)] = (slot.trial_id,
+                                                                          result)
+        self._report(slot.trial_id)
+        for position in slot.copies:
+            copy = slots[position]
+            copy.result = replace(result, status="cached") if result.ok else result
+            self.store.finish(copy.trial_id, copy.result, source=slot.trial_id,
+                              worker=outcome.worker)
+            if copy.result.ok:
+                self._files.link(copy.trial_id, slot.trial_id)
+            self._report(copy.trial_id)
 
     def _expected_work(self, job: Job) -> float:
         """A job's forward FLOPs by the cost model: what orders a batch's dispatch."""

@@ -12,7 +12,7 @@ from epnas.spaces.registry import load_genome
 
 STATUSES = ("queued", "running", "done", "cached", "failed")
 FAILURE_REASONS = ("error", "diverged", "oom", "timeout", "worker-lost", "filtered",
-                   "storage")
+                   "memory", "storage")
 STORAGE = "storage"  # a worker could not write the trial's files: never stored as failed,
 # the Study stops the search on it and the trial stays queued for resume
 

@@ -166,3 +166,17 @@ class Device(Sleepy):
         result = super().evaluate(candidate)
         device = float(os.environ.get("CUDA_VISIBLE_DEVICES", "-1"))
         return Result(result.status, {**result.metrics, "device": device})
+
+
+class Hungry(Sleepy):
+    """:class:`Sleepy` whose trials need ``memory`` bytes each (its ``trial_memory``), or
+    ``huge`` bytes for a genome whose key starts with a digit below ``huge_below``."""
+
+    def __init__(self, memory: float = 0.0, huge: float = 1e18, huge_below: int = 0,
+                 **options: Any) -> None:
+        super().__init__(**options)
+        self.memory, self.huge, self.huge_below = memory, huge, huge_below
+
+    def trial_memory(self, genome: Any) -> float:
+        first = genome.key[0]
+        return self.huge if first.isdigit() and int(first) < self.huge_below else self.memory
