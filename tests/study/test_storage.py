@@ -108,6 +108,7 @@ def fill(fs: Path) -> Path:
     return filler
 
 
+@pytest.mark.slow
 def test_disk_full_on_a_small_file_system_then_resume(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "fs", "32M") as fs:
         out = fs / "run"
@@ -140,6 +141,7 @@ def run_cli(*args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, s
     return code, out, err
 
 
+@pytest.mark.slow
 def test_a_run_on_read_only_storage_is_read(tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     source = tmp_path / "run"

@@ -144,3 +144,21 @@ def test_requeue_running_and_batches_after(tmp_path: Path) -> None:
         assert (batch, size) == (0, 2)
         assert [r.status for r in rows] == ["done", "queued"]
         assert store.checkpoint() is None and store.next_batch() == 1
+
+
+def test_a_schema_1_store_is_read_as_it_is_and_migrated_when_written(tmp_path: Path) -> None:
+    with Store(tmp_path) as store:
+        store.open_batch(0, 2, [NewTrial(i, c, "running") for i, c in enumerate(candidates(2))])
+    db = sqlite3.connect(tmp_path / "study.db")
+    db.executescript("ALTER TABLE trials DROP COLUMN retries; ALTER TABLE trials DROP COLUMN "
+                     "lost; PRAGMA user_version=1;")
+    db.close()
+    with Store(tmp_path, readonly=True) as store:  # status of an old run: nothing written
+        assert [(t.retries, t.lost) for t in store.trials()] == [(0, None), (0, None)]
+    with Store(tmp_path) as store:
+        store.finish(1, Result("done", {"accuracy": 0.5}), retries=1,
+                     lost="worker process died (killed by signal 9 (SIGKILL)) on w1:7")
+        assert store.trials()[0].retries == 1 and "SIGKILL" in store.trials()[0].lost
+    db = sqlite3.connect(tmp_path / "study.db")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    db.close()
