@@ -59,7 +59,8 @@ def storage_error(exc: BaseException, path: str | Path | None = None) -> Storage
         return None
     if cause is None:
         return None
-    return StorageError(f"cannot write {where or 'the run directory'}: {cause}")
+    # "storage error", not "cannot write": a file the run reads fails the same way
+    return StorageError(f"storage error: {where or 'the run directory'}: {cause}")
 
 
 def validation_message(owner: str, exc: Exception) -> str:

@@ -123,7 +123,7 @@ def test_disk_full_on_a_small_file_system_then_resume(tmp_path: Path) -> None:
         _, stderr = proc.communicate(timeout=120)
         assert proc.returncode == 2, stderr
         assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
-        assert stderr.startswith(f"epnas: error: cannot write {out}")
+        assert stderr.startswith(f"epnas: error: storage error: {out}")
         assert "No space left on device" in stderr
         states = statuses(out)
         assert "failed" not in states.values() and len(states) < 6
