@@ -189,6 +189,17 @@ def table_validator(*names: str) -> Any:
     return field_validator(*names)(check)
 
 
+def odd_validator(*names: str) -> Any:
+    """A pydantic validator checking that each named field holds odd filter widths."""
+
+    def check(cls: type, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(w % 2 == 0 for w in value):
+            raise ValueError("filter widths must be odd so convolutions keep H x W")
+        return value
+
+    return field_validator(*names)(check)
+
+
 def _offsets(vocab: dict[str, tuple[Any, ...]]) -> dict[str, int]:
     offsets, total = {}, 0
     for name, table in vocab.items():

@@ -484,7 +484,7 @@ class EPNAS(Strategy):
                 break
             live = [b for b in self._rejects(proposals) if parents[b] is not None]
             for b in live:  # draw again from the policy without the rejected path
-                self._novelty(parents[b]).kill(proposals[b][1])
+                self.novelty.setdefault(parents[b].key, _Novelty()).kill(proposals[b][1])
             for b in live:  # (after every kill: branches may share a parent)
                 parents[b], rewards[b] = self._live_parent(parents[b], rewards[b])
                 if parents[b] is None:
@@ -501,16 +501,14 @@ class EPNAS(Strategy):
                     None, None
         self._queue(proposals, [None if g is None else g.key for g in parents], rewards)
 
-    def _novelty(self, parent: Genome) -> _Novelty:
-        return self.novelty.setdefault(parent.key, _Novelty())
-
     def _live_parent(self, parent: Genome | None, reward: float | None
                      ) -> tuple[Genome | None, float | None]:
         """``parent``, or, when its whole neighbourhood is known, a known feasible network
         a few random steps away that still has unknown neighbours (None if none is found:
         the branch then starts from a fresh network)."""
         for _ in range(WALK_TRIES):
-            if parent is None or not self._novelty(parent).exhausted:
+            if parent is None or parent.key not in self.novelty \
+                    or not self.novelty[parent.key].exhausted:
                 return parent, reward
             step = self.space.apply(parent, self.space.actions(parent).sample_insert(self.rng))
             if step.key in self.rewards and self._predicted_feasible(step):
@@ -575,7 +573,7 @@ class EPNAS(Strategy):
     def _propose(self, parents: list[Genome]) -> list[tuple[Genome, dict[str, Any]]]:
         """Sample one progressive step per parent; (transformed genome, decision record)."""
         rows = [_Row(self.space.encode(parent), actions=self.space.actions(parent),
-                     pick=self._pick, novelty=self._novelty(parent),
+                     pick=self._pick, novelty=self.novelty.get(parent.key),
                      neighbour_prior=self.options.neighbour_prior) for parent in parents]
         with torch.no_grad(), _one_thread():
             run_policy(self.policy, rows, self.groups)

@@ -36,6 +36,7 @@ class CellwiseOptions(SpaceOptions):
     insert_prior: Literal["uniform", "deep"] = "uniform"  # check-table prior over places
 
     _tables = U.table_validator("filter_widths", "pool_widths", "channels")
+    _odd = U.odd_validator("filter_widths")
 
     @field_validator("branch_types")
     @classmethod
@@ -46,13 +47,6 @@ class CellwiseOptions(SpaceOptions):
                 raise ValueError(f"branch type {name!r} must be 'A-B' with A, B from {PARTS}")
         if not value or len(set(value)) != len(value):
             raise ValueError("branch_types must be distinct and non-empty")
-        return value
-
-    @field_validator("filter_widths")
-    @classmethod
-    def _odd(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        if any(w % 2 == 0 for w in value):
-            raise ValueError("filter widths must be odd so convolutions keep H x W")
         return value
 
     @model_validator(mode="after")

@@ -33,6 +33,7 @@ class LayerwiseOptions(SpaceOptions):
     insert_prior: Literal["uniform", "deep"] = "uniform"  # check-table prior over places
 
     _tables = U.table_validator("filter_widths", "pool_widths", "channels")
+    _odd = U.odd_validator("filter_widths")
 
     @field_validator("ops", "insert_ops", "activations")
     @classmethod
@@ -42,13 +43,6 @@ class LayerwiseOptions(SpaceOptions):
             bad = [v for v in value if v not in known]
             if bad or not value or len(set(value)) != len(value):
                 raise ValueError(f"must be distinct names from {list(known)}, got {list(value)}")
-        return value
-
-    @field_validator("filter_widths")
-    @classmethod
-    def _odd(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        if any(w % 2 == 0 for w in value):
-            raise ValueError("filter widths must be odd so convolutions keep H x W")
         return value
 
     @model_validator(mode="after")
