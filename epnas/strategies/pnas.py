@@ -165,6 +165,19 @@ def expansions(space: Space, genome: Genome, rng: np.random.Generator, limit: in
             yield grown
 
 
+def smallest_depth(space: Space) -> int:
+    """The fewest units (at least 1) a genome of ``space`` has: ``sample`` refuses fewer
+    (``multistage`` needs a block in every stage)."""
+    probe = np.random.default_rng(0)  # leaves the strategy's generator untouched
+    for depth in range(1, space.size(space.sample(probe)) + 1):
+        try:
+            space.sample(probe, depth=depth)
+        except ValueError:
+            continue
+        return depth
+    raise ValueError(f"the {space.name} space samples no genome of a given size")
+
+
 def _random_insert(actions: Any, rng: np.random.Generator) -> dict[str, Any]:
     chosen: dict[str, Any] = {"kind": "insert"}
     while (decision := actions.next_decision(chosen)) is not None:
@@ -178,7 +191,7 @@ class PNAS(Strategy):
 
     Options = PNASOptions
     options: PNASOptions
-    supported_spaces = ("cellwise", "nb201")
+    supported_spaces = ("cellwise", "nb201", "multistage")
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {"beam": 256, "ensemble": 5},
         # NB201 budgets are 100-300 queries: a narrow beam reaches full cells in ~80
@@ -269,8 +282,9 @@ class PNAS(Strategy):
     def _simplest(self) -> list[Genome]:
         try:
             empty = self.space.sample(self.rng, depth=0)
-        except ValueError:  # a cell needs a unit: sample one-unit cells
-            return self._unique((self.space.sample(self.rng, depth=1)
+        except ValueError:  # a cell needs units: sample the smallest cells
+            depth = smallest_depth(self.space)
+            return self._unique((self.space.sample(self.rng, depth=depth)
                                  for _ in range(4 * self.options.initial)), set())
         return self._unique(expansions(self.space, empty, self.rng, self.options.max_expansions),
                             set())
