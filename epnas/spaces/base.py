@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -220,6 +220,65 @@ class Space(ABC):
         """The report's drawing of ``genome`` (shapes shown when ``input_shape`` is
         given); None (the default): the report shows :meth:`describe` instead."""
         return None
+
+    # --- block-wise search (DNA) --------------------------------------------------
+    #
+    # A space whose networks split into a chain of blocks implements these seven hooks;
+    # the ``dna`` strategy and the ``distill`` evaluator need nothing else of it. A
+    # *part* is the genome of one block: itself a genome of this space, in which the
+    # block's input plays the role of the network input. Shapes are ``(C, H, W)``.
+
+    def blocks(self, genome: Genome) -> list[Genome]:
+        """Split ``genome`` at its stage boundaries into parts (one or more), so that
+        ``assemble(blocks(genome)) == genome``.
+
+        Raises:
+            SpaceError: The space has no blocks (the default).
+        """
+        raise self._no_blocks()
+
+    def assemble(self, parts: Sequence[Genome]) -> Genome:
+        """The genome whose blocks are ``parts``, in order (each part's input is the
+        previous part's output); raises :class:`GenomeError` when it is not valid."""
+        raise self._no_blocks()
+
+    def block_outputs(self, genome: Genome) -> list[str]:
+        """The names (``model.named_modules()``) of the modules of ``build(genome, ...)``
+        whose outputs end each of ``blocks(genome)``: a trained network of this space
+        serves as a teacher through them."""
+        raise self._no_blocks()
+
+    def sample_block(self, rng: np.random.Generator, index: int, count: int,
+                     input_shape: tuple[int, int, int],
+                     output_shape: tuple[int, int, int]) -> Genome:
+        """A random part for block ``index`` of ``count`` whose output has the height and
+        width of ``output_shape`` when its input is ``input_shape`` (block 0's input is
+        the network input). Any choice of one such part per block must assemble into a
+        valid genome. Its channels are free: ``output_shape``'s only tell a teacher's."""
+        raise self._no_blocks()
+
+    def block_cost(self, part: Genome, index: int,
+                   input_shape: tuple[int, int, int]) -> Cost:
+        """Analytic costs of block ``index`` built from ``part`` on ``input_shape``;
+        the costs of an assembled genome are its blocks' plus those of its head."""
+        raise self._no_blocks()
+
+    def block_shape(self, part: Genome, index: int,
+                    input_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        """The output shape of block ``index`` built from ``part`` on ``input_shape``."""
+        raise self._no_blocks()
+
+    def build_block(self, part: Genome, index: int,
+                    input_shape: tuple[int, int, int]) -> nn.Module:
+        """Block ``index`` as a module mapping ``input_shape`` features (the network
+        input for block 0) to :meth:`block_shape` features."""
+        raise self._no_blocks()
+
+    def _no_blocks(self) -> SpaceError:
+        return SpaceError(f"the {self.name} space does not split into blocks: block-wise "
+                          "search needs the hooks blocks, assemble, block_outputs, "
+                          "sample_block, block_cost, block_shape and build_block "
+                          "(docs/spaces.md)")
 
     # --- shared helpers ----------------------------------------------------------
 

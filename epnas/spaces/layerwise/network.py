@@ -46,6 +46,18 @@ def build(in_channels: int, stem_shape: Shape, plans: list[LayerPlan],
           num_classes: int) -> LayerwiseNet:
     """The network of a planned genome (its live layers only)."""
     stem = conv_unit(in_channels, stem_shape.c, 3)
+    return LayerwiseNet(stem, _layers(plans), Head(plans[-1].out.c, num_classes))
+
+
+def build_block(in_channels: int, stem_shape: Shape | None,
+                plans: list[LayerPlan]) -> LayerwiseNet:
+    """One block (:meth:`LayerwiseSpace.build_block`): the planned layers without a head,
+    after the stem when ``stem_shape`` is given; it outputs its last layer's features."""
+    stem = nn.Identity() if stem_shape is None else conv_unit(in_channels, stem_shape.c, 3)
+    return LayerwiseNet(stem, _layers(plans), nn.Identity())
+
+
+def _layers(plans: list[LayerPlan]) -> list[LayerBlock]:
     blocks = []
     for p in plans:
         layer = p.layer
@@ -61,7 +73,7 @@ def build(in_channels: int, stem_shape: Shape, plans: list[LayerPlan],
             main = adapter(p.main, p.out)
             skip = adapter(p.skip, p.out)
         blocks.append(LayerBlock(p.index, op, layer.src1, layer.src2, main, skip))
-    return LayerwiseNet(stem, blocks, Head(plans[-1].out.c, num_classes))
+    return blocks
 
 
 def sharing_keys(genome: LayerwiseGenome,

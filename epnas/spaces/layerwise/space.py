@@ -9,16 +9,18 @@ last layer (through Src1 or Src2 of later layers) are not built and cost nothing
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import itertools
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from epnas.costmodel import Cost, Shape, Tally, join_shape
-from epnas.errors import GenomeError
+from epnas.errors import GenomeError, SpaceError
 from epnas.nn import channel_factor
 from epnas.spaces import _units as U
+from epnas.spaces.base import SAMPLE_TRIES
 from epnas.spaces.genome import ActionSpace, Decision, Genome, Insert, make_decision
 from epnas.spaces.graph import Graph
 from epnas.spaces.layerwise import drawing
@@ -231,8 +233,12 @@ class LayerwiseSpace(UnitSpace):
              input_shape: tuple[int, int, int]) -> tuple[Shape, list[LayerPlan]]:
         """The stem output shape and the shapes around every live layer, in order."""
         stem = Shape(self.options.stem_channels, input_shape[1], input_shape[2])
+        return stem, self._plan_layers(genome, stem)
+
+    def _plan_layers(self, genome: LayerwiseGenome, start: Shape) -> list[LayerPlan]:
+        """The shapes around every live layer when layer 0 (the stem) outputs ``start``."""
         live = U.live_units(genome.layers, [len(genome.layers)])
-        outs = [stem]
+        outs = [start]
         plans = []
         for index, layer in enumerate(genome.layers, start=1):
             inp = outs[layer.src1]
@@ -247,12 +253,18 @@ class LayerwiseSpace(UnitSpace):
             outs.append(out)
             if index in live:
                 plans.append(LayerPlan(index, layer, inp, main, skip, out))
-        return stem, plans
+        return plans
 
     def cost(self, genome: Genome, input_shape: tuple[int, int, int], num_classes: int) -> Cost:
         stem, plans = self.plan(genome, input_shape)  # type: ignore[arg-type]
         tally = Tally()
         tally.conv_unit(Shape(*input_shape), stem.c, 3, stem)
+        self._tally_layers(tally, plans)
+        tally.head(plans[-1].out, num_classes)
+        return tally.result()
+
+    @staticmethod
+    def _tally_layers(tally: Tally, plans: list[LayerPlan]) -> None:
         for p in plans:
             layer = p.layer
             if layer.op in CONV_OPS:
@@ -264,8 +276,6 @@ class LayerwiseSpace(UnitSpace):
                 tally.adapt(p.main, p.out)
                 tally.adapt(p.skip, p.out)
                 tally.move([p.out, p.out], p.out)
-        tally.head(plans[-1].out, num_classes)
-        return tally.result()
 
     def build(self, genome: Genome, input_shape: tuple[int, int, int],
               num_classes: int) -> nn.Module:
@@ -287,3 +297,100 @@ class LayerwiseSpace(UnitSpace):
         g: LayerwiseGenome = genome  # type: ignore[assignment]
         plan = self.plan(g, input_shape) if input_shape is not None else None
         return drawing.graph(g, self.options.stem_channels, input_shape, plan, num_classes)
+
+    # --- blocks (DNA) --------------------------------------------------------------
+    # A block is a stage: the layers up to and including a downsampling pool, cut only
+    # where no later layer reads an earlier one, so the cut layer is all a block passes on.
+
+    def _block_start(self, index: int, input_shape: tuple[int, int, int]) -> Shape:
+        """What layer 0 of a part outputs: the stem for block 0, the block input after."""
+        c, h, w = input_shape
+        return Shape(self.options.stem_channels, h, w) if index == 0 else Shape(c, h, w)
+
+    @staticmethod
+    def _shifted(layer: Layer, by: int) -> Layer:
+        return replace(layer, src1=layer.src1 + by,
+                       src2=layer.src2 + by if layer.src2 >= 0 else -1)
+
+    def _cuts(self, genome: LayerwiseGenome) -> list[int]:
+        """0, the index of every stage's last layer, and the last layer's."""
+        layers, low = genome.layers, self.options.min_layers
+        n = len(layers)
+        cuts = [0]
+        for b in range(1, n):
+            clean = all(layer.src1 >= b and (layer.src2 == -1 or layer.src2 >= b)
+                        for layer in layers[b:])
+            if layers[b - 1].op in POOL_OPS and clean and b - cuts[-1] >= low and n - b >= low:
+                cuts.append(b)
+        return [*cuts, n]
+
+    def blocks(self, genome: Genome) -> list[Genome]:
+        """One part per stage: a cut follows each pool layer that no later layer reads
+        past (and leaves parts of at least ``min_layers`` layers); a part's layer 0 is
+        the previous stage's last layer (the stem for the first)."""
+        self.validate(genome)
+        g: LayerwiseGenome = genome  # type: ignore[assignment]
+        cuts = self._cuts(g)
+        return [self.genome([self._shifted(layer, -start) for layer in g.layers[start:end]])
+                for start, end in itertools.pairwise(cuts)]
+
+    def assemble(self, parts: Sequence[Genome]) -> Genome:
+        """Parts chained in order; uids are kept when they are unique, else renumbered."""
+        layers: list[Layer] = []
+        for part in parts:
+            self.validate(part)
+            start = len(layers)
+            layers += [self._shifted(layer, start) for layer in part.layers]  # type: ignore[attr-defined]
+        if len({layer.uid for layer in layers}) != len(layers):
+            layers = [replace(layer, uid=i) for i, layer in enumerate(layers, start=1)]
+        return self.genome(layers)
+
+    def block_outputs(self, genome: Genome) -> list[str]:
+        """``layers.<j>``: the built layer that ends each stage."""
+        g: LayerwiseGenome = genome  # type: ignore[assignment]
+        self.validate(g)
+        built = sorted(U.live_units(g.layers, [len(g.layers)]))
+        return [f"layers.{built.index(end)}" for end in self._cuts(g)[1:]]
+
+    def sample_block(self, rng: np.random.Generator, index: int, count: int,
+                     input_shape: tuple[int, int, int],
+                     output_shape: tuple[int, int, int]) -> Genome:
+        """A random genome (:meth:`draw`) of ``min_layers`` to ``max_layers // count``
+        layers, redrawn until it downsamples ``input_shape`` to ``output_shape``'s size."""
+        o = self.options
+        if count * o.min_layers > o.max_layers:
+            raise SpaceError(f"{count} blocks of at least min_layers = {o.min_layers} layers "
+                             f"exceed max_layers = {o.max_layers}")
+        high = max(o.min_layers, o.max_layers // count)
+        start = self._block_start(index, input_shape)
+        for _ in range(SAMPLE_TRIES):
+            part = self.draw(rng, depth=int(rng.integers(o.min_layers, high + 1)))
+            out = self._plan_layers(part, start)[-1].out
+            if (out.h, out.w) == tuple(output_shape[1:]):
+                return part
+        raise SpaceError(f"no {self.name} block of {o.min_layers}..{high} layers maps "
+                         f"{start.h}x{start.w} to {output_shape[1]}x{output_shape[2]} in "
+                         f"{SAMPLE_TRIES} random draws; allow more layers (max_layers) or "
+                         "pools (ops)")
+
+    def block_cost(self, part: Genome, index: int,
+                   input_shape: tuple[int, int, int]) -> Cost:
+        start = self._block_start(index, input_shape)
+        tally = Tally()
+        if index == 0:
+            tally.conv_unit(Shape(*input_shape), start.c, 3, start)
+        self._tally_layers(tally, self._plan_layers(part, start))  # type: ignore[arg-type]
+        return tally.result()
+
+    def block_shape(self, part: Genome, index: int,
+                    input_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        out = self._plan_layers(part, self._block_start(index, input_shape))[-1].out  # type: ignore[arg-type]
+        return (out.c, out.h, out.w)
+
+    def build_block(self, part: Genome, index: int,
+                    input_shape: tuple[int, int, int]) -> nn.Module:
+        from epnas.spaces.layerwise import network
+
+        start = self._block_start(index, input_shape)
+        plans = self._plan_layers(part, start)  # type: ignore[arg-type]
+        return network.build_block(input_shape[0], start if index == 0 else None, plans)
