@@ -19,7 +19,7 @@ import re
 from collections.abc import Mapping
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -151,6 +151,12 @@ class StudyConfig(BaseModel):
     max_consecutive_failures: int = Field(
         20, ge=1, description="stop the run when more trials than this fail in a row")
     seed: int = Field(0, description="seed of the strategy (and of evaluators taking one)")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="autocast precision of evaluators that train; auto is decided "
+                            "once per run, before its first trial, and recorded here "
+                            "(see decide_precision)")
+    precision_note: str | None = Field(
+        None, description="why auto chose the recorded precision (set by the run)")
     init_from: str | None = Field(
         None, description="run directory whose best genomes (up to 8, feasible first) the "
                           "strategy starts from; its space and options must match")
@@ -240,13 +246,38 @@ class StudyConfig(BaseModel):
         return _objective(*(getattr(self, k) for k in _OBJECTIVE_FIELDS))
 
     def search_identity(self) -> dict[str, Any]:
-        """The settings that define what is searched (all but :data:`RESUMABLE`)."""
-        return self.model_dump(mode="json", exclude=set(RESUMABLE))
+        """The settings that define what is searched (all but :data:`RESUMABLE` and the
+        note on the precision)."""
+        return self.model_dump(mode="json", exclude={*RESUMABLE, "precision_note"})
 
     def differences(self, other: StudyConfig) -> list[str]:
-        """``key: this vs other`` for every search-defining setting that differs."""
+        """``key: this vs other`` for every search-defining setting that differs (a run
+        recorded before precisions were decided, ``auto``, takes any)."""
         mine, theirs = self.search_identity(), other.search_identity()
+        if "auto" in (mine["precision"], theirs["precision"]):
+            mine["precision"] = theirs["precision"]
         return [f"{k}: {mine[k]!r} vs {theirs[k]!r}" for k in mine if mine[k] != theirs[k]]
+
+    def decide_precision(self, previous: StudyConfig | None, device: str | None) -> StudyConfig:
+        """This config with ``precision`` decided, once per run, in the Study's process.
+
+        A run that recorded a decision (``previous``, its stored config) keeps it when
+        this config says ``auto`` or the same, so a resumed run, its workers and every
+        user who resumes it train as its first session did. Otherwise ``auto`` is decided
+        here for ``device`` (None: CUDA when available) by
+        :func:`epnas.train.trainer.decide_precision` and recorded with the reason in
+        ``precision_note``. An explicit precision is kept as given.
+        """
+        if previous is not None and previous.precision != "auto" and \
+                self.precision in ("auto", previous.precision):
+            return self.model_copy(update={"precision": previous.precision,
+                                           "precision_note": previous.precision_note})
+        if self.precision != "auto":
+            return self
+        from epnas.train.trainer import decide_precision
+
+        precision, note = decide_precision(device)
+        return self.model_copy(update={"precision": precision, "precision_note": note})
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

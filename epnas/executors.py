@@ -44,9 +44,12 @@ from epnas.trial import STORAGE, Candidate, Result, TrialContext
 
 # Study settings an evaluator receives when its constructor has a parameter of that name;
 # ``max_memory`` (``--max-memory``) lets an evaluator that trains refuse a candidate whose
-# estimated memory is above it before building it.
-CONTEXT_ARGUMENTS = ("dataset", "data", "seed", "max_memory")
-_OPTIONAL_CONTEXT = ("seed", "max_memory")  # an evaluator that takes none ignores them
+# estimated memory is above it before building it. ``precision`` (the run's decided
+# autocast precision) goes to a ``precision`` parameter, else into a ``schedule`` option
+# dict that does not set one (see EvaluatorSpec.trains).
+CONTEXT_ARGUMENTS = ("dataset", "data", "seed", "max_memory", "precision")
+# an evaluator that takes none ignores them
+_OPTIONAL_CONTEXT = ("seed", "max_memory", "precision")
 
 Stop = Callable[[], bool]  # asked before a job starts: True ends dispatching (a budget)
 
@@ -74,6 +77,8 @@ class EvaluatorSpec:
                 continue
             if name in accepted:
                 kwargs.setdefault(name, value)
+            elif name == "precision" and "schedule" in accepted:
+                kwargs["schedule"] = {"precision": value, **(kwargs.get("schedule") or {})}
             elif name not in _OPTIONAL_CONTEXT:
                 raise EpnasError(f"evaluator {self.name!r} takes no {name!r} (given {value!r}); "
                                  f"its options: {', '.join(accepted) or 'none'}")
@@ -82,6 +87,13 @@ class EvaluatorSpec:
         except TypeError as exc:
             raise EpnasError(f"evaluator {self.name!r} options: {exc}; its options: "
                              f"{', '.join(accepted) or 'none'}") from None
+
+    def trains(self) -> bool:
+        """Whether the evaluator takes a precision (a ``precision`` parameter or a
+        ``schedule`` option dict): only then does a study decide one."""
+        _, cls = EVALUATORS.resolve(self.name)
+        accepted = inspect.signature(cls).parameters
+        return "precision" in accepted or "schedule" in accepted
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "options": dict(self.options), "context": dict(self.context)}

@@ -172,6 +172,26 @@ def summarize(store: Store, config: StudyConfig, stop_reason: str | None = None)
                    int(store.get_meta("skipped") or 0))
 
 
+def _decided_precision(config: StudyConfig, force_new: bool) -> StudyConfig:
+    """``config`` with its precision decided for the run, before any worker starts: the
+    one its run directory recorded, else ``auto`` decided now (an evaluator that does not
+    train keeps ``auto``). A precision in the evaluator's ``schedule`` option counts as
+    given."""
+    if not EvaluatorSpec(config.evaluator).trains():
+        return config
+    given = (config.evaluator_options.get("schedule") or {}).get("precision")
+    if given is not None and config.precision == "auto":
+        config = StudyConfig.parse({**config.model_dump(), "precision": given})
+    previous = None
+    if config.out is not None and not force_new and (Path(config.out) / DB_NAME).is_file():
+        with contextlib.suppress(EpnasError, sqlite3.Error):
+            with Store(config.out, readonly=True) as store:
+                stored = store.get_meta("config")
+            previous = None if stored is None else StudyConfig.parse(stored)
+    device = config.evaluator_options.get("device")
+    return config.decide_precision(previous, None if device is None else str(device))
+
+
 @dataclass
 class _Slot:
     """One position of a batch: its trial and, once known, its scored result."""
@@ -254,14 +274,16 @@ class Study:
                evaluator: Evaluator | str | None, dataset: Any, executor: Executor | None,
                progress: Progress | None, force_new: bool, extend: bool = False) -> None:
         """Start the evaluator's workers and set up everything else (:meth:`_setup`)."""
-        self.config = config
         self.spec: EvaluatorSpec | None = None
         if not isinstance(evaluator, Evaluator):
+            config = _decided_precision(config, force_new)
             self.spec = EvaluatorSpec(config.evaluator, config.evaluator_options,
                                       {"dataset": dataset or config.dataset,
                                        "data": config.data,
                                        "seed": config.seed,
-                                       "max_memory": config.max_memory})
+                                       "max_memory": config.max_memory,
+                                       "precision": config.precision})
+        self.config = config
         # Local workers: at most one per core and per trial of the budget, and as many as
         # the memory holds (refined by the training memory of typical candidates once the
         # space and evaluator exist); ``config.workers`` becomes what is used.

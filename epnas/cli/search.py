@@ -31,7 +31,7 @@ EXIT_TERMINATED = 143  # SIGTERM (a preempted cluster job)
 _STUDY_FLAGS = ("dataset", "data", "space", "strategy", "preset", "evaluator", "fidelity",
                 "max_params", "max_mflops", "min_intensity", "max_memory", "trials", "time",
                 "workers", "ray", "trial_timeout", "max_consecutive_failures", "seed", "out",
-                "init_from", "elastic_threads")
+                "init_from", "elastic_threads", "precision")
 _RESUME_FLAGS = ("trials", "time", "workers", "ray", "trial_timeout",
                  "max_consecutive_failures", "elastic_threads")
 
@@ -106,7 +106,8 @@ def _run_study(config: StudyConfig, args: argparse.Namespace, *, force_new: bool
     verb = "resuming" if start.trials else "searching"
     console.print(f"epnas: {verb} {config.space} with {config.strategy}, evaluator "
                   f"{config.evaluator} ({' / '.join(budget) or 'no budget'}"
-                  f"{'; ' if why else ', '}{_executor_text(config)}); run: {config.out}")
+                  f"{'; ' if why else ', '}{_executor_text(config)}{_precision_text(config)}"
+                  f"); run: {config.out}")
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     code = 0
     try:
@@ -130,6 +131,15 @@ def _run_study(config: StudyConfig, args: argparse.Namespace, *, force_new: bool
     else:
         _print_summary(summary, console, study.early_stop_warning())
     return code
+
+
+def _precision_text(config: StudyConfig) -> str:
+    """``, precision bf16 (auto: ...)`` once the run decided it; empty for evaluators
+    that do not train."""
+    if config.precision == "auto":
+        return ""
+    note = f" ({config.precision_note})" if config.precision_note else ""
+    return f", precision {config.precision}{note}"
 
 
 def _executor_text(config: StudyConfig) -> str:
@@ -275,6 +285,9 @@ def add_commands(sub: Any) -> None:
                         "evaluated, e.g. max-params=300k or min-intensity=8 (repeatable)")
     _budget_flags(p)
     p.add_argument("--seed", type=int, help="seed (default 0)")
+    p.add_argument("--precision", metavar="auto|fp32|bf16|fp16",
+                   help="autocast precision of trials that train (default auto: decided "
+                        "once per run and recorded in its config.yaml)")
     p.add_argument("--out", metavar="RUN_DIR",
                    help="run directory (default runs/<space>-<strategy>-<time>)")
     p.add_argument("--init-from", metavar="RUN_DIR",

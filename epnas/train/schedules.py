@@ -80,8 +80,9 @@ class Schedule(BaseModel):
     # Side of a square zeroed at a random place of each image (Cutout); 0: off.
     cutout: int = Field(0, ge=0)
     # Autocast precision; "auto" is bf16 on GPUs that support it, fp16 (with loss
-    # scaling) on other GPUs, and on CPU bf16 where it measured faster than fp32 on
-    # this machine (once, kept in the epnas cache), else fp32.
+    # scaling) on other GPUs, and on CPU bf16 only where it is native and measured clearly
+    # faster than fp32, else fp32 (epnas.train.trainer.decide_precision). A study decides
+    # auto once per run, records it in the run's config and trains every trial with it.
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     # NHWC memory layout for model and inputs; faster convolutions on CPU and GPU.
     channels_last: bool = True

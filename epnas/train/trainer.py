@@ -33,7 +33,8 @@ from epnas.data.datasets import cache_home
 from epnas.train.schedules import Schedule
 from epnas.train.threads import follow
 
-__all__ = ["Checkpoint", "Progress", "TrainResult", "autocast_dtype", "evaluate", "train"]
+__all__ = ["Checkpoint", "Progress", "TrainResult", "autocast_dtype", "decide_precision",
+           "evaluate", "train"]
 
 Progress = Callable[[int, dict[str, float]], None]
 Checkpoint = Callable[[dict[str, Any]], None]
@@ -126,17 +127,29 @@ def keep_freed_memory() -> bool:
 
 @functools.cache
 def cpu_bf16_speedup() -> float:
+# bf16 must beat fp32 by this factor in the median of the measurement: a clear margin,
+# so that a loaded machine's noise does not flip the decision.
+BF16_MARGIN = 1.25
+# in the cache key, so that a record of an older method is measured anew
+_MEASUREMENT = "median of 11 interleaved pairs on 1 thread"
+
+
+@functools.cache
+def cpu_bf16_speedup() -> float:
     """How much faster a small convolution trains in bf16 than in fp32 on this CPU.
 
     AVX512-BF16 in the CPU flags does not settle it: on one of our machines bf16
     trained the reference networks about 2x faster, on another with the same flags
     bf16 matmuls ran at half the fp32 rate and a ResNet-like net trained 1.45x slower.
-    So it is measured (about 0.1 s), once per machine and torch version, and kept in
-    the epnas cache: every process of a run (workers, a resumed run) then trains at the
-    same precision, and results stay reproducible.
+    So it is measured (:func:`_measure_bf16_speedup`, well under a second), once per
+    machine, torch version and user, and kept in the user's epnas cache. A study does
+    not rely on this cache for its precision: it decides once per run and records the
+    decision in the run (:func:`decide_precision`); the cache only saves the
+    measurement for the next decision, and for library calls of :func:`train` with
+    ``precision="auto"``.
     """
     path = cache_home() / "cpu-bf16.json"
-    key = f"torch {torch.__version__}, {platform.machine()}, {_cpu_model()}"
+    key = f"torch {torch.__version__}, {platform.machine()}, {_cpu_model()}, {_MEASUREMENT}"
     try:
         record = json.loads(path.read_text())
         if record.get("key") == key:
@@ -171,49 +184,92 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def _measure_bf16_speedup() -> float:
-    """fp32 time / bf16 time of a 3x3, 32-channel convolution's forward and backward on a
-    64-image channels-last batch, best of a few runs each."""
+def _measure_bf16_speedup(pairs: int = 11) -> float:
+    """Median over ``pairs`` of fp32 time / bf16 time of a 3x3, 32-channel convolution's
+    forward and backward on a 64-image channels-last batch, on one thread.
+
+    One thread, because on a machine that other work shares, threads of one operation
+    wait for each other and the ratio swings from 0.6 to 1.8 between runs (measured on 2
+    busy cores; on one thread the median stayed within 1.34-1.57). Each pair times fp32
+    and bf16 back to back, in alternating order, so a change of load hits both sides of
+    a ratio; the median ignores the pairs a burst of other work spoiled. Three warm-up
+    pairs come first (oneDNN builds its kernels on first use).
+    """
     conv = nn.Conv2d(32, 32, 3, padding=1, bias=False).to(memory_format=torch.channels_last)
     x = torch.randn(64, 32, 16, 16).contiguous(memory_format=torch.channels_last)
     x.requires_grad_(True)
 
-    def best(bf16: bool) -> float:
-        times = []
-        for _ in range(4):
-            start = time.perf_counter()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                y = conv(x)
-            y.float().sum().backward()
-            times.append(time.perf_counter() - start)
-        return min(times[1:])
+    def seconds(bf16: bool) -> float:
+        start = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            y = conv(x)
+        y.float().sum().backward()
+        return time.perf_counter() - start
 
-    return best(False) / best(True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ratios = []
+        for i in range(pairs + 3):
+            if i % 2:
+                bf16, fp32 = seconds(True), seconds(False)
+            else:
+                fp32, bf16 = seconds(False), seconds(True)
+            ratios.append(fp32 / bf16)
+    finally:
+        torch.set_num_threads(threads)
+    return sorted(ratios[3:])[pairs // 2]
+
+
+def _native_cpu_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); emulated bf16 is
+    slower than fp32."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None),
+              getattr(torch.cpu, "_is_amx_tile_supported", None))
+    return any(check is not None and check() for check in checks)
+
+
+def decide_precision(device: str | torch.device | None = None) -> tuple[str, str]:
+    """What ``precision="auto"`` means on ``device`` (None: CUDA when available), and why.
+
+    On CUDA: bf16 where the GPU supports it, else fp16 (with loss scaling). On CPU: bf16
+    only where the processor computes it natively and :func:`cpu_bf16_speedup` measured
+    it at least :data:`BF16_MARGIN` times faster than fp32; else fp32. A study calls this
+    once per run and records both in the run's config.
+
+    Returns:
+        ``(precision, reason)``, e.g. ``("bf16", "auto: bf16 measured 1.62x faster than
+        fp32 on this CPU")``.
+    """
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return "bf16", "auto: this GPU supports bf16"
+        return "fp16", "auto: this GPU has no bf16"
+    if device.type != "cpu":
+        return "fp32", f"auto: fp32 on {device.type}"
+    if not _native_cpu_bf16():
+        return "fp32", "auto: this CPU has no native bf16"
+    speedup = cpu_bf16_speedup()
+    if speedup >= BF16_MARGIN:
+        return "bf16", f"auto: bf16 measured {speedup:.2f}x faster than fp32 on this CPU"
+    return "fp32", (f"auto: bf16 measured {speedup:.2f}x the speed of fp32 on this CPU "
+                    f"(below {BF16_MARGIN}x)")
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for a :class:`Schedule` precision on a device; ``None``: fp32.
 
-    ``"auto"`` picks bf16 on CUDA devices that support it and fp16 on older ones; on
-    CPU it picks bf16 only where the processor computes it natively (AVX512-BF16 or
-    AMX) and a quick measurement (:func:`cpu_bf16_speedup`) finds it at least 1.2x
-    faster than fp32; emulated bf16 is slower than fp32.
+    ``"auto"`` is :func:`decide_precision`'s choice for the device (a study never passes
+    ``auto`` to its trials: it decides once per run and passes the result).
     """
     if precision == "fp32":
         return None
-    if precision != "auto":
-        return torch.bfloat16 if precision == "bf16" else torch.float16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and torch.backends.mkldnn.is_available():
-        native = (
-            getattr(torch.cpu, "_is_avx512_bf16_supported", None),
-            getattr(torch.cpu, "_is_amx_tile_supported", None),
-        )
-        if any(check is not None and check() for check in native) \
-                and cpu_bf16_speedup() >= 1.2:
-            return torch.bfloat16
-    return None
+    if precision == "auto":
+        precision = decide_precision(device)[0]
+    return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
 def train(

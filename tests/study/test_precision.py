@@ -1,0 +1,135 @@
+"""Reproducible precision: ``auto`` is decided once per run and recorded in its config, so
+resume, workers and other users train as the run's first session did."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+from epnas.cli import main
+from epnas.evaluators.synthetic import SyntheticEvaluator
+from epnas.train import trainer
+from epnas.trial import Candidate, Result
+
+ECHO = f"{__name__}:PrecisionEcho"
+SEARCH = ["search", "--strategy", "random", "--evaluator", ECHO, "--quiet", "--trials", "2"]
+
+
+class PrecisionEcho(SyntheticEvaluator):
+    """The synthetic evaluator with a training schedule: each result says (metric
+    ``bf16``) which precision the trial was given."""
+
+    def __init__(self, schedule: dict[str, Any] | None = None, **options: Any) -> None:
+        super().__init__(**options)
+        self.precision = (schedule or {}).get("precision", "missing")
+        self.metrics = (*self.metrics, "bf16")
+
+    def evaluate(self, candidate: Candidate) -> Result:
+        result = super().evaluate(candidate)
+        assert self.precision in ("fp32", "bf16"), self.precision  # never auto in a trial
+        return Result(result.status, {**result.metrics, "bf16": float(self.precision == "bf16")})
+
+
+@pytest.fixture
+def user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """``user(name, speedup)``: become a user whose cache measures bf16 at ``speedup``x
+    fp32, on a CPU with native bf16."""
+    monkeypatch.setattr(trainer, "_native_cpu_bf16", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+    def become(name: str, speedup: float) -> None:
+        cache = tmp_path / name / "cache"
+        monkeypatch.setenv("EPNAS_CACHE", str(cache))
+        monkeypatch.setattr(trainer, "_measure_bf16_speedup", lambda: speedup)
+        record = cache / "cpu-bf16.json"
+        if record.is_file():  # measured again since (another load on the machine)
+            record.write_text(json.dumps({**json.loads(record.read_text()), "speedup": speedup}))
+        trainer.cpu_bf16_speedup.cache_clear()
+        assert trainer.cpu_bf16_speedup() == speedup  # this user's cache says so
+
+    yield become
+    trainer.cpu_bf16_speedup.cache_clear()
+
+
+def recorded(run: Path) -> dict[str, Any]:
+    return yaml.safe_load((run / "config.yaml").read_text())
+
+
+def bf16_trials(run: Path) -> list[float]:
+    from epnas.store import Store
+
+    with Store(run, readonly=True) as store:
+        return [t.metrics["bf16"] for t in store.trials()]
+
+
+def test_auto_is_recorded_and_every_resume_and_user_keeps_it(
+        tmp_path: Path, user, capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    user("alice", 2.0)
+    assert main([*SEARCH, "--out", str(run)]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert "precision bf16 (auto: bf16 measured 2.00x faster than fp32" in header
+    assert (recorded(run)["precision"], bf16_trials(run)) == ("bf16", [1.0, 1.0])
+    assert "2.00x" in recorded(run)["precision_note"]
+
+    # the same user's cache now says otherwise: the run keeps its decision
+    user("alice", 0.5)
+    assert main(["resume", str(run), "--trials", "3"]) == 0
+    # so does another user, whose cache says otherwise too, resuming or searching again
+    user("bob", 0.5)
+    assert main(["resume", str(run), "--trials", "4"]) == 0
+    assert main([*SEARCH, "--trials", "5", "--out", str(run)]) == 0
+    assert (recorded(run)["precision"], bf16_trials(run)) == ("bf16", [1.0] * 5)
+
+    # bob's own new run decides from bob's measurement
+    assert main([*SEARCH, "--out", str(tmp_path / "bob")]) == 0
+    assert bf16_trials(tmp_path / "bob") == [0.0, 0.0]
+    assert "below 1.25x" in recorded(tmp_path / "bob")["precision_note"]
+
+
+def test_an_explicit_precision_is_honoured_and_a_changed_one_refused(
+        tmp_path: Path, user, capsys: pytest.CaptureFixture) -> None:
+    user("alice", 2.0)
+    run = tmp_path / "run"
+    assert main([*SEARCH, "--precision", "fp32", "--out", str(run)]) == 0
+    assert (recorded(run)["precision"], bf16_trials(run)) == ("fp32", [0.0, 0.0])
+    assert main([*SEARCH, "--precision", "bf16", "--out", str(run)]) == 2
+    assert "precision: 'bf16' vs 'fp32'" in capsys.readouterr().err
+
+
+def test_a_training_evaluator_trains_at_the_run_precision(tmp_path: Path, user) -> None:
+    from epnas.evaluators.training import TrainingEvaluator
+    from epnas.executors import EvaluatorSpec
+
+    user("alice", 2.0)
+    spec = EvaluatorSpec("training", {"schedule": {"epochs": 1}}, {"precision": "bf16"})
+    evaluator = spec.create()
+    assert isinstance(evaluator, TrainingEvaluator)
+    assert evaluator.schedule("prediction").precision == "bf16"
+    explicit = EvaluatorSpec("training", {"schedule": {"precision": "fp32"}}, {"precision": "bf16"})
+    assert explicit.create().schedule("prediction").precision == "fp32"
+    assert EvaluatorSpec("synthetic", {}, {"precision": "bf16"}).create() is not None
+
+
+def test_an_invalid_precision_is_one_line_before_the_run_directory(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    assert main([*SEARCH, "--precision", "fp64", "--out", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "precision" in err and "fp64" in err and len(err.splitlines()) == 1
+    assert not run.exists()
+
+
+def test_the_cpu_decision_needs_native_bf16_and_a_clear_margin(monkeypatch) -> None:
+    monkeypatch.setattr(trainer, "_native_cpu_bf16", lambda: False)
+    assert trainer.decide_precision("cpu") == ("fp32", "auto: this CPU has no native bf16")
+    monkeypatch.setattr(trainer, "_native_cpu_bf16", lambda: True)
+    monkeypatch.setattr(trainer, "cpu_bf16_speedup", lambda: 1.2)
+    assert trainer.decide_precision("cpu")[0] == "fp32"  # faster, but not clearly
+    monkeypatch.setattr(trainer, "cpu_bf16_speedup", lambda: 1.3)
+    assert trainer.decide_precision("cpu")[0] == "bf16"
