@@ -125,8 +125,6 @@ def keep_freed_memory() -> bool:
         mallopt(m_trim_threshold, 512 << 20))
 
 
-@functools.cache
-def cpu_bf16_speedup() -> float:
 # bf16 must beat fp32 by this factor in the median of the measurement: a clear margin,
 # so that a loaded machine's noise does not flip the decision.
 BF16_MARGIN = 1.25
@@ -265,10 +263,10 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     ``"auto"`` is :func:`decide_precision`'s choice for the device (a study never passes
     ``auto`` to its trials: it decides once per run and passes the result).
     """
-    if precision == "fp32":
-        return None
     if precision == "auto":
         precision = decide_precision(device)[0]
+    if precision == "fp32":
+        return None
     return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
