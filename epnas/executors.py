@@ -40,7 +40,7 @@ from typing import Any, Generic, TypeVar
 
 from epnas.errors import EpnasError, storage_error
 from epnas.evaluators import EVALUATORS, Evaluator
-from epnas.trial import STORAGE, Candidate, Result, TrialContext
+from epnas.trial import STORAGE, Candidate, Result, TrialContext, TrialProgress
 
 # Study settings an evaluator receives when its constructor has a parameter of that name;
 # ``max_memory`` (``--max-memory``) lets an evaluator that trains refuse a candidate whose
@@ -136,9 +136,11 @@ class Job:
     memory: float = 0.0
 
     def to_json(self) -> str:
-        """What a worker process or actor receives (the trial id stays with the pool)."""
+        """What a worker process or actor receives (the trial id stays with the pool);
+        ``progress``: whether someone listens to the trial's progress."""
         return json.dumps({"candidate": self.candidate.to_dict(),
-                           "context": self.context.to_dict()})
+                           "context": self.context.to_dict(),
+                           "progress": self.context.progress is not None})
 
 
 @dataclass(frozen=True)
@@ -460,6 +462,9 @@ class _Worker(_PoolWorker):
         if message is not None and "ready" in message:
             self.set_ready(timeout)
             return None
+        if message is not None and "progress" in message:  # the trial goes on
+            job.context.report(*message["progress"])
+            return None
         if message is not None:
             return Outcome(job.trial_id, Result.from_dict(message["result"]), self.name,
                            message["start"], message["end"])
@@ -469,11 +474,12 @@ class _Worker(_PoolWorker):
         return _Lost(f"worker process died ({_exit_text(code)})")
 
     def receive(self) -> dict[str, Any] | None:
-        """The next message (ready, or the finished job), None when the worker died."""
+        """The next message (ready, progress, or the finished job), None when the worker
+        died."""
         try:
             if self.conn.poll():
                 message = json.loads(self.conn.recv_bytes())
-                if "ready" not in message:
+                if "result" in message:
                     self.job = None
                 return message
         except (EOFError, OSError):
@@ -848,6 +854,11 @@ def _worker_main(conn: Connection, spec: dict[str, Any], threads: int,
         threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True).start()
     trial = _TrialRunner(spec, threads)
     conn.send_bytes(b'{"ready": true}')  # set-up (loading data, say) is not trial time
+
+    def report(epoch: int, epochs: int, figures: Mapping[str, float]) -> None:
+        with contextlib.suppress(OSError):  # a Study gone: the result fails to send too
+            conn.send_bytes(json.dumps({"progress": [epoch, epochs, dict(figures)]}).encode())
+
     while True:
         try:
             message = conn.recv_bytes()
@@ -855,7 +866,7 @@ def _worker_main(conn: Connection, spec: dict[str, Any], threads: int,
             return
         if not message:
             return
-        conn.send_bytes(trial.run(message))
+        conn.send_bytes(trial.run(message, report))
 
 
 class _TrialRunner:
@@ -870,7 +881,8 @@ class _TrialRunner:
             self.evaluator = None
             self.setup_error = f"cannot create the evaluator: {type(exc).__name__}: {exc}"
 
-    def run(self, message: bytes | str) -> bytes:
+    def run(self, message: bytes | str, report: TrialProgress | None = None) -> bytes:
+        """Evaluate one JSON job; ``report`` hears its progress when the job asks for it."""
         import torch
 
         start = time.time()
@@ -879,6 +891,8 @@ class _TrialRunner:
             job = json.loads(message)
             candidate = Candidate.from_dict(job["candidate"])
             context = TrialContext.from_dict(job.get("context", {}))
+            if report is not None and job.get("progress"):
+                context = replace(context, progress=report)
         except Exception as exc:
             result = Result.failure("error", f"cannot read the candidate: {exc}")
         else:

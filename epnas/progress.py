@@ -95,6 +95,10 @@ class Reporter:
     def show(self, record: TrialRecord) -> None:
         """Display one new trial."""
 
+    def epoch(self, trial_id: int, epoch: int, epochs: int,
+              figures: Mapping[str, float]) -> None:
+        """A running trial ended an epoch (``Study.trial_progress``); shown live only."""
+
     def budget(self) -> str:
         total = "" if self.total is None else f"/{self.total}"
         return f"{self.trials}{total}"
@@ -136,6 +140,9 @@ class LiveReporter(Reporter):
         self.run_dir = run_dir
         self.recent: deque[TrialRecord] = deque(maxlen=6)
         self.info: Mapping[str, Any] = {}
+        # trial id -> how far it trained; replaced, never changed in place, since the
+        # refresh thread reads it
+        self.running: Mapping[int, str] = {}
         # Live re-renders `self` (see __rich__) on every refresh, so the clock and the ETA
         # move while a long trial trains.
         self.live = Live(self, console=Console(file=stream), refresh_per_second=2)
@@ -148,8 +155,17 @@ class LiveReporter(Reporter):
         self.live.__exit__(None, None, None)
 
     def show(self, record: TrialRecord) -> None:
+        self.running = {k: v for k, v in self.running.items() if k != record.id}
         self.recent.append(record)
         self.info = record.info
+        self.live.refresh()
+
+    def epoch(self, trial_id: int, epoch: int, epochs: int,
+              figures: Mapping[str, float]) -> None:
+        accuracy = figures.get("accuracy", figures.get("train_accuracy"))
+        what = "acc" if "accuracy" in figures else "train acc"
+        so_far = f" {what} {100 * accuracy:.2f}%" if accuracy is not None else ""
+        self.running = {**self.running, trial_id: f"#{trial_id} epoch {epoch}/{epochs}{so_far}"}
         self.live.refresh()
 
     def __rich__(self) -> Group:
@@ -174,4 +190,7 @@ class LiveReporter(Reporter):
                           f"{r.metrics['flops'] / 1e6:.3g}" if "flops" in r.metrics else "",
                           f"{r.reward or 0.0:.4f}")
         where = Text(f"run: {self.run_dir}", style="dim") if self.run_dir else Text("")
-        return Group(Text("  ".join(head), style="bold"), Text(best), table, where)
+        lines = [Text("  ".join(head), style="bold"), Text(best)]
+        if running := self.running:
+            lines.append(Text("training: " + "  ".join(running[k] for k in sorted(running))))
+        return Group(*lines, table, where)

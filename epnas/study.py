@@ -47,6 +47,7 @@ closed are :mod:`epnas.trialfiles`'. The loop below decides when.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import sqlite3
@@ -90,7 +91,7 @@ from epnas.spaces.registry import cost, load_genome
 from epnas.store import DB_NAME, NewTrial, Store, TrialRecord
 from epnas.strategies.base import STRATEGIES, SearchContext, Strategy
 from epnas.strategies.filters import EarlyExit, early_exit
-from epnas.trial import STORAGE, Candidate, Result
+from epnas.trial import STORAGE, Candidate, Result, TrialContext
 from epnas.trialfiles import CHECKPOINT_WEIGHTS, TrialFiles
 
 logger = logging.getLogger(__name__)
@@ -100,6 +101,7 @@ CHECKPOINT_INTERVAL = 2.0  # seconds between strategy checkpoints (always at the
 TYPICAL_GENOMES = 5  # genomes sampled to estimate what a candidate costs before a run starts
 
 Progress = Callable[[TrialRecord], None]
+TrialProgress = Callable[[int, int, int, Mapping[str, float]], None]
 
 
 class StudyFailed(EpnasError):
@@ -212,7 +214,9 @@ class Study:
             options to evaluate in worker processes.
         executor: an :class:`~epnas.executors.Executor` to use instead of the one
             ``workers`` and ``trial_timeout`` select.
-        progress: called with every trial as it is recorded.
+        progress: called with every trial as it is recorded. Set ``trial_progress``
+            to hear ``(trial id, epoch, epochs, figures)`` while a trial trains (inline
+            and local worker processes; Ray workers do not report).
         force_new: start a new run in ``out`` even if it holds one (the old files move
             to ``out/replaced-<time>/``).
         **settings: the other :class:`~epnas.config.StudyConfig` fields (``dataset``: a
@@ -353,6 +357,8 @@ class Study:
             trials=config.trials, workers=config.workers if config.ray is None else 1,
             objective=self.objective, costs=self.evaluator.costs))
         self.progress = progress
+        # called with (trial id, epoch, epochs, figures) as a running trial ends an epoch
+        self.trial_progress: TrialProgress | None = None
         self.stop_reason: str | None = None
         seeds = seed_genomes(config, force_new)
         if seeds is not None:  # refused seeds must leave RUN_DIR unchanged: check them first
@@ -785,7 +791,7 @@ class Study:
         """Run the slots to evaluate; store each result (and its copies) as it arrives."""
         todo = [s for s in slots if s.evaluate and s.result is None]
         by_id = {s.trial_id: s for s in todo}
-        jobs = [Job(s.trial_id, s.candidate, self._files.context(s.trial_id),
+        jobs = [Job(s.trial_id, s.candidate, self._context(s.trial_id),
                     self._needs(s.candidate)) for s in todo]
         for job in [j for j in jobs if self._memory is not None and j.memory > self._memory]:
             jobs.remove(job)  # it would take the machine down: never started
@@ -806,6 +812,13 @@ class Study:
             if outcome.result.reason == STORAGE:  # its trial stays unfinished
                 raise StorageError(outcome.result.error)
             self._record(by_id[outcome.trial_id], slots, outcome)
+
+    def _context(self, trial_id: int) -> TrialContext:
+        """A trial's files, and :attr:`trial_progress` to hear how far it is."""
+        context = self._files.context(trial_id)
+        if self.trial_progress is None:
+            return context
+        return replace(context, progress=functools.partial(self.trial_progress, trial_id))
 
     def _needs(self, candidate: Candidate) -> float:
         """The bytes evaluating ``candidate`` takes beyond its worker (0: unknown)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -47,19 +47,34 @@ class Candidate:
         return cls(load_genome(data["genome"]), data.get("fidelity"), dict(data.get("info", {})))
 
 
+TrialProgress = Callable[[int, int, Mapping[str, float]], None]
+"""A trial's progress: epoch (from 1), epochs in all, and that epoch's figures."""
+
+
 @dataclass(frozen=True)
 class TrialContext:
-    """Where one trial of a study keeps its files (None: nowhere).
+    """Where one trial of a study keeps its files (None: nowhere), and who listens to
+    its progress.
 
     Attributes:
         directory: the trial's own directory (``RUN_DIR/trials/<id>/``); the training
             evaluator writes the trained weights there as ``model.pt``.
         weights: the parameter-sharing dictionary snapshot of the current step, to
             warm-start from.
+        progress: called through :meth:`report` while the trial runs (the Study's live
+            display); local worker processes forward it to the Study's process, Ray
+            workers do not. Not part of :meth:`to_dict`.
     """
 
     directory: str | None = None
     weights: str | None = None
+    progress: TrialProgress | None = field(default=None, compare=False, repr=False)
+
+    def report(self, epoch: int, epochs: int, figures: Mapping[str, float]) -> None:
+        """Tell whoever listens that epoch ``epoch`` of ``epochs`` ended with ``figures``
+        (``loss``, ``train_accuracy``, and ``accuracy`` on epochs that validate)."""
+        if self.progress is not None:
+            self.progress(epoch, epochs, {k: float(v) for k, v in figures.items()})
 
     def to_dict(self) -> dict[str, Any]:
         return {"directory": self.directory, "weights": self.weights}

@@ -101,6 +101,7 @@ def _run_study(config: StudyConfig, args: argparse.Namespace, *, force_new: bool
     reporter = (LiveReporter(config, start, stream, config.out, budget=trials) if live
                 else LineReporter(config, start, stream, budget=trials))
     study.progress = reporter.trial
+    study.trial_progress = reporter.epoch
     budget = [f"{trials} trials" + (f": {why}" if why else "")] if trials else []
     budget += [f"{duration(config.time)}"] if config.time else []
     verb = "resuming" if start.trials else "searching"

@@ -188,7 +188,9 @@ class TrainingEvaluator(Evaluator):
             warm["warm_start"] = (stats.exact + stats.resized) / max(total, 1)
         try:
             run = train(model, data, schedule, seed=self.seed, device=self.device,
-                        time_limit=self.time_limit)
+                        time_limit=self.time_limit,
+                        progress=lambda epoch, figures: context.report(
+                            epoch, schedule.train_epochs, figures))
         except torch.OutOfMemoryError as exc:
             return Result.failure("oom", str(exc).splitlines()[0], costs)
         metrics = {**costs, **warm, **run.metrics()}
