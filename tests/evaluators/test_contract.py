@@ -19,6 +19,7 @@ from epnas.evaluators import (
 )
 from epnas.testing import EVALUATOR_PROPERTIES, check_evaluator
 from epnas.trial import Candidate, Result
+from tests.evaluators.test_distill import contract_case
 
 
 def _table() -> TabularEvaluator:
@@ -30,6 +31,7 @@ def _table() -> TabularEvaluator:
 
 # How to make each registered evaluator, and a space whose genomes it evaluates.
 CASES: dict[str, tuple[Callable[[], Evaluator], epnas.Space]] = {
+    "distill": (contract_case, epnas.spaces.get("layerwise", max_layers=3, channels=(8, 16))),
     "synthetic": (SyntheticEvaluator, epnas.spaces.get("cellwise")),
     "tabular": (_table, epnas.spaces.get("nb201")),
     "training": (lambda: TrainingEvaluator("digits", schedule={"epochs": 1}),

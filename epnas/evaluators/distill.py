@@ -1,0 +1,366 @@
+"""Block-wise distillation (DNA): rate one block's candidate by how well it reproduces a
+teacher's features.
+
+A candidate at fidelity ``block=K`` is a *part* (the genome of block K, see the block
+hooks of :class:`~epnas.spaces.base.Space`). Its block is built on the teacher's
+features at the start of block K (the normalised images for block 0) and trained for
+``epochs`` with Adam to output the teacher's features at the end of block K, read out
+by a 1x1 convolution + batch norm to the teacher's channels (a regressor trained with
+it, as in FitNets; not part of the searched network). A finer output is average-pooled
+to the teacher's size first; a coarser one fails (``error``).
+
+Metrics of a block trial:
+
+* ``distill_loss``: the rating, the loss on the validation split: ``mse`` (mean squared
+  error against the raw features) or ``mse_norm`` (the default; against the features
+  with each teacher channel standardised by its mean and standard deviation on the
+  training split, so every channel counts alike);
+* ``accuracy``: the share of the teacher's feature variance the block reproduces,
+  ``1 - distill_loss / baseline`` clipped to [0, 1], where ``baseline`` is the loss of
+  predicting each channel's training mean (R^2). It is a fraction, decreasing in the
+  loss, so a study's accuracy conventions hold; it ranks parts of the same block only;
+* ``block``, ``epochs``, ``train_seconds`` and the block's own analytic costs
+  (:meth:`~epnas.spaces.base.Space.block_cost`).
+
+The teacher's features are computed once per worker and block and kept in memory
+(``cache=true``); with ``cache=false`` the teacher runs again on every batch, for data
+whose features do not fit.
+
+Every other fidelity (``prediction``, ``full``, EcoNAS settings) trains a whole genome
+end to end with labels, as the ``training`` evaluator does: the ``dna`` strategy's last
+trial, its assembled network, is one of those.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from torch import nn
+
+from epnas.data import Dataset
+from epnas.errors import EpnasError, validation_message
+from epnas.evaluators.base import Evaluator
+from epnas.evaluators.teacher import Teacher, load_teacher
+from epnas.evaluators.training import TrainingEvaluator
+from epnas.nn.ops import conv_unit
+from epnas.spaces.genome import Genome
+from epnas.spaces.registry import space_of
+from epnas.train.threads import follow
+from epnas.trial import Candidate, Result, TrialContext
+
+BLOCK = "block="
+"""Prefix of the block fidelities: ``block=0``, ``block=1``, ..."""
+
+
+def block_fidelity(index: int) -> str:
+    return f"{BLOCK}{index}"
+
+
+def block_index(fidelity: str | None) -> int | None:
+    """K of ``block=K``; None for any other fidelity."""
+    if fidelity is None or not fidelity.startswith(BLOCK):
+        return None
+    try:
+        return int(fidelity[len(BLOCK):])
+    except ValueError:
+        raise EpnasError(f"fidelity {fidelity!r}: expected block=K with K a block number") \
+            from None
+
+
+Shape3 = tuple[int, int, int]
+
+
+class DistillOptions(BaseModel):
+    """Options of the distillation (``--evaluator-opt KEY=VALUE``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    teacher: str  # a directory (genome.json + model.pt), a model.pt, or FILE.py:function
+    teacher_genome: str | None = None  # the genome JSON of a model.pt given alone
+    blocks: tuple[str, ...] | None = None  # module names ending each teacher block
+    loss: Literal["mse", "mse_norm"] = "mse_norm"
+    epochs: int = Field(4, ge=1)  # passes over the training features per block trial
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(1e-2, gt=0)  # Adam's learning rate
+    samples: int | None = Field(None, ge=1)  # training images used (None: all)
+    cache: bool = True  # keep the teacher's features in memory (per worker and block)
+
+
+class DistillEvaluator(Evaluator):
+    """Rates block candidates by distillation from a teacher; trains whole genomes end to
+    end at the training fidelities (module docs).
+
+    Args:
+        teacher, teacher_genome, blocks, loss, epochs, batch_size, lr, samples, cache:
+            see :class:`DistillOptions`.
+        dataset, data, seed, schedule, time_limit, device, val_fraction, max_memory: as
+            for :class:`~epnas.evaluators.training.TrainingEvaluator` (the end-to-end
+            fidelities train with them; ``seed`` and ``device`` serve the blocks too).
+    """
+
+    # the named end-to-end fidelities; ``block=K`` and EcoNAS settings are accepted too
+    fidelities: ClassVar[tuple[str, ...]] = ("prediction", "full")
+    default_fidelity: ClassVar[str | None] = "prediction"
+    metrics = ("accuracy", "train_seconds")
+
+    def __init__(self, teacher: str, dataset: str | Dataset = "digits", data: str | None = None,
+                 seed: int = 0, *, teacher_genome: str | None = None,
+                 blocks: str | list[str] | None = None, loss: str = "mse_norm",
+                 epochs: int = 4, batch_size: int = 128, lr: float = 1e-2,
+                 samples: int | None = None, cache: bool = True,
+                 schedule: dict[str, Any] | None = None, time_limit: float | None = None,
+                 device: str | None = None, val_fraction: float = 0.1,
+                 max_memory: float | None = None) -> None:
+        if isinstance(blocks, str):
+            blocks = [blocks]
+        try:
+            self.options = DistillOptions(
+                teacher=str(teacher), teacher_genome=teacher_genome,
+                blocks=tuple(blocks) if blocks else None, loss=loss, epochs=epochs,
+                batch_size=batch_size, lr=lr, samples=samples, cache=cache)
+        except ValidationError as exc:
+            raise EpnasError(validation_message("distill evaluator options", exc)) from None
+        self.training = TrainingEvaluator(dataset, data, seed, schedule, time_limit, device,
+                                          val_fraction, max_memory=max_memory, share=False)
+        self.seed, self.time_limit = seed, time_limit
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self._teacher: Teacher | None = None
+        self._plan: list[tuple[Shape3, Shape3]] | None = None
+        self._features: dict[int, tuple[torch.Tensor, ...]] = {}
+        self._moments: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    # --- the teacher -------------------------------------------------------------
+
+    @property
+    def data(self) -> Dataset:
+        return self.training.loaded
+
+    @property
+    def teacher(self) -> Teacher:
+        if self._teacher is None:
+            o = self.options
+            self._teacher = load_teacher(o.teacher, self.data.input_shape,
+                                         self.data.num_classes, blocks=o.blocks,
+                                         genome=o.teacher_genome).to(self.device)
+        return self._teacher
+
+    def block_plan(self) -> list[tuple[Shape3, Shape3]]:
+        """``(input shape, output shape)`` of every teacher block, in order; the ``dna``
+        strategy searches one part per block to fit them."""
+        if self._plan is None:
+            features = self.teacher.features(self._inputs(self.data.val_x[:2]))
+            shapes = [self.data.input_shape] + [tuple(f.shape[1:]) for f in features]
+            self._plan = [(shapes[k], shapes[k + 1]) for k in range(len(features))]  # type: ignore[misc]
+        return self._plan
+
+    def prepare(self) -> None:
+        """Load the data set and the teacher (a bad teacher stops the run before it starts)."""
+        self.training.prepare()
+        self.block_plan()
+
+    def check_fidelity(self, fidelity: str) -> None:
+        """``block=K`` for each teacher block K, and the training evaluator's fidelities."""
+        index = block_index(fidelity)
+        if index is None:
+            self.training.check_fidelity(fidelity)
+        elif not 0 <= index < len(self.block_plan()):
+            raise EpnasError(f"fidelity {fidelity!r}: the teacher has blocks 0.."
+                             f"{len(self.block_plan()) - 1}")
+
+    def costs(self, genome: Genome) -> dict[str, float]:
+        return self.training.costs(genome)
+
+    def trial_memory(self, genome: Genome) -> float:
+        return self.training.trial_memory(genome)
+
+    # --- evaluation --------------------------------------------------------------
+
+    def evaluate(self, candidate: Candidate) -> Result:
+        return self.evaluate_trial(candidate, TrialContext())
+
+    def evaluate_trial(self, candidate: Candidate, context: TrialContext) -> Result:
+        try:
+            index = block_index(candidate.fidelity)
+        except EpnasError as exc:
+            return Result.failure("error", str(exc))
+        if index is None:
+            return self.training.evaluate_trial(candidate, context)
+        try:
+            return self.distill(candidate.genome, index)
+        except torch.OutOfMemoryError as exc:
+            return Result.failure("oom", str(exc).splitlines()[0])
+
+    def distill(self, part: Genome, index: int) -> Result:
+        """Train block ``index`` built from ``part`` to the teacher's features; its result."""
+        plan = self.block_plan()
+        if not 0 <= index < len(plan):
+            return Result.failure("error", f"block {index}: the teacher has blocks "
+                                           f"0..{len(plan) - 1}")
+        in_shape, out_shape = plan[index]
+        space = space_of(part)
+        try:
+            costs = space.block_cost(part, index, in_shape).as_dict(self.options.batch_size)
+            got = space.block_shape(part, index, in_shape)
+        except EpnasError as exc:
+            return Result.failure("error", str(exc))
+        if got[1] < out_shape[1] or got[2] < out_shape[2]:
+            return Result.failure("error", f"block {index}: the part outputs {got[1]}x{got[2]}, "
+                                           f"coarser than the teacher's {out_shape[1]}x"
+                                           f"{out_shape[2]}", costs)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            model = nn.Sequential(space.build_block(part, index, in_shape),
+                                  _regressor(got, out_shape)).to(self.device)
+        start = time.perf_counter()
+        stats = self._stats(index)
+        trained = self._train(model, index, stats)
+        seconds = time.perf_counter() - start
+        metrics = {**costs, "block": float(index), "train_seconds": seconds,
+                   "epochs": float(trained["epochs"])}
+        if trained["status"] == "diverged":
+            return Result.failure("diverged", f"the distillation loss became "
+                                              f"{trained['loss']}", metrics)
+        if trained["status"] == "timeout":
+            return Result.failure("timeout", f"distillation passed time_limit="
+                                             f"{self.time_limit}s", metrics)
+        loss, baseline = self._validate(model, index, stats)
+        if not math.isfinite(loss):
+            return Result.failure("diverged", f"the validation loss is {loss}", metrics)
+        accuracy = min(1.0, max(0.0, 1.0 - loss / baseline)) if baseline > 0 else 0.0
+        return Result("done", {**metrics, "distill_loss": loss, "accuracy": accuracy})
+
+    # --- features and training ---------------------------------------------------
+
+    def _inputs(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images normalised as the trainer does, on the device."""
+        mean = torch.tensor(self.data.mean, device=self.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.data.std, device=self.device).view(1, -1, 1, 1)
+        return images.to(self.device).float().div_(255.0).sub_(mean).div_(std)
+
+    def _images(self, split: str) -> torch.Tensor:
+        data = self.data
+        if split == "val":
+            return data.val_x
+        x = data.train_x
+        if self.options.samples is not None and self.options.samples < len(x):
+            generator = torch.Generator().manual_seed(self.seed)
+            x = x[torch.randperm(len(x), generator=generator)[: self.options.samples]]
+        return x
+
+    def _pair(self, images: torch.Tensor, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The teacher's (input, output) features of block ``index`` for uint8 images."""
+        x = self._inputs(images)
+        features = self.teacher.features(x, upto=index)
+        return (x if index == 0 else features[index - 1]), features[index]
+
+    def _batches(self, split: str, index: int,
+                 order: torch.Tensor | None = None) -> Any:
+        """(input, target) batches of block ``index``, from the cache or the teacher."""
+        size = self.options.batch_size
+        if self.options.cache:
+            cached = self._cached(index)
+            x, y = cached[:2] if split == "train" else cached[2:4]
+            order = order if order is not None else torch.arange(len(x))
+            for start in range(0, len(x), size):
+                idx = order[start:start + size].to(x.device)
+                yield x[idx], y[idx]
+            return
+        images = self._images(split)
+        order = order if order is not None else torch.arange(len(images))
+        for start in range(0, len(images), size):
+            yield self._pair(images[order[start:start + size]], index)
+
+    def _cached(self, index: int) -> tuple[torch.Tensor, ...]:
+        """Train input, train target, val input, val target of block ``index``."""
+        if index not in self._features:
+            tensors: list[torch.Tensor] = []
+            for split in ("train", "val"):
+                images = self._images(split)
+                pairs = [self._pair(images[s:s + 512], index) for s in range(0, len(images), 512)]
+                tensors += [torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])]
+            self._features = {index: tuple(tensors)}  # one block per worker at a time
+        return self._features[index]
+
+    def _stats(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel mean and standard deviation of the block's training targets."""
+        if index not in self._moments:
+            self._moments[index] = self._measure_stats(index)
+        return self._moments[index]
+
+    def _measure_stats(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        total = square = None
+        count = 0
+        for _, y in self._batches("train", index):
+            s, q = y.sum((0, 2, 3)), y.pow(2).sum((0, 2, 3))
+            total = s if total is None else total + s
+            square = q if square is None else square + q
+            count += y.shape[0] * y.shape[2] * y.shape[3]
+        assert total is not None and square is not None
+        mean = total / count
+        std = (square / count - mean.pow(2)).clamp_min(0).sqrt().clamp_min(1e-6)
+        return mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)
+
+    def _loss(self, prediction: torch.Tensor, target: torch.Tensor,
+              stats: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        if self.options.loss == "mse_norm":  # each channel standardised: all count alike
+            mean, std = stats
+            target = (target - mean) / std
+        return F.mse_loss(prediction, target)
+
+    def _train(self, model: nn.Module, index: int,
+               stats: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:
+        if not any(p.requires_grad for p in model.parameters()):  # e.g. a lone pool
+            return {"status": "done", "epochs": 0, "loss": math.nan}
+        optimizer = torch.optim.Adam(model.parameters(), lr=self.options.lr)
+        steps = self.options.epochs * math.ceil(len(self._images("train"))
+                                                / self.options.batch_size)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, self.options.lr,
+                                                       total_steps=steps, pct_start=0.15)
+        generator = torch.Generator().manual_seed(self.seed + index)
+        deadline = None if self.time_limit is None else time.monotonic() + self.time_limit
+        model.train()
+        loss = torch.tensor(0.0)
+        for epoch in range(self.options.epochs):
+            order = torch.randperm(len(self._images("train")), generator=generator)
+            for x, y in self._batches("train", index, order):
+                follow()  # the worker pool may lend this trial more threads
+                loss = self._loss(model(x), y, stats)
+                if not torch.isfinite(loss):
+                    return {"status": "diverged", "epochs": epoch, "loss": loss.item()}
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+            if deadline is not None and time.monotonic() > deadline:
+                return {"status": "timeout", "epochs": epoch + 1, "loss": loss.item()}
+        return {"status": "done", "epochs": self.options.epochs, "loss": loss.item()}
+
+    @torch.no_grad()
+    def _validate(self, model: nn.Module, index: int,
+                  stats: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, float]:
+        """The validation loss and that of predicting each channel's training mean."""
+        mean = stats[0]
+        model.eval()
+        loss = baseline = 0.0
+        count = 0
+        for x, y in self._batches("val", index):
+            n = x.shape[0]
+            loss += float(self._loss(model(x), y, stats)) * n
+            constant = (torch.zeros_like(y) if self.options.loss == "mse_norm"
+                        else mean.expand_as(y))  # each channel's training mean
+            baseline += float(self._loss(constant, y, stats)) * n
+            count += n
+        return loss / count, baseline / count
+
+
+def _regressor(got: Shape3, want: Shape3) -> nn.Module:
+    """Average pooling to the teacher's size (when finer) and a 1x1 conv + BN to its
+    channels: a linear read-out, so that a block is rated by the features it computes,
+    not by their scale or the sign its last activation allows."""
+    pool = [nn.AdaptiveAvgPool2d(want[1:])] if got[1:] != want[1:] else []
+    return nn.Sequential(*pool, conv_unit(got[0], want[0], 1, act=None))
