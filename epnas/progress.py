@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from epnas.config import StudyConfig
+from epnas.evaluators.proxy import accuracy_label, pretext_of
 from epnas.store import TrialRecord
 from epnas.study import Summary
 
@@ -34,11 +35,13 @@ def duration(seconds: float) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
-def metrics_text(metrics: Mapping[str, float]) -> str:
-    """Accuracy in percent and the costs a record has, for one-line displays."""
+def metrics_text(metrics: Mapping[str, float], fidelity: str | None = None) -> str:
+    """Accuracy in percent and the costs a record has, for one-line displays; the
+    accuracy of a pretext ``fidelity`` is marked as the task's."""
     parts = []
     if (acc := metrics.get("accuracy")) is not None:
-        parts.append(f"acc {100 * acc:.2f}%")
+        task = pretext_of(fidelity)
+        parts.append(f"acc {100 * acc:.2f}%" + (f" ({task} pretext)" if task else ""))
     if (params := metrics.get("params")) is not None:
         parts.append(f"params {human(params)}")
     if (flops := metrics.get("flops")) is not None:
@@ -56,7 +59,8 @@ def trial_text(record: TrialRecord) -> str:
         return f"#{record.id} failed ({record.reason}): {error}"
     source = f" (= #{record.source})" if record.source else ""
     feasible = "feasible" if record.feasible else "infeasible"
-    return (f"#{record.id} {record.status}{source}  {metrics_text(record.metrics)}  "
+    return (f"#{record.id} {record.status}{source}  "
+            f"{metrics_text(record.metrics, record.fidelity)}  "
             f"reward {record.reward or 0.0:.4f} {feasible}")
 
 
@@ -178,10 +182,12 @@ class LiveReporter(Reporter):
         head.append(f"{rate:.1f} trials/min")
         if (eta := self.eta()) is not None:
             head.append(f"ETA {eta}")
-        best = (f"best feasible #{self.best.id}  {metrics_text(self.best.metrics)}"
+        best = (f"best feasible #{self.best.id}  "
+                f"{metrics_text(self.best.metrics, self.best.fidelity)}"
                 if self.best is not None else "no feasible architecture yet")
         table = Table(box=None, pad_edge=False)
-        for column in ("#", "status", "accuracy", "params", "MFLOPs", "reward"):
+        accuracy = accuracy_label(self.config.fidelity)
+        for column in ("#", "status", accuracy, "params", "MFLOPs", "reward"):
             table.add_column(column, justify="right")
         for r in tuple(self.recent):  # the refresh thread renders while trials arrive
             table.add_row(str(r.id), r.status if r.status != "failed" else f"failed:{r.reason}",

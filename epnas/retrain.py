@@ -171,7 +171,8 @@ def plan(run: Run | str | Path, trial_id: int | None = None, *, epochs: int | No
         trial_id: the trial whose architecture to train.
         epochs: train exactly this many epochs (default: the ``full`` schedule's).
         cutout: apply Cutout (the data set's size unless ``schedule`` sets ``cutout``).
-        dataset, data: another data set than the search's (name, files).
+        dataset, data: another data set than the search's (name, files); needed after
+            a label-free search on images without labels.
         schedule: overrides of :class:`~epnas.train.Schedule` fields.
         seed: seeds initialisation, shuffling and augmentation.
 
@@ -189,6 +190,10 @@ def plan(run: Run | str | Path, trial_id: int | None = None, *, epochs: int | No
         loaded = load(run.dataset, data)
     else:
         loaded = run.data
+    if not loaded.classes:  # a label-free search (pretext fidelity) on unlabelled images
+        raise EpnasError(f"data set {loaded.name!r} has no labels to retrain with: give "
+                         "labelled data, e.g. --dataset fashion-mnist, or --data DIR with a "
+                         "directory per class")
     overrides = dict(schedule or {})
     if epochs is not None:  # exactly N epochs; the LR curve spans them
         overrides.update(epochs=epochs, stop_epoch=None)

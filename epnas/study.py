@@ -340,8 +340,8 @@ class Study:
         # Nothing is written before every setting is known to work: a refusal leaves no
         # run directory behind (and a corrected command needs no --force-new).
         self.fidelity = config.fidelity or self.evaluator.default_fidelity
-        if config.fidelity is not None:  # a bad spec fails here, not in every trial
-            self.evaluator.check_fidelity(config.fidelity)
+        if self.fidelity is not None:  # a bad spec (or one the data cannot train) fails here
+            self.evaluator.check_fidelity(self.fidelity)
         for fidelity in self.strategy.fidelities:
             try:
                 self.evaluator.check_fidelity(fidelity)

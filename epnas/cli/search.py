@@ -18,6 +18,7 @@ from epnas import spaces
 from epnas.config import StudyConfig, merge, read_config_file
 from epnas.errors import EpnasError
 from epnas.evaluators import EVALUATORS
+from epnas.evaluators.proxy import accuracy_label, pretext_of
 from epnas.flags import constraint_flags, emit_json, json_flag, parse_options
 from epnas.progress import LineReporter, LiveReporter, duration, metrics_text
 from epnas.store import Store, holder_pid
@@ -105,8 +106,10 @@ def _run_study(config: StudyConfig, args: argparse.Namespace, *, force_new: bool
     budget = [f"{trials} trials" + (f": {why}" if why else "")] if trials else []
     budget += [f"{duration(config.time)}"] if config.time else []
     verb = "resuming" if start.trials else "searching"
+    task = pretext_of(config.fidelity)
+    note = f", accuracy = the {task} pretext task's, no label read" if task else ""
     console.print(f"epnas: {verb} {config.space} with {config.strategy}, evaluator "
-                  f"{config.evaluator} ({' / '.join(budget) or 'no budget'}"
+                  f"{config.evaluator}{note} ({' / '.join(budget) or 'no budget'}"
                   f"{'; ' if why else ', '}{_executor_text(config)}{_precision_text(config)}"
                   f"); run: {config.out}")
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
@@ -165,7 +168,8 @@ def _print_summary(summary: Summary, console: Console, warning: str | None = Non
             console.print(f"[bold]no feasible architecture found[/]; the least violating "
                           f"(trial {best.id}, {best.key}; violations: {over}):")
         console.print(f"  {space.describe(genome)}")
-        console.print(f"  {metrics_text(best.metrics)}  reward {best.reward or 0.0:.4f}")
+        console.print(f"  {metrics_text(best.metrics, best.fidelity)}  "
+                      f"reward {best.reward or 0.0:.4f}")
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items()))
     console.print(f"{summary.trials} trials ({counts or 'none'}) in "
                   f"{duration(summary.elapsed)}; stopped by {summary.stop_reason}")
@@ -226,9 +230,11 @@ def cmd_status(args: argparse.Namespace) -> int:
                       f"{run_dir}` runs them again")
     if summary.best is not None:
         label = "best feasible" if summary.feasible else "no feasible yet; least violating"
-        console.print(f"{label}: #{summary.best.id}  {metrics_text(summary.best.metrics)}")
+        console.print(f"{label}: #{summary.best.id}  "
+                      f"{metrics_text(summary.best.metrics, summary.best.fidelity)}")
     table = Table(title="top 10 by reward")
-    for column in ("#", "accuracy", "params", "MFLOPs", "intensity", "reward", "feasible"):
+    for column in ("#", accuracy_label(config.fidelity), "params", "MFLOPs", "intensity",
+                   "reward", "feasible"):
         table.add_column(column, justify="right", no_wrap=True)
     for t in ranked:
         m = t.metrics

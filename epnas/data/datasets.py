@@ -66,7 +66,8 @@ class Dataset:
         val_y: Validation labels.
         test_x: The official test images; only for final reports.
         test_y: Test labels.
-        classes: Class names, indexed by label.
+        classes: Class names, indexed by label; empty for data without labels (an
+            image folder without class directories; its labels are all 0).
         mean: Per-channel mean of ``train_x`` scaled to [0, 1].
         std: Per-channel standard deviation of ``train_x`` scaled to [0, 1].
     """
@@ -653,11 +654,20 @@ _GRAY_MODES = {"1", "L", "LA"}
 
 
 def _folder(root: Path | None, image_size: int | None) -> _Source:
-    layout = "DIR/<class>/*.png|jpg|jpeg, or DIR/train/<class>/... and DIR/test/<class>/..."
+    """Labelled: ``DIR/<class>/*`` or ``DIR/train/<class>/*`` + ``DIR/test/<class>/*``.
+    Without labels (for pretext fidelities): every image directly in ``DIR`` and no
+    subdirectory; its data set has no classes (``Dataset.classes == ()``)."""
+    layout = ("DIR/<class>/*.png|jpg|jpeg, or DIR/train/<class>/... and DIR/test/<class>/..., "
+              "or, without labels, DIR/*.png|jpg|jpeg")
     if root is None or not root.is_dir():
         given = "no directory given" if root is None else f"{root} is not a directory"
         raise DatasetError(f"folder: {given}; pass --data DIR holding {layout}")
     size = image_size or _DEFAULT_FOLDER_SIZE
+    loose = _images_in(root)
+    if loose and not any(p.is_dir() and not p.name.startswith(".") for p in root.iterdir()):
+        # no class directories: one unnamed group, read as unlabelled
+        return _Source(f"folder:{root.resolve()}:{size}:unlabelled", tuple(loose),
+                       partial(_read_folder, {"": loose}, {}, size))
     if (root / "train").is_dir() and (root / "test").is_dir():
         train, test = _scan(root / "train", layout), _scan(root / "test", layout)
         unknown = sorted(test.keys() - train.keys())
@@ -682,11 +692,7 @@ def _scan(directory: Path, layout: str) -> dict[str, list[Path]]:
     classes: dict[str, list[Path]] = {}
     for sub in sorted(directory.iterdir()):
         if sub.is_dir() and not sub.name.startswith("."):
-            classes[sub.name] = sorted(
-                p
-                for p in sub.iterdir()
-                if p.suffix.lower() in _IMAGE_SUFFIXES and not p.name.startswith(".")
-            )
+            classes[sub.name] = _images_in(sub)
             if not classes[sub.name]:
                 raise DatasetError(f"folder: class directory {sub} holds no png/jpg/jpeg image")
     if not classes:
@@ -694,13 +700,20 @@ def _scan(directory: Path, layout: str) -> dict[str, list[Path]]:
     return classes
 
 
+def _images_in(directory: Path) -> list[Path]:
+    """The png/jpg/jpeg files directly in ``directory``, sorted."""
+    return sorted(p for p in directory.iterdir()
+                  if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES
+                  and not p.name.startswith("."))
+
+
 def _read_folder(train: dict[str, list[Path]], test: dict[str, list[Path]], size: int) -> _Raw:
     try:
         from PIL import Image, ImageOps
     except ImportError as e:
         raise DatasetError("folder data sets need Pillow: pip install pillow") from e
-    classes = tuple(train)
-    label = {c: i for i, c in enumerate(classes)}
+    classes = tuple(c for c in train if c)  # "": the images of an unlabelled folder
+    label = {c: i for i, c in enumerate(train)}
     images: list[np.ndarray] = []
     labels: list[int] = []
     for group in (train, test):

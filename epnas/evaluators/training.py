@@ -2,9 +2,14 @@
 
 Fidelities are the trainer's schedules, ``prediction`` (the short, large-batch
 performance-prediction schedule, the default during search) and ``full``, and any
-EcoNAS reduced setting such as ``c=0.25,r=0.5,s=0.5,e=5`` (:mod:`epnas.evaluators.proxy`).
-Costs come from the analytic cost model for the data set's input shape and the
-searched (unreduced) genome, not from training.
+EcoNAS reduced setting such as ``c=0.25,r=0.5,s=0.5,e=5`` (:mod:`epnas.evaluators.proxy`),
+and the label-free pretext tasks of UnNAS such as ``pretext=rotation``
+(:mod:`epnas.data.pretext`): the genome's network is built with the task's classes (its
+body is the searched one, its classifier the task's), trained on the task's inputs and
+labels, and its ``accuracy`` is the task's. A data set without labels (an image folder
+without class directories) trains only under pretext fidelities.
+Costs come from the analytic cost model for the data set's input shape, its classes
+(one for data without labels) and the searched (unreduced) genome, not from training.
 
 In a study every trained candidate is warm-started from the parameter-sharing
 dictionary's snapshot of the current step (``share=True``, :mod:`epnas.train.sharing`)
@@ -21,11 +26,11 @@ from typing import Any, ClassVar
 
 import torch
 
-from epnas.data import Dataset, load, locate
+from epnas.data import Dataset, load, locate, pretext
 from epnas.errors import EpnasError, validation_message
 from epnas.evaluators.base import Evaluator
 from epnas.evaluators.latency import genome_latency
-from epnas.evaluators.proxy import FidelityError, Setting, reduce_data
+from epnas.evaluators.proxy import Setting, reduce_data
 from epnas.spaces.genome import Genome
 from epnas.spaces.registry import build, cost
 from epnas.train import TrainResult, schedules, train
@@ -107,7 +112,7 @@ class TrainingEvaluator(Evaluator):
         # what TrainResult.metrics reports, and the latency when it is measured
         self.metrics = ("accuracy", "loss", "val_loss", "epochs", "train_seconds",
                         "images_per_second", *(("latency",) if latency else ()))
-        self._reduced: dict[tuple[float, float], Dataset] = {}
+        self._prepared: dict[tuple[Any, ...], tuple[Dataset, pretext.Pretext | None]] = {}
         for name in self.fidelities:  # bad overrides fail now, not in every trial
             self.schedule(name, self._data or dataset)
         if self._data is None:  # so does missing data (found here, loaded in the workers)
@@ -126,8 +131,15 @@ class TrainingEvaluator(Evaluator):
             raise EpnasError(validation_message("schedule options", exc)) from None
 
     def check_fidelity(self, fidelity: str) -> None:
-        """Named fidelities and reduced-setting strings (``c=0.25,r=0.5,s=0.5,e=5``)."""
+        """Named fidelities, reduced-setting strings (``c=0.25,r=0.5,s=0.5,e=5``) and
+        pretext tasks (``pretext=rotation``); a pretext task must fit the images and a
+        supervised fidelity needs labels (this loads the data set)."""
         self.schedule(fidelity, self._data or self.dataset)
+        setting = Setting.parse(fidelity)
+        if setting.pretext is not None:
+            self.prepared(setting)
+        elif not self.loaded.classes:
+            self._require_labels(setting)
 
     def prepare(self) -> None:
         """Load the data set: an unreadable image or a single class is reported before
@@ -144,18 +156,44 @@ class TrainingEvaluator(Evaluator):
     def costs(self, genome: Genome) -> dict[str, float]:
         data = self.loaded
         batch = self.schedule(self.default_fidelity or "prediction", data).batch_size
-        return cost(genome, data.input_shape, data.num_classes).as_dict(batch)
+        return cost(genome, data.input_shape, max(data.num_classes, 1)).as_dict(batch)
 
     def trial_memory(self, genome: Genome) -> float:
         """The cost model's training memory at the search schedule's batch size."""
         return self.costs(genome)["memory"]
 
+    def prepared(self, setting: Setting) -> tuple[Dataset, pretext.Pretext | None]:
+        """The data set a setting trains on (at its resolution and sample ratio; for a
+        pretext task without labels, its validation and test sets the task's) and its
+        pretext task (None: the labels). Kept for reuse.
+
+        Raises:
+            EpnasError: a supervised setting on data without labels, or a pretext task
+                that does not fit the images.
+        """
+        key = (setting.r, setting.s, setting.pretext, setting.grid, setting.perms, setting.bins)
+        if key not in self._prepared:
+            data, task = self.loaded, None
+            if setting.pretext is None:
+                self._require_labels(setting)
+            data = reduce_data(data, setting, self.seed)
+            if setting.pretext is not None:
+                task = pretext.make(setting.pretext, data.input_shape, grid=setting.grid,
+                                    perms=setting.perms, bins=setting.bins)
+                data = pretext.pretext_data(data, task)
+            self._prepared[key] = (data, task)
+        return self._prepared[key]
+
     def reduced(self, setting: Setting) -> Dataset:
-        """The data set at a setting's resolution and sample ratio (kept for reuse)."""
-        key = (setting.r, setting.s)
-        if key not in self._reduced:
-            self._reduced[key] = reduce_data(self.loaded, setting, self.seed)
-        return self._reduced[key]
+        """The data set a setting trains on (:meth:`prepared` without the task)."""
+        return self.prepared(setting)[0]
+
+    def _require_labels(self, setting: Setting) -> None:
+        if not self.loaded.classes:
+            raise EpnasError(f"fidelity {str(setting)!r} trains on labels, and the data set "
+                             f"{self.loaded.name!r} has none (a folder without class "
+                             "directories): use a pretext fidelity, e.g. "
+                             "--fidelity pretext=rotation")
 
     def evaluate(self, candidate: Candidate) -> Result:
         return self.evaluate_trial(candidate, TrialContext())
@@ -163,14 +201,14 @@ class TrainingEvaluator(Evaluator):
     def evaluate_trial(self, candidate: Candidate, context: TrialContext) -> Result:
         try:
             setting = Setting.parse(candidate.fidelity or self.default_fidelity)
-            data = self.reduced(setting)
-        except FidelityError as exc:
+            data, task = self.prepared(setting)
+        except EpnasError as exc:
             return Result.failure("error", str(exc))
         fidelity = str(setting)
         schedule = self.schedule(fidelity, data)
         # constraints apply to the searched network, whatever setting ranks it
         costs = cost(candidate.genome, self.loaded.input_shape,
-                     data.num_classes).as_dict(schedule.batch_size)
+                     max(self.loaded.num_classes, 1)).as_dict(schedule.batch_size)
         if self.max_memory is not None and costs["memory"] > self.max_memory:
             return Result.failure("oom", f"estimated training memory {costs['memory']:.4g} "
                                          f"bytes at batch size {schedule.batch_size} is above "
@@ -188,13 +226,13 @@ class TrainingEvaluator(Evaluator):
             warm["warm_start"] = (stats.exact + stats.resized) / max(total, 1)
         try:
             run = train(model, data, schedule, seed=self.seed, device=self.device,
-                        time_limit=self.time_limit,
+                        time_limit=self.time_limit, task=task,
                         progress=lambda epoch, figures: context.report(
                             epoch, schedule.train_epochs, figures))
         except torch.OutOfMemoryError as exc:
             return Result.failure("oom", str(exc).splitlines()[0], costs)
         metrics = {**costs, **warm, **run.metrics()}
-        if setting != Setting(base=setting.base, e=setting.e):  # reduced network or data
+        if setting.reduced:  # reduced network or data
             metrics["proxy_flops"] = cost(genome, data.input_shape, data.num_classes).flops
         if run.status == "diverged" or not math.isfinite(run.accuracy):
             return Result.failure("diverged", f"loss became {run.loss} in epoch "

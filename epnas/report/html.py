@@ -16,6 +16,7 @@ import jinja2
 
 from epnas._version import __version__
 from epnas.errors import EpnasError
+from epnas.evaluators.proxy import accuracy_label
 from epnas.progress import duration, human
 from epnas.report import graphs, plots
 from epnas.report.data import Run, episode_stats, feasible_range, ranked, read_run
@@ -147,7 +148,8 @@ def _summary(run: Run) -> dict[str, Any]:
     return {
         "name": run.name, "path": str(run.path), "space": c.space, "strategy": c.strategy,
         "preset": c.preset, "evaluator": c.evaluator, "dataset": run.dataset,
-        "fidelity": c.fidelity, "trials": len(run.trials), "budget": c.trials,
+        "fidelity": c.fidelity, "accuracy": accuracy_label(c.fidelity),
+        "trials": len(run.trials), "budget": c.trials,
         "counts": sorted(run.counts.items()), "elapsed": duration(run.elapsed), "state": state,
         "best": None if best is None else _row(best), "feasible": run.summary.feasible,
         "violations": {m: f"{100 * v:+.1f}%" for m, v in run.summary.violations.items()},

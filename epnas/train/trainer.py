@@ -38,6 +38,8 @@ __all__ = ["Checkpoint", "Progress", "TrainResult", "autocast_dtype", "decide_pr
 
 Progress = Callable[[int, dict[str, float]], None]
 Checkpoint = Callable[[dict[str, Any]], None]
+# A pretext task: uint8 batch and generator -> (inputs, labels) (epnas.data.pretext).
+Task = Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
 
 
 class _Data(Protocol):
@@ -282,6 +284,7 @@ def train(
     time_limit: float | None = None,
     checkpoint: Checkpoint | None = None,
     resume: Mapping[str, Any] | None = None,
+    task: Task | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``data`` with ``schedule`` and measure it.
 
@@ -307,6 +310,9 @@ def train(
             optimizer and random generators as they were, so on CPU an interrupted and
             resumed run ends bit for bit where an uninterrupted one does. ``model`` must
             be built like the checkpointed one; the same ``data`` and ``schedule``.
+        task: A pretext task (:mod:`epnas.data.pretext`): each augmented uint8 batch
+            is replaced by the task's inputs and labels, so ``data.train_y`` is never
+            read; ``data``'s validation and test sets must already be the task's.
 
     Returns:
         The measured :class:`TrainResult`.
@@ -401,8 +407,8 @@ def train(
             for i in range(steps_per_epoch):
                 threads = follow()
                 idx = order[i * batch_size : (i + 1) * batch_size]
-                x = _augmented(train_x[idx], schedule, mean, std, generator)
-                y = train_y[idx]
+                x, made = _augmented(train_x[idx], schedule, mean, std, generator, task)
+                y = train_y[idx] if made is None else made
                 lr = schedule.lr_at((step + 0.5) / steps_per_epoch)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
@@ -495,18 +501,23 @@ def _augmented(
     mean: torch.Tensor,
     std: torch.Tensor,
     generator: torch.Generator,
-) -> torch.Tensor:
-    """A uint8 training batch, augmented as the schedule says and normalised to floats."""
+    task: Task | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A uint8 training batch, augmented as the schedule says and normalised to floats,
+    and the pretext task's labels (None without a task)."""
     x = augment.random_crop(x, schedule.crop_padding, generator)
     if schedule.flip:
         x = augment.random_flip(x, generator)
+    y = None
+    if task is not None:  # after crop and flip: the task's label describes the input
+        x, y = task(x, generator)
     x = x.float().div_(255.0)
     if schedule.brightness:
         x = augment.jitter_brightness(x, schedule.brightness, generator)
     if schedule.contrast:
         x = augment.jitter_contrast(x, schedule.contrast, generator)
     x = x.sub_(mean).div_(std)
-    return augment.cutout(x, schedule.cutout, generator)
+    return augment.cutout(x, schedule.cutout, generator), y
 
 
 @torch.no_grad()
