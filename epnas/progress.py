@@ -91,8 +91,7 @@ class Reporter:
 
     def trial(self, record: TrialRecord) -> None:
         self.trials += 1
-        reward = record.reward or 0.0
-        if record.feasible and (self.best is None or reward > (self.best.reward or 0.0)):
+        if record.feasible and (self.best is None or record.rank > self.best.rank):
             self.best = record
         self.show(record)
 

@@ -140,7 +140,7 @@ def best_genomes(run_dir: str | Path, k: int = INIT_GENOMES) -> list[TrialRecord
     except EpnasError as exc:
         raise EpnasError(f"--init-from {run_dir}: {exc}") from None
     best: dict[str, TrialRecord] = {}
-    for t in sorted(ok, key=lambda t: (not t.feasible, -(t.reward or 0.0), t.id)):
+    for t in sorted(ok, key=lambda t: (bool(t.feasible), t.rank), reverse=True):
         best.setdefault(t.key, t)
     if not best:
         raise EpnasError(f"--init-from {run_dir}: the run has no finished trial to start from")

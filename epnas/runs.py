@@ -126,7 +126,8 @@ class Run:
                              f"{len(self.trials)} trials, ids 1..{len(self.trials)})") from None
 
     def best(self, feasible: bool = True) -> TrialRecord | None:
-        """The finished trial with the highest reward (ties: the earliest); for a
+        """The finished trial with the highest reward (ties: the lower validation loss,
+        then the earliest: :attr:`~epnas.store.TrialRecord.rank`); for a
         strategy with a ``report_fidelity`` (EcoNAS), among the trials at that fidelity.
 
         Args:
@@ -138,7 +139,7 @@ class Run:
         """
         ok = [t for t in reported(self.trials, self.report_fidelity)
               if math.isfinite(t.reward or 0.0) and (t.feasible or not feasible)]
-        return max(ok, key=lambda t: (t.reward or 0.0, -t.id), default=None)
+        return max(ok, key=lambda t: t.rank, default=None)
 
     def genome(self, trial_id: int | None = None) -> Genome:
         """The genome of a trial (None: of :meth:`best`)."""

@@ -125,6 +125,14 @@ class TrialRecord:
         value = self.metrics.get("accuracy")
         return None if value is None or math.isnan(value) else float(value)
 
+    @property
+    def rank(self) -> tuple[float, float, int]:
+        """How good a trial is, the larger the better, wherever a best trial is chosen:
+        its reward, then the lower validation loss (equal accuracies are common on a
+        small validation set, digits' 144 images), then the earlier trial."""
+        loss = self.metrics.get("val_loss", math.inf)
+        return (self.reward or 0.0, -loss if math.isfinite(loss) else -math.inf, -self.id)
+
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "batch": self.batch, "key": self.key, "fidelity": self.fidelity,
                 "status": self.status, "reason": self.reason, "error": self.error,

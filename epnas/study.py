@@ -163,10 +163,10 @@ def summarize(store: Store, config: StudyConfig, stop_reason: str | None = None)
     best: TrialRecord | None = None
     violations: dict[str, float] = {}
     if feasible:
-        best = max(feasible, key=lambda t: (t.reward or 0.0, -t.id))
+        best = max(feasible, key=lambda t: t.rank)
     elif ok:
         best = min(ok, key=lambda t: (sum(objective.violations(t.metrics).values()),
-                                      -(t.reward or 0.0), t.id))
+                                      tuple(-x for x in t.rank)))
         violations = {k: v for k, v in objective.violations(best.metrics).items() if v > 0}
     return Summary(str(store.run_dir) if store.run_dir else None, store.counts(),
                    store.count(), config.trials, float(store.get_meta("elapsed") or 0.0),

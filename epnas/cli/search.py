@@ -188,7 +188,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         config = StudyConfig.parse(store.get_meta("config") or {})
         summary = summarize(store, config)
         ranked = sorted((t for t in store.trials("done") if t.accuracy is not None),
-                        key=lambda t: (-(t.reward or 0.0), t.id))[:10]
+                        key=lambda t: t.rank, reverse=True)[:10]
         retried = [t for t in store.trials() if t.lost]
         # recorded by the last run: the budget its strategy's own schedule leaves usable
         planned, over = store.get_meta("trial_budget"), store.get_meta("strategy_done")

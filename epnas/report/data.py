@@ -186,9 +186,10 @@ def episode_stats(run: Run) -> tuple[str, list[dict[str, float]]]:
 
 def ranked(run: Run, k: int) -> list[TrialRecord]:
     """The ``k`` best distinct architectures: feasible ones by reward, then the others by
-    reward (so a run with no feasible trial still shows its closest candidates)."""
+    reward (so a run with no feasible trial still shows its closest candidates); equal
+    rewards by validation loss (:attr:`~epnas.store.TrialRecord.rank`)."""
     seen, out = set(), []
-    for t in sorted(run.scored, key=lambda t: (not t.feasible, -(t.reward or 0.0), t.id)):
+    for t in sorted(run.scored, key=lambda t: (bool(t.feasible), t.rank), reverse=True):
         if t.key not in seen:
             seen.add(t.key)
             out.append(t)

@@ -1,0 +1,56 @@
+"""Equal accuracies (common on digits' 144 validation images) are broken by the lower
+validation loss, then the earlier trial, everywhere a best trial is chosen."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from epnas.cli import main
+from epnas.evaluators.synthetic import SyntheticEvaluator
+from epnas.progress import LineReporter
+from epnas.report.data import ranked, read_run
+from epnas.rundir import best_genomes
+from epnas.runs import load_run
+from epnas.study import Study
+from epnas.trial import Candidate, Result
+
+LOSSES = (0.5, 0.2, float("nan"), 0.2, 0.4)  # trial 2 is best; 4 ties with it but is later
+
+
+class Tied(SyntheticEvaluator):
+    """Every trial 100 % accurate; the validation losses of :data:`LOSSES`, in order."""
+
+    def evaluate(self, candidate: Candidate) -> Result:
+        result = super().evaluate(candidate)
+        loss = LOSSES[self.queries - 1]
+        return Result("done", {**result.metrics, "accuracy": 1.0, "val_loss": loss})
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+    out = tmp_path_factory.mktemp("ties") / "run"
+    study = Study(strategy="random", evaluator=f"{__name__}:Tied", trials=len(LOSSES),
+                  out=out)
+    reporter = LineReporter(study.config, study.summary(), io.StringIO())
+    study.progress = reporter.trial
+    with study:
+        study.run()
+    assert reporter.best is not None
+    return out, reporter.best.id
+
+
+def test_the_lower_validation_loss_wins_a_tie_everywhere(run, capsys) -> None:
+    out, live_best = run
+    assert live_best == 2  # the search's live display
+    with Study.from_config(load_run(out).config) as study:
+        assert study.best().id == 2  # the summary the search prints
+    assert load_run(out).best().id == 2  # what export, predict and retrain choose
+    assert ranked(read_run(out), 5)[0].id == 2  # the report's table
+    assert best_genomes(out)[0].id == 2  # --init-from
+    assert main(["status", str(out), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["best"]["id"] == 2 and [t["id"] for t in status["top"]][:2] == [2, 4]
