@@ -1,6 +1,7 @@
 """Search strategies (ask/tell), registered by name."""
 
 from epnas.strategies.base import STRATEGIES, Strategy, StrategyOptions, get
+from epnas.strategies.dna import DNA
 from epnas.strategies.econas import EcoNAS
 from epnas.strategies.epnas import EPNAS
 from epnas.strategies.evolution import RegularizedEvolution
@@ -16,6 +17,8 @@ register("evolution")(RegularizedEvolution)
 register("reinforce")(Reinforce)
 register("econas")(EcoNAS)
 register("pnas")(PNAS)
+register("dna")(DNA)
 
-__all__ = ["EPNAS", "PNAS", "STRATEGIES", "EcoNAS", "RandomSearch", "RegularizedEvolution",
-           "Reinforce", "Strategy", "StrategyOptions", "get", "names", "register"]
+__all__ = ["DNA", "EPNAS", "PNAS", "STRATEGIES", "EcoNAS", "RandomSearch",
+           "RegularizedEvolution", "Reinforce", "Strategy", "StrategyOptions", "get", "names",
+           "register"]

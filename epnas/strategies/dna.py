@@ -1,0 +1,324 @@
+"""DNA: block-wise search by distillation from a teacher, then one assembled network.
+
+1. **Blocks.** The teacher's blocks (``(input shape, output shape)`` each) come from the
+   study's evaluator: the ``distill`` evaluator's :meth:`block_plan`. With an evaluator
+   that has none (the contract suite's synthetic one) the strategy plans ``blocks``
+   (default 2) blocks on a 3x32x32 input, each halving the resolution but the last.
+2. **Rating.** For every block it samples ``per_block`` distinct parts of that block's
+   size (:meth:`~epnas.spaces.base.Space.sample_block`) and asks each at fidelity
+   ``block=K``; all are independent, so they run in parallel like any trials. A part's
+   rating is its ``distill_loss`` (lower is better); with an evaluator that reports
+   none, ``1 - accuracy``; a failed part is never chosen.
+3. **Assembly.** One part per block is chosen to minimise the summed rating under the
+   study's constraints. The search is exact: a dynamic program over the blocks whose
+   state is the previous block's output shape (a block's costs depend on its input
+   channels), keeping per state only the choices no other choice dominates (a lower or
+   equal summed rating and, for every cost a constraint bounds from above, lower or
+   equal analytic costs; costs bounded from below or through ``intensity`` must be
+   equal to dominate); the survivors are assembled and judged by the study's exact cost
+   metrics. ``beam=N`` keeps only the N best-rated choices per block instead (faster,
+   not exact). When no assembly is feasible the least-violating one is taken.
+4. **End to end.** The assembled genome is asked once more at fidelity ``final``
+   (``prediction`` by default): the ``distill`` evaluator trains it with labels like the
+   ``training`` evaluator, and that trial is the run's best (``report_fidelity``).
+   ``epnas retrain RUN_DIR`` then trains it with the full schedule.
+
+The run's trials hold every part's rating (fidelity ``block=K``, metric
+``distill_loss``, info ``block``); :meth:`stats` gives one row per block (best and
+median rating), and the final trial's info records the chosen parts and their ratings.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from epnas.errors import EpnasError, GenomeError
+from epnas.objective import Objective
+from epnas.spaces.base import Space
+from epnas.spaces.genome import Genome
+from epnas.spaces.registry import load_genome
+from epnas.strategies.base import Strategy, StrategyOptions
+from epnas.trial import Candidate, Result
+
+Shape3 = tuple[int, int, int]
+Plan = list[tuple[Shape3, Shape3]]
+FALLBACK_INPUT: Shape3 = (3, 32, 32)  # the planned input without a teacher
+COMPONENTS = ("params", "flops", "bytes", "activations")  # additive over blocks
+# The components each cost metric grows with (all but intensity monotonically).
+DEPENDS = {"params": ("params",), "flops": ("flops",), "bytes": ("bytes",),
+           "memory": ("params", "activations"), "intensity": ("flops", "bytes")}
+
+
+class DNAOptions(StrategyOptions):
+    per_block: int = Field(8, ge=1)  # distinct parts rated per block
+    final: str = "prediction"  # fidelity of the assembled network's end-to-end trial
+    beam: int | None = Field(None, ge=1)  # choices kept per block (None: exact)
+    blocks: int = Field(2, ge=1)  # blocks planned when the evaluator has no teacher
+
+
+@dataclass(frozen=True)
+class Assembly:
+    """The chosen part of every block, its summed rating, and how it was found."""
+
+    choice: tuple[int, ...]
+    rating: float
+    genome: Genome
+    feasible: bool
+    method: str
+
+
+@dataclass(frozen=True)
+class _Label:
+    rating: float
+    costs: tuple[float, ...]
+    choice: tuple[int, ...]
+
+
+def assemble(space: Space, plan: Plan, parts: Sequence[Sequence[Genome]],
+             ratings: Sequence[Sequence[float]], objective: Objective,
+             costs: Callable[[Genome], Mapping[str, float]], beam: int | None = None
+             ) -> Assembly | None:
+    """The best assembly of one part per block (module docs, step 3); None when a block
+    has no rated part.
+
+    Raises:
+        EpnasError: a constraint on a metric the analytic costs do not give.
+    """
+    modes = _modes(objective)
+    states: dict[Shape3, list[_Label]] = {plan[0][0]: [_Label(0.0, (0.0,) * 4, ())]}
+    for k in range(len(plan)):
+        grown: dict[Shape3, list[_Label]] = {}
+        for shape, labels in states.items():
+            for j, part in enumerate(parts[k]):
+                if not math.isfinite(ratings[k][j]):
+                    continue
+                c = space.block_cost(part, k, shape)
+                out = space.block_shape(part, k, shape)
+                add = (c.params, c.flops, c.bytes, c.activations)
+                grown.setdefault(out, []).extend(
+                    _Label(label.rating + ratings[k][j],
+                           tuple(a + b for a, b in zip(label.costs, add)), (*label.choice, j))
+                    for label in labels)
+        if not grown:
+            return None
+        states = {shape: _pareto(labels, modes) for shape, labels in grown.items()}
+        if beam is not None:
+            kept = sorted((label.rating, label.choice, shape)
+                          for shape, labels in states.items() for label in labels)[:beam]
+            keep = {(shape, choice) for _, choice, shape in kept}
+            states = {shape: [lb for lb in labels if (shape, lb.choice) in keep]
+                      for shape, labels in states.items()}
+            states = {shape: labels for shape, labels in states.items() if labels}
+    best: tuple[Any, ...] | None = None
+    for label in sorted((lb for labels in states.values() for lb in labels),
+                        key=lambda lb: (lb.rating, lb.choice)):
+        try:
+            genome = space.assemble([parts[k][j] for k, j in enumerate(label.choice)])
+        except GenomeError:
+            continue
+        violation = sum(objective.violations(costs(genome)).values())
+        rank = (violation > 0, violation, label.rating)
+        if best is None or rank < best[0]:
+            best = (rank, label, genome)
+        if violation == 0:
+            break  # sorted by rating: the first feasible one is the best
+    if best is None:
+        return None
+    (infeasible, _, _), label, genome = best
+    return Assembly(label.choice, label.rating, genome, not infeasible,
+                    "exact" if beam is None else f"beam {beam}")
+
+
+def _modes(objective: Objective) -> dict[str, str]:
+    """How each cost component may prune: ``upper`` (lower is never worse), ``equal``
+    (only equal values compare) or ``free`` (no constraint reads it)."""
+    modes = dict.fromkeys(COMPONENTS, "free")
+    for c in objective.constraints:
+        if c.metric not in DEPENDS:
+            raise EpnasError(f"the dna strategy assembles under constraints on the analytic "
+                             f"costs ({', '.join(DEPENDS)}), not on {c.metric!r}")
+        monotone = c.metric != "intensity" and c.low is None
+        for component in DEPENDS[c.metric]:
+            if not monotone or modes[component] == "equal":
+                modes[component] = "equal"
+            else:
+                modes[component] = "upper"
+    return modes
+
+
+def _pareto(labels: list[_Label], modes: Mapping[str, str]) -> list[_Label]:
+    """The labels no other label dominates (rating and constrained costs)."""
+    checks = [(i, modes[name]) for i, name in enumerate(COMPONENTS) if modes[name] != "free"]
+
+    def dominates(a: _Label, b: _Label) -> bool:
+        return all(a.costs[i] <= b.costs[i] if mode == "upper" else a.costs[i] == b.costs[i]
+                   for i, mode in checks)
+
+    kept: list[_Label] = []
+    for label in sorted(labels, key=lambda lb: (lb.rating, lb.choice)):
+        if not any(dominates(other, label) for other in kept):
+            kept.append(label)
+    return kept
+
+
+def rating(result: Result) -> float:
+    """A part's rating: ``distill_loss``, else ``1 - accuracy``; inf when it failed."""
+    if not result.ok:
+        return math.inf
+    value = result.metrics.get("distill_loss")
+    if value is None:
+        accuracy = result.metrics.get("accuracy")
+        value = math.inf if accuracy is None else 1.0 - float(accuracy)
+    value = float(value)
+    return value if math.isfinite(value) else math.inf
+
+
+class DNA(Strategy):
+    """Block-wise distillation search (module docs): rate ``per_block`` parts of every
+    teacher block, assemble the best-rated feasible network, train it end to end."""
+
+    Options = DNAOptions
+    options: DNAOptions
+    # Parts never depend on results: workers take the next part as soon as one is done.
+    lookahead = 32
+    auto_preset = False
+
+    @classmethod
+    def supports(cls, space: Space) -> bool:
+        """Spaces that implement the block hooks (``layerwise``)."""
+        return type(space).blocks is not Space.blocks
+
+    def __init__(self, space: Space, seed: int = 0, **options: Any) -> None:
+        super().__init__(space, seed, **options)
+        self.report_fidelity = self.options.final
+        self.plan: Plan | None = None
+        self.parts: list[list[Genome]] = []
+        self.ratings: list[list[float | None]] = []
+        self.asked = 0
+        self.final: Candidate | None = None
+        self.final_told = False
+        self.gave_up: str | None = None
+
+    # --- the plan ------------------------------------------------------------------
+
+    def _teacher_plan(self) -> Plan:
+        evaluator = getattr(self.context.costs, "__self__", None)
+        if evaluator is not None and callable(getattr(evaluator, "block_plan", None)):
+            return [(tuple(i), tuple(o)) for i, o in evaluator.block_plan()]  # type: ignore[misc]
+        shape, plan = FALLBACK_INPUT, []
+        for k in range(self.options.blocks):
+            _, h, w = shape
+            out = (16 * 2 ** k, h, w) if k == self.options.blocks - 1 else \
+                (16 * 2 ** k, -(-h // 2), -(-w // 2))
+            plan.append((shape, out))
+            shape = out
+        return plan
+
+    def _start(self) -> None:
+        """Plan the blocks and draw every block's parts (once, before the first ask)."""
+        self.plan = self._teacher_plan()
+        count = len(self.plan)
+        for k, (inp, out) in enumerate(self.plan):
+            drawn: dict[str, Genome] = {}
+            for _ in range(20 * self.options.per_block):  # a small block space runs dry
+                part = self.space.sample_block(self.rng, k, count, inp, out)
+                drawn.setdefault(part.key, part)
+                if len(drawn) == self.options.per_block:
+                    break
+            self.parts.append(list(drawn.values()))
+            self.ratings.append([None] * len(drawn))
+
+    @property
+    def _queue(self) -> list[tuple[int, int]]:
+        return [(k, j) for k, parts in enumerate(self.parts) for j in range(len(parts))]
+
+    def planned_trials(self) -> tuple[int, str] | None:
+        if self.plan is None:
+            if self.context.costs is None:  # not attached to a study: the plan is not known
+                return None
+            self._start()
+        assert self.plan is not None
+        return (len(self._queue) + 1,
+                f"{len(self.plan)} blocks x up to {self.options.per_block} parts + 1 assembled")
+
+    # --- ask / tell ----------------------------------------------------------------
+
+    def ask(self) -> Candidate | None:
+        if self.plan is None:
+            self._start()
+        queue = self._queue
+        if self.asked < len(queue):
+            k, j = queue[self.asked]
+            self.asked += 1
+            return Candidate(self.parts[k][j], f"block={k}", {"block": k, "part": j})
+        if self.final is not None or self.gave_up is not None:
+            return None
+        if any(r is None for row in self.ratings for r in row):
+            return None  # waiting for the ratings
+        self._assemble()
+        return self.final
+
+    def _assemble(self) -> None:
+        assert self.plan is not None
+        ratings = [[math.inf if r is None else r for r in row] for row in self.ratings]
+        costs = self.context.costs or (lambda g: self.space.cost(
+            g, self.plan[0][0] if self.plan else FALLBACK_INPUT, 10).as_dict())
+        found = assemble(self.space, self.plan, self.parts, ratings, self.context.objective,
+                         costs, self.options.beam)
+        if found is None:
+            self.gave_up = "a block has no part that was rated (every one failed)"
+            return
+        info = {"origin": "assembled", "parts": list(found.choice),
+                "ratings": [ratings[k][j] for k, j in enumerate(found.choice)],
+                "rating": found.rating, "assembly": found.method,
+                "feasible_plan": found.feasible}
+        self.final = Candidate(found.genome, self.options.final, info)
+
+    def tell(self, candidate: Candidate, result: Result) -> None:
+        if candidate.info.get("origin") == "assembled":
+            self.final_told = True
+            return
+        k, j = int(candidate.info["block"]), int(candidate.info["part"])
+        self.ratings[k][j] = rating(result)
+
+    @property
+    def done(self) -> bool:
+        return self.final_told or self.gave_up is not None
+
+    def stats(self) -> list[dict[str, float]]:
+        """One row per block: parts rated, best and median rating (finite ones)."""
+        rows = []
+        for k, row in enumerate(self.ratings):
+            rated = [r for r in row if r is not None and math.isfinite(r)]
+            if rated:
+                rows.append({"episode": float(k), "block": float(k), "rated": float(len(rated)),
+                             "best_rating": min(rated), "median_rating": float(np.median(rated))})
+        return rows
+
+    # --- resume --------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": self._rng_state(),
+                "plan": None if self.plan is None else [[list(i), list(o)] for i, o in self.plan],
+                "parts": [[p.to_json() for p in row] for row in self.parts],
+                "ratings": [[None if r is None else float(r) for r in row]
+                            for row in self.ratings],
+                "asked": self.asked,
+                "final": None if self.final is None else self.final.to_dict(),
+                "final_told": self.final_told, "gave_up": self.gave_up}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._set_rng_state(state["rng"])
+        plan = state["plan"]
+        self.plan = None if plan is None else [(tuple(i), tuple(o)) for i, o in plan]  # type: ignore[misc]
+        self.parts = [[load_genome(text) for text in row] for row in state["parts"]]
+        self.ratings = [list(row) for row in state["ratings"]]
+        self.asked = state["asked"]
+        self.final = None if state["final"] is None else Candidate.from_dict(state["final"])
+        self.final_told, self.gave_up = state["final_told"], state["gave_up"]

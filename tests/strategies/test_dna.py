@@ -1,0 +1,136 @@
+"""The dna strategy: exact assembly under constraints, its schedule, and a search end to end."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import epnas
+from epnas import EpnasError
+from epnas.cli import main
+from epnas.objective import Objective
+from epnas.strategies import get
+from epnas.strategies.base import SearchContext
+from epnas.strategies.dna import assemble, rating
+from epnas.testing import drive
+from epnas.trial import Result
+from tests.evaluators.test_distill import save_teacher
+
+SPACE = epnas.spaces.get("layerwise")
+PLAN = [((3, 16, 16), (16, 8, 8)), ((16, 8, 8), (32, 4, 4)), ((32, 4, 4), (32, 4, 4))]
+
+
+def table(seed: int, per_block: int = 5) -> tuple[list[list[epnas.Genome]], list[list[float]]]:
+    """Random parts for PLAN's blocks and a random rating table (one part failed)."""
+    rng = np.random.default_rng(seed)
+    parts = [[SPACE.sample_block(rng, k, len(PLAN), i, o) for _ in range(per_block)]
+             for k, (i, o) in enumerate(PLAN)]
+    ratings = [list(rng.uniform(0, 1, per_block)) for _ in PLAN]
+    ratings[1][0] = math.inf
+    return parts, ratings
+
+
+def costs(genome: epnas.Genome) -> dict[str, float]:
+    return SPACE.cost(genome, PLAN[0][0], 10).as_dict()
+
+
+def brute_force(parts: list[list[epnas.Genome]], ratings: list[list[float]],
+                objective: Objective) -> float:
+    best = math.inf
+    for choice in itertools.product(*(range(len(row)) for row in parts)):
+        total = sum(ratings[k][j] for k, j in enumerate(choice))
+        genome = SPACE.assemble([parts[k][j] for k, j in enumerate(choice)])
+        if objective.feasible(costs(genome)) and total < best:
+            best = total
+    return best
+
+
+@pytest.mark.parametrize("constraints", [["params::40k"], ["params::60k", "flops::3M"],
+                                         ["intensity:2:"], ["memory::30M", "params:5k:"]])
+def test_the_assembly_is_the_best_feasible_choice(constraints: list[str]) -> None:
+    objective = Objective.of(constraints)
+    for seed in range(4):
+        parts, ratings = table(seed)
+        found = assemble(SPACE, PLAN, parts, ratings, objective, costs)
+        best = brute_force(parts, ratings, objective)
+        assert found is not None
+        if math.isfinite(best):
+            assert found.feasible and found.method == "exact"
+            assert found.rating == pytest.approx(best)
+            assert found.genome == SPACE.assemble(
+                [parts[k][j] for k, j in enumerate(found.choice)])
+            assert objective.feasible(costs(found.genome))
+        else:  # nothing feasible: the least-violating assembly
+            assert not found.feasible
+
+
+def test_without_constraints_each_block_takes_its_best_part_and_a_beam_still_assembles() -> None:
+    parts, ratings = table(7)
+    found = assemble(SPACE, PLAN, parts, ratings, Objective(), costs)
+    assert found is not None
+    assert found.choice == tuple(int(np.argmin(row)) for row in ratings)
+    beamed = assemble(SPACE, PLAN, parts, ratings, Objective.of(["params::40k"]), costs, beam=2)
+    assert beamed is not None and beamed.method == "beam 2"
+    ratings[0] = [math.inf] * len(ratings[0])
+    assert assemble(SPACE, PLAN, parts, ratings, Objective(), costs) is None
+    with pytest.raises(EpnasError, match="not on 'latency'"):
+        assemble(SPACE, PLAN, parts, ratings, Objective.of(["latency::2"]), costs)
+
+
+def test_ratings_prefer_the_distillation_loss() -> None:
+    assert rating(Result("done", {"accuracy": 0.9, "distill_loss": 0.25})) == 0.25
+    assert rating(Result("done", {"accuracy": 0.9})) == pytest.approx(0.1)
+    assert rating(Result.failure("error", "x")) == math.inf
+
+
+class Plan:
+    """An evaluator-like object with a teacher's block plan (what ``distill`` offers)."""
+
+    def block_plan(self) -> list:
+        return PLAN
+
+    def costs(self, genome: epnas.Genome) -> dict[str, float]:
+        return costs(genome)
+
+
+def test_the_strategy_rates_every_block_then_asks_the_assembled_network() -> None:
+    strategy = get("dna", SPACE, seed=1, per_block=3, final="full")
+    strategy.attach(SearchContext(objective=Objective.of(["params::50k"]), costs=Plan().costs))
+    assert strategy.planned_trials() == (10, "3 blocks x up to 3 parts + 1 assembled")
+    evaluator = epnas.evaluators.SyntheticEvaluator((3, 16, 16))
+    run = drive(strategy, evaluator, Objective.of(["params::50k"]), 20)
+    assert strategy.done and len(run.candidates) == 10
+    assert [c.fidelity for c in run.candidates] == ["block=0"] * 3 + ["block=1"] * 3 + \
+        ["block=2"] * 3 + ["full"]
+    final = run.candidates[-1]
+    assert final.info["origin"] == "assembled" and final.info["assembly"] == "exact"
+    assert costs(final.genome)["params"] <= 50_000
+    assert [row["block"] for row in strategy.stats()] == [0.0, 1.0, 2.0]
+    assert strategy.report_fidelity == "full"
+
+
+@pytest.mark.slow
+def test_search_from_the_cli_with_a_teacher(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    teacher = save_teacher(tmp_path / "teacher")
+    out = tmp_path / "run"
+    argv = ["search", "--space", "layerwise", "--space-opt", "max_layers=6",
+            "--space-opt", "channels=8,16", "--strategy", "dna", "--strategy-opt", "per_block=2",
+            "--evaluator", "distill", "--evaluator-opt", f"teacher={teacher}",
+            "--evaluator-opt", "samples=200", "--evaluator-opt", "schedule={epochs: 1}",
+            "--dataset", "digits", "--trials", "20", "--max-params", "20k", "--out", str(out),
+            "--quiet", "--json"]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    best = summary["best"]
+    assert summary["trials"] == 7 and best["fidelity"] == "prediction"
+    assert best["info"]["origin"] == "assembled" and best["metrics"]["params"] <= 20_000
+    assert (out / "trials" / str(best["id"]) / "model.pt").is_file()
+    # resuming a finished run evaluates nothing again
+    assert main(["resume", str(out), "--quiet", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["trials"] == 7
