@@ -4,7 +4,8 @@ Errors caused by input (a bad genome file, an unknown space, a bad option) print
 line ``epnas: error: ...`` and exit with status 2; ``--debug`` shows the traceback.
 
 This module only assembles the parser: each command group is a module of this package
-(:mod:`~epnas.cli.registries`, :mod:`~epnas.cli.genomes`, :mod:`~epnas.cli.search`) or
+(:mod:`~epnas.cli.registries`, :mod:`~epnas.cli.genomes`, :mod:`~epnas.cli.search`,
+:mod:`~epnas.cli.supernet`) or
 registers itself from the module it serves (retrain, report, export, predict, benchmark,
 proxy-study); they share :mod:`epnas.cli.common` and :mod:`epnas.flags` and never import
 this module or each other.
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 from epnas import proxy_study, retrain
 from epnas._version import __version__
 from epnas.benchmark import add_benchmark_command
-from epnas.cli import genomes, registries, search
+from epnas.cli import genomes, registries, search, supernet
 from epnas.cli.common import EXIT_USAGE, run_command
 from epnas.flags import json_flag
 from epnas.report import command as report_command
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     registries.add_commands(sub)
     genomes.add_commands(sub)
     search.add_commands(sub)
+    supernet.add_commands(sub)
     retrain.add_command(sub, json_flag)
     report_command.add_parser(sub)
     export.add_command(sub, json_flag)

@@ -8,8 +8,13 @@ it never reaches the evaluator or the store. How many were skipped is part of th
 state (so it survives a resume) and the Study shows it.
 
 Limits read ``max-METRIC=VALUE`` or ``min-METRIC=VALUE`` for any cost metric
-(``params``, ``flops``, ``mflops``, ``bytes``, ``intensity``, ``memory``), with
-k/M/G suffixes: ``max-params=300k``, ``max-mflops=20``, ``min-intensity=8``.
+(``params``, ``flops``, ``mflops``, ``bytes``, ``intensity``, ``memory``, and
+``avg_flops`` where the evaluator's costs give it), with k/M/G suffixes:
+``max-params=300k``, ``max-mflops=20``, ``min-intensity=8``.
+
+``avg_flops`` (the mean FLOPs per input under early exit) is only measured by evaluating:
+the ``supernet`` evaluator's costs give its lower bound (exit 0's cost), so a
+``max-avg_flops`` limit rejects only networks that no exit thresholds bring under it.
 """
 
 from __future__ import annotations
@@ -25,9 +30,9 @@ from epnas.spaces.genome import Genome
 from epnas.strategies.base import SearchContext, Strategy
 from epnas.trial import Candidate, Result
 
-COST_METRICS = ("params", "flops", "mflops", "bytes", "intensity", "memory")
+COST_METRICS = ("params", "flops", "mflops", "bytes", "intensity", "memory", "avg_flops")
 # the cost metrics a constraint may be on for ``+filter`` to turn it into limits
-FILTERABLE = ("params", "flops", "bytes", "intensity", "memory")
+FILTERABLE = ("params", "flops", "bytes", "intensity", "memory", "avg_flops")
 MAX_REJECTS = 10_000  # rejections in a row before the filter gives up
 
 CostFunction = Callable[[Genome], Mapping[str, float]]
@@ -44,7 +49,7 @@ class Limit:
     @classmethod
     def parse(cls, text: str) -> Limit:
         """``max-params=300k`` or ``min-intensity=8``; raises :class:`EpnasError`."""
-        match = re.fullmatch(r"\s*(max|min)[-_]([a-z]+)\s*=\s*(\S+)\s*", text)
+        match = re.fullmatch(r"\s*(max|min)[-_]([a-z_]+)\s*=\s*(\S+)\s*", text)
         if not match or match[2] not in COST_METRICS:
             raise EpnasError(f"filter {text!r}: expected max-METRIC=VALUE or min-METRIC=VALUE "
                              f"with METRIC one of {', '.join(COST_METRICS)} (e.g. "
@@ -53,6 +58,10 @@ class Limit:
         return cls(match[2], value, match[1] == "max")
 
     def allows(self, costs: Mapping[str, float]) -> bool:
+        metric = "flops" if self.metric == "mflops" else self.metric
+        if metric not in costs:
+            raise EpnasError(f"filter {self}: the evaluator's costs have no {metric!r} "
+                             f"(they give {', '.join(costs)})")
         value = costs["flops"] / 1e6 if self.metric == "mflops" else costs[self.metric]
         return value <= self.value if self.upper else value >= self.value
 

@@ -3,7 +3,9 @@ registered evaluator, property by property."""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +14,7 @@ from epnas import EpnasError
 from epnas.evaluators import (
     EVALUATORS,
     Evaluator,
+    SupernetEvaluator,
     SyntheticEvaluator,
     TabularEvaluator,
     TrainingEvaluator,
@@ -20,6 +23,7 @@ from epnas.evaluators import (
 from epnas.testing import EVALUATOR_PROPERTIES, check_evaluator
 from epnas.trial import Candidate, Result
 from tests.evaluators.test_distill import contract_case
+from tests.supernet.conftest import TINY, save_tiny
 
 
 def _table() -> TabularEvaluator:
@@ -29,9 +33,20 @@ def _table() -> TabularEvaluator:
         pytest.skip(f"the tabular evaluator needs the NAS-Bench-201 CSV: {exc}")
 
 
+_SUPERNET = tempfile.TemporaryDirectory()  # an untrained tiny supernet, saved on first use
+
+
+def _supernet() -> SupernetEvaluator:
+    path = Path(_SUPERNET.name)
+    if not (path / "supernet.json").exists():
+        save_tiny(path)
+    return SupernetEvaluator(str(path), device="cpu")
+
+
 # How to make each registered evaluator, and a space whose genomes it evaluates.
 CASES: dict[str, tuple[Callable[[], Evaluator], epnas.Space]] = {
     "distill": (contract_case, epnas.spaces.get("layerwise", max_layers=3, channels=(8, 16))),
+    "supernet": (_supernet, epnas.spaces.get("multistage", **TINY)),
     "synthetic": (SyntheticEvaluator, epnas.spaces.get("cellwise")),
     "tabular": (_table, epnas.spaces.get("nb201")),
     "training": (lambda: TrainingEvaluator("digits", schedule={"epochs": 1}),
