@@ -92,8 +92,8 @@ class DistillOptions(BaseModel):
 
 
 class DistillEvaluator(Evaluator):
-    """Rates block candidates by distillation from a teacher; trains whole genomes end to
-    end at the training fidelities (module docs).
+    """Rates a block's part by how well it reproduces a teacher's features (``block=K``);
+    trains whole genomes end to end at the training fidelities (module docs).
 
     Args:
         teacher, teacher_genome, blocks, loss, epochs, batch_size, lr, samples, cache:

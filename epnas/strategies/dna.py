@@ -180,8 +180,8 @@ def rating(result: Result) -> float:
 
 
 class DNA(Strategy):
-    """Block-wise distillation search (module docs): rate ``per_block`` parts of every
-    teacher block, assemble the best-rated feasible network, train it end to end."""
+    """Block-wise distillation search: rate parts of every teacher block, assemble the
+    best-rated feasible network, train it end to end (steps in the module docs)."""
 
     Options = DNAOptions
     options: DNAOptions
@@ -189,9 +189,11 @@ class DNA(Strategy):
     lookahead = 32
     auto_preset = False
 
+    supported_spaces = ("layerwise",)  # the built-in spaces with the block hooks
+
     @classmethod
     def supports(cls, space: Space) -> bool:
-        """Spaces that implement the block hooks (``layerwise``)."""
+        """Every space that implements the block hooks (a user's too)."""
         return type(space).blocks is not Space.blocks
 
     def __init__(self, space: Space, seed: int = 0, **options: Any) -> None:
