@@ -163,6 +163,8 @@ def cmd_proxy_study(args: argparse.Namespace) -> int:
                                   schedule=parse_options(args.schedule_opt, "--schedule-opt"),
                                   device=args.device)
     data = evaluator.loaded
+    for setting in (proxy, reference):  # e.g. colorization of greyscale images: one line now
+        evaluator.check_fidelity(str(setting))
     options = parse_options(args.space_opt, "--space-opt")
     # The range applies at the data set's input shape.
     options.update(sampling_options(args, data.input_shape, data.num_classes))

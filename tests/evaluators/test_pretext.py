@@ -230,3 +230,23 @@ def test_cli_rotation_search_on_digits(tmp_path: Path, capsys: pytest.CaptureFix
     assert text.count("(rotation pretext)") >= 3  # both trials and the best
     assert main(["report", str(out)]) == 0
     assert "accuracy (rotation pretext)" in (out / "report" / "report.html").read_text()
+
+
+def test_proxy_study_refuses_a_task_the_data_cannot_train(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "study"
+    assert main(["proxy-study", "--proxy", "pretext=colorization", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "needs colour" in err and err.count("\n") == 1 and not out.exists()
+
+
+@pytest.mark.slow
+def test_proxy_study_ranks_a_pretext_task_against_supervised_training(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "study"
+    assert main(["proxy-study", "--archs", "2", "--max-mflops", "0.5", "--min-mflops", "0.05",
+                 "--space-opt", "channels=8,16", "--proxy", "pretext=rotation,e=1",
+                 "--reference", "prediction,e=1", "--out", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["proxy"] == "full,e=1,pretext=rotation" and len(report["pairs"]) == 2
+    assert -1 <= report["kendall_tau"] <= 1 and (out / "scatter.png").is_file()
