@@ -188,7 +188,7 @@ ACTIONS = st.one_of(
 )
 
 
-@settings(deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, max_examples=40, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1), actions=st.lists(ACTIONS, max_size=12))
 def test_any_action_gives_a_valid_genome_or_an_action_error(seed: int, actions: list) -> None:
     s = space()

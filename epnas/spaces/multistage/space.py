@@ -407,9 +407,5 @@ def _block_cost(tally: Tally, x: Shape, width: int, block: Block, stride: int) -
 
 
 def _action_from(chosen: Mapping[str, Any]) -> Action:
-    kind = chosen["kind"]
-    if kind == "keep":
-        return Keep()
-    if kind == "remove":
-        return Remove(chosen["target"])
-    return Insert("block", chosen["place"], width=chosen["width"], channels=chosen["channels"])
+    """The action of a complete set of sub-decisions (an insert always adds a block)."""
+    return U.action_from({**chosen, "op": "block"} if chosen["kind"] == "insert" else chosen)
