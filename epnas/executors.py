@@ -46,10 +46,12 @@ from epnas.trial import STORAGE, Candidate, Result, TrialContext, TrialProgress
 # ``max_memory`` (``--max-memory``) lets an evaluator that trains refuse a candidate whose
 # estimated memory is above it before building it. ``precision`` (the run's decided
 # autocast precision) goes to a ``precision`` parameter, else into a ``schedule`` option
-# dict that does not set one (see EvaluatorSpec.trains).
-CONTEXT_ARGUMENTS = ("dataset", "data", "seed", "max_memory", "precision")
+# dict that does not set one (see EvaluatorSpec.trains). ``constraints`` (the study's,
+# as ``METRIC:LOW:HIGH:PENALTY`` strings) lets an evaluator fit what it chooses to them
+# (the supernet evaluator's early-exit thresholds under an ``avg_flops`` cap).
+CONTEXT_ARGUMENTS = ("dataset", "data", "seed", "max_memory", "precision", "constraints")
 # an evaluator that takes none ignores them
-_OPTIONAL_CONTEXT = ("seed", "max_memory", "precision")
+_OPTIONAL_CONTEXT = ("seed", "max_memory", "precision", "constraints")
 
 Stop = Callable[[], bool]  # asked before a job starts: True ends dispatching (a budget)
 

@@ -286,7 +286,10 @@ class Study:
                                        "data": config.data,
                                        "seed": config.seed,
                                        "max_memory": config.max_memory,
-                                       "precision": config.precision})
+                                       "precision": config.precision,
+                                       "constraints": [str(c) for c in
+                                                       config.objective().constraints]
+                                       or None})
         self.config = config
         # Local workers: at most one per core and per trial of the budget, and as many as
         # the memory holds (refined by the training memory of typical candidates once the

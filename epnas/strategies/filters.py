@@ -24,6 +24,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from epnas.errors import EpnasError
 from epnas.objective import Objective, parse_size
 from epnas.spaces.genome import Genome
@@ -149,8 +151,17 @@ class EarlyExit(Strategy):
 
 def early_exit(strategy: Strategy, cost: CostFunction,
                limits: Sequence[Limit | str]) -> Strategy:
-    """``strategy`` wrapped in an :class:`EarlyExit` filter (unwrapped when no limits)."""
-    return EarlyExit(strategy, cost, limits) if limits else strategy
+    """``strategy`` wrapped in an :class:`EarlyExit` filter (unwrapped when no limits).
+
+    Raises:
+        EpnasError: a limit is on a metric ``cost`` does not give (tried on a genome
+            sampled from the space, so a study refuses it before it writes anything).
+    """
+    if not limits:
+        return strategy
+    filtered = EarlyExit(strategy, cost, limits)
+    filtered.allows(strategy.space.sample(np.random.default_rng(0)))
+    return filtered
 
 
 def constraint_limits(objective: Objective) -> list[Limit]:

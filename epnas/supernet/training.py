@@ -75,6 +75,7 @@ class SupernetOptions(BaseModel):
     distill: float = Field(1.0, ge=0)  # weight of the KL term from the largest's last exit
     temperature: float = Field(1.0, gt=0)  # of the soft targets
     calibration_batches: int = Field(4, ge=1)  # BN recalibration batches for the report
+    samples: int | None = Field(None, ge=1)  # train on this many images (seeded subset)
     seed: int = 0  # weights, shuffling, augmentation, sampled sub-networks
     precision: str = "auto"  # as the trainer's Schedule: auto, fp32, bf16, fp16
     channels_last: bool = True
@@ -297,7 +298,11 @@ class SupernetTraining:
         if self.state is not None:
             net.load_state_dict(state["model"])
         net.to(device)
-        train_x, train_y = self.data.train_x.to(device), self.data.train_y.to(device)
+        train_x, train_y = self.data.train_x, self.data.train_y
+        if o.samples is not None and o.samples < len(train_y):
+            keep = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(o.seed))
+            train_x, train_y = train_x[keep[:o.samples]], train_y[keep[:o.samples]]
+        train_x, train_y = train_x.to(device), train_y.to(device)
         mean = torch.tensor(self.data.mean, device=device).view(1, -1, 1, 1)
         std = torch.tensor(self.data.std, device=device).view(1, -1, 1, 1)
         generator = torch.Generator(device).manual_seed(o.seed)
