@@ -12,6 +12,7 @@ import torch
 
 import epnas
 from epnas import EpnasError
+from epnas.data import load
 from epnas.evaluators import DistillEvaluator
 from epnas.evaluators.teacher import TeacherError
 from epnas.spaces.layerwise import Layer
@@ -29,12 +30,21 @@ def teacher_genome() -> epnas.Genome:
 
 
 def save_teacher(directory: Path, genome: epnas.Genome | None = None) -> Path:
-    """An (untrained, seeded) epnas teacher as ``epnas retrain`` leaves one: its features
-    are as good a target as a trained network's for these tests."""
+    """A seeded epnas teacher as ``epnas retrain`` leaves one, its batch norms calibrated
+    on digits (its features then have a trained network's scale; for these tests they
+    are as good a target as a trained network's)."""
     genome = genome or teacher_genome()
     directory.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     model = epnas.build(genome, DIGITS, 10)
+    data = load("digits")
+    x = data.train_x[:512].float().div(255)
+    x = (x - torch.tensor(data.mean).view(1, -1, 1, 1)) / torch.tensor(data.std).view(1, -1, 1, 1)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = None  # a cumulative average over the calibration pass
+    with torch.no_grad():
+        model.train()(x)
     torch.save(model.state_dict(), directory / "model.pt")
     (directory / "genome.json").write_text(genome.to_json())
     return directory
@@ -80,11 +90,13 @@ def test_the_block_plan_follows_the_teachers_stages(teacher: Path) -> None:
 
 def test_training_a_block_reduces_its_distillation_loss(teacher: Path) -> None:
     candidate = Candidate(part(CONV, POOL), "block=0", {})
-    untrained = DistillEvaluator(str(teacher), samples=256, epochs=1, lr=1e-9)
-    trained = DistillEvaluator(str(teacher), samples=256, epochs=6, lr=1e-2, batch_size=32)
+    # seed 1: the block's initial weights are not the teacher's (built from seed 0)
+    untrained = DistillEvaluator(str(teacher), samples=256, epochs=1, lr=1e-9, seed=1)
+    trained = DistillEvaluator(str(teacher), samples=256, epochs=6, lr=1e-2, batch_size=32,
+                               seed=1)
     before, after = untrained.evaluate(candidate), trained.evaluate(candidate)
     assert before.status == after.status == "done"
-    assert after.metrics["distill_loss"] < 0.7 * before.metrics["distill_loss"]
+    assert after.metrics["distill_loss"] < 0.5 * before.metrics["distill_loss"]
     assert 0 <= before.metrics["accuracy"] < after.metrics["accuracy"] <= 1
     assert after.metrics["block"] == 0 and after.metrics["params"] > 0
 
