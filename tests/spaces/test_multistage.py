@@ -15,7 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import epnas
 from epnas.errors import ActionError, GenomeError, SpaceError
-from epnas.spaces import Block, Insert, Keep, MultistageSpace, Remove, Scale
+from epnas.spaces import Block, Insert, Keep, MultistageGenome, MultistageSpace, Remove, Scale
 from epnas.spaces.multistage.network import ExitHead, InvertedResidual, MultistageNet
 
 
@@ -70,6 +70,9 @@ def test_validation_names_the_field() -> None:
         s.genome(24, [[Block(3, 2)], [Block(4, 2)], [Block(3, 2)], [Block(3, 2)]])
     with pytest.raises(GenomeError, match=r"stages\[0\]\[0\].expand = 3 is not one of"):
         genome(s, 24, 1, 1, 1, 1, e=3)
+    with pytest.raises(GenomeError, match="stages: must be a tuple of tuples of blocks"):
+        s.validate(MultistageGenome(space="multistage", options=s.options, resolution=24,
+                                    stages=[[Block(3, 2)]] * 4))  # type: ignore[arg-type]
     data = genome(s, 24, 1, 2, 1, 1).to_dict()
     data["stages"][1][0]["stride"] = 2
     with pytest.raises(GenomeError, match=r"unknown key\(s\) \['stride'\]"):

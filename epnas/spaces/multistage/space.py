@@ -74,11 +74,14 @@ class MultistageSpace(Space):
             raise GenomeError("genome is not a MultistageGenome")
         o = self.options
         U.check_choice("resolution", genome.resolution, o.resolutions)
-        if not isinstance(genome.stages, tuple) or len(genome.stages) != o.stages:
+        if not isinstance(genome.stages, tuple) or not all(
+                isinstance(stage, tuple) for stage in genome.stages):
+            raise GenomeError("stages: must be a tuple of tuples of blocks")
+        if len(genome.stages) != o.stages:
             raise GenomeError(f"stages: must hold one tuple of blocks per stage ({o.stages}), "
                               f"got {len(genome.stages)}")
         for s, stage in enumerate(genome.stages):
-            if not isinstance(stage, tuple) or len(stage) not in o.depths:
+            if len(stage) not in o.depths:
                 raise GenomeError(f"stages[{s}]: depth {len(stage)} is not one of "
                                   f"{list(o.depths)}")
             for j, block in enumerate(stage):
