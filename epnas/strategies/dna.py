@@ -202,6 +202,7 @@ class DNA(Strategy):
         self.plan: Plan | None = None
         self.parts: list[list[Genome]] = []
         self.ratings: list[list[float | None]] = []
+        self.rewards: list[list[float | None]] = []  # the study's reward of each part
         self.asked = 0
         self.final: Candidate | None = None
         self.final_told = False
@@ -235,6 +236,7 @@ class DNA(Strategy):
                     break
             self.parts.append(list(drawn.values()))
             self.ratings.append([None] * len(drawn))
+            self.rewards.append([None] * len(drawn))
 
     @property
     def _queue(self) -> list[tuple[int, int]]:
@@ -288,19 +290,22 @@ class DNA(Strategy):
             return
         k, j = int(candidate.info["block"]), int(candidate.info["part"])
         self.ratings[k][j] = rating(result)
+        self.rewards[k][j] = float(result.reward or 0.0)
 
     @property
     def done(self) -> bool:
         return self.final_told or self.gave_up is not None
 
     def stats(self) -> list[dict[str, float]]:
-        """One row per block: parts rated, best and median rating (finite ones)."""
+        """One row per block with a rated part (the report plots them as episodes): parts
+        rated, best and median rating, and their mean reward."""
         rows = []
-        for k, row in enumerate(self.ratings):
+        for k, (row, rewards) in enumerate(zip(self.ratings, self.rewards)):
             rated = [r for r in row if r is not None and math.isfinite(r)]
             if rated:
                 rows.append({"episode": float(k), "block": float(k), "rated": float(len(rated)),
-                             "best_rating": min(rated), "median_rating": float(np.median(rated))})
+                             "best_rating": min(rated), "median_rating": float(np.median(rated)),
+                             "mean_reward": float(np.mean([w for w in rewards if w is not None]))})
         return rows
 
     # --- resume --------------------------------------------------------------------
@@ -311,6 +316,7 @@ class DNA(Strategy):
                 "parts": [[p.to_json() for p in row] for row in self.parts],
                 "ratings": [[None if r is None else float(r) for r in row]
                             for row in self.ratings],
+                "rewards": [list(row) for row in self.rewards],
                 "asked": self.asked,
                 "final": None if self.final is None else self.final.to_dict(),
                 "final_told": self.final_told, "gave_up": self.gave_up}
@@ -321,6 +327,7 @@ class DNA(Strategy):
         self.plan = None if plan is None else [(tuple(i), tuple(o)) for i, o in plan]  # type: ignore[misc]
         self.parts = [[load_genome(text) for text in row] for row in state["parts"]]
         self.ratings = [list(row) for row in state["ratings"]]
+        self.rewards = [list(row) for row in state["rewards"]]
         self.asked = state["asked"]
         self.final = None if state["final"] is None else Candidate.from_dict(state["final"])
         self.final_told, self.gave_up = state["final_told"], state["gave_up"]
