@@ -8,6 +8,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
+import torch.fx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -100,6 +101,9 @@ def test_the_network_has_the_agreed_shape_and_exits() -> None:
     exits = model.forward_exits(x)
     assert [tuple(t.shape) for t in exits] == [(3, 10)] * 4
     assert torch.allclose(model(x), exits[-1])
+    traced = torch.fx.symbolic_trace(model)  # the standalone export traces it
+    assert set(traced.state_dict()) == set(model.state_dict())  # every exit is computed
+    assert torch.allclose(traced(x), exits[-1])
     assert epnas.build(space(expands=(1, 2)).genome(20, [[Block(3, 1)]] * 4), (1, 8, 8), 10) \
         .stages[0][0].expand is None
 

@@ -74,10 +74,12 @@ class MultistageNet(nn.Module):
         self.exits = nn.ModuleList(exits)
 
     def resize(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` at ``resolution x resolution`` (unchanged when it already is)."""
+        """``x`` at ``resolution x resolution``.
+
+        Always called (no branch on the input's size, so torch.fx traces the network for
+        the standalone export): at the same size bilinear interpolation returns ``x``.
+        """
         r = self.resolution
-        if x.shape[-2:] == (r, r):
-            return x
         return F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False)
 
     def forward_exits(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -90,11 +92,9 @@ class MultistageNet(nn.Module):
         return logits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(self.resize(x))
-        for blocks in self.stages:
-            for block in blocks:
-                x = block(x)
-        return self.exits[-1](x)
+        # Every exit is computed, as the cost model counts (and the exported model
+        # carries every exit's weights); the earlier ones cost a pool and a linear.
+        return self.forward_exits(x)[-1]
 
 
 def build(genome: MultistageGenome, in_channels: int, num_classes: int) -> MultistageNet:
