@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,7 @@ from epnas.testing import drive
 from epnas.trial import Result
 from tests.evaluators.test_distill import save_teacher
 
+ROOT = Path(__file__).resolve().parents[2]
 SPACE = epnas.spaces.get("layerwise")
 PLAN = [((3, 16, 16), (16, 8, 8)), ((16, 8, 8), (32, 4, 4)), ((32, 4, 4), (32, 4, 4))]
 
@@ -134,3 +137,17 @@ def test_search_from_the_cli_with_a_teacher(tmp_path: Path,
     # resuming a finished run evaluates nothing again
     assert main(["resume", str(out), "--quiet", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["trials"] == 7
+
+
+@pytest.mark.slow
+def test_the_ranking_benchmark_runs(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "dna_ranking.py"), "--archs", "4",
+         "--per-block", "2", "--channels", "8,16", "--max-layers", "6", "--samples", "200",
+         "--out", str(tmp_path / "bench")],
+        cwd=tmp_path, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "bench" / "summary.json").read_text())
+    assert summary["archs"] == 4 and summary["block_trials"] == 6
+    assert -1 <= summary["dna"]["kendall_tau"] <= 1 and summary["dna"]["cpu_seconds"] > 0
+    assert summary["assembled"]["params"] <= summary["teacher_params"]
