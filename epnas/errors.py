@@ -6,9 +6,11 @@ Every error a user can cause (bad config, bad genome, missing data) derives from
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -61,6 +63,20 @@ def storage_error(exc: BaseException, path: str | Path | None = None) -> Storage
         return None
     # "storage error", not "cannot write": a file the run reads fails the same way
     return StorageError(f"storage error: {where or 'the run directory'}: {cause}")
+
+
+@contextlib.contextmanager
+def storage_errors(path: str | Path | None = None, hint: str | None = None) -> Iterator[None]:
+    """Raise a storage error inside (disk full, read-only, no permission) as the one-line
+    :class:`StorageError` ``storage error: PATH: CAUSE`` (``; hint`` added); ``path``
+    names the file when the error does not. Anything else passes unchanged."""
+    try:
+        yield
+    except (OSError, sqlite3.Error) as exc:
+        error = storage_error(exc, path)
+        if error is None:
+            raise
+        raise StorageError(f"{error}; {hint}" if hint else str(error)) from None
 
 
 def validation_message(owner: str, exc: Exception) -> str:

@@ -32,12 +32,13 @@ import torch
 from rich.console import Console
 
 from epnas.data import Dataset, load
-from epnas.errors import EpnasError, validation_message
+from epnas.errors import EpnasError, storage_errors, validation_message
 from epnas.flags import emit_json, parse_options
 from epnas.runs import FINAL_DIR, FINAL_METRICS, FINAL_WEIGHTS, Run, add_trial_arguments, load_run
 from epnas.spaces.registry import build, cost
 from epnas.store import RunLock, TrialRecord
 from epnas.train import schedules, train
+from epnas.train.sharing import save_atomic
 from epnas.train.trainer import Progress
 
 CHECKPOINT = "checkpoint.pt"
@@ -79,7 +80,14 @@ class Retraining:
         Raises:
             EpnasError: ``final/`` holds a retraining with other settings (and not
                 ``force_new``), or training diverged.
+            StorageError: ``final/`` cannot be written (read-only, full, no permission):
+                one line, ``storage error: PATH: CAUSE``.
         """
+        with storage_errors(self.final):
+            return self._fit(device, force_new, progress, notice)
+
+    def _fit(self, device: str | None, force_new: bool, progress: Progress | None,
+             notice: Callable[[str], None] | None) -> dict[str, Any]:
         tell = notice or (lambda _: None)
         final, settings = self.final, self.settings
         final.mkdir(parents=True, exist_ok=True)
@@ -122,8 +130,7 @@ class Retraining:
             model = build(genome, data.input_shape, data.num_classes)
 
         def checkpoint(state: dict[str, Any]) -> None:
-            _save(final / CHECKPOINT,
-                  lambda f: torch.save({"settings": settings, "state": state}, f))
+            save_atomic({"settings": settings, "state": state}, final / CHECKPOINT, sync=True)
 
         result = train(model, merged, self.schedule, seed=self.seed, device=device,
                        evaluate_test=True, progress=progress, checkpoint=checkpoint,
@@ -134,8 +141,8 @@ class Retraining:
                              f"{result.loss}); lower the learning rate with "
                              "--schedule-opt lr=...")
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        _save(final / FINAL_WEIGHTS, lambda f: torch.save(state, f))
-        _save(final / GENOME, lambda f: f.write(genome.to_json().encode() + b"\n"))
+        save_atomic(state, final / FINAL_WEIGHTS, sync=True)
+        _save(final / GENOME, genome.to_json().encode() + b"\n")
         metrics = {
             **settings,
             "space": genome.space,
@@ -156,7 +163,7 @@ class Retraining:
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         text = json.dumps(metrics, indent=2) + "\n"
-        _save(final / FINAL_METRICS, lambda f: f.write(text.encode()))
+        _save(final / FINAL_METRICS, text.encode())
         (final / CHECKPOINT).unlink(missing_ok=True)
         return metrics
 
@@ -173,7 +180,8 @@ def plan(run: Run | str | Path, trial_id: int | None = None, *, epochs: int | No
         cutout: apply Cutout (the data set's size unless ``schedule`` sets ``cutout``).
         dataset, data: another data set than the search's (name, files); needed after
             a label-free search on images without labels.
-        schedule: overrides of :class:`~epnas.train.Schedule` fields.
+        schedule: overrides of :class:`~epnas.train.Schedule` fields; ``precision``
+            defaults to the one the search recorded (``--precision``).
         seed: seeds initialisation, shuffling and augmentation.
 
     Raises:
@@ -195,6 +203,8 @@ def plan(run: Run | str | Path, trial_id: int | None = None, *, epochs: int | No
                          "labelled data, e.g. --dataset fashion-mnist, or --data DIR with a "
                          "directory per class")
     overrides = dict(schedule or {})
+    if run.config.precision != "auto":  # the search's decision, whoever retrains
+        overrides.setdefault("precision", run.config.precision)
     if epochs is not None:  # exactly N epochs; the LR curve spans them
         overrides.update(epochs=epochs, stop_epoch=None)
     if not cutout:
@@ -244,11 +254,11 @@ def _diff(old: dict[str, Any], new: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def _save(path: Path, write: Callable[[Any], None]) -> None:
+def _save(path: Path, data: bytes) -> None:
     """Write ``path`` atomically: a kill leaves the old file or the new one, never half."""
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("wb") as handle:
-        write(handle)
+        handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)

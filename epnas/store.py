@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from epnas.errors import EpnasError
+from epnas.errors import EpnasError, storage_error
 from epnas.spaces.genome import Genome
 from epnas.spaces.registry import load_genome
 from epnas.trial import Candidate, Result
@@ -169,6 +169,8 @@ class RunLock:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as exc:
+                if (error := storage_error(exc)) is not None:  # read-only, full, no permission
+                    raise error from None
                 raise EpnasError(f"cannot write to run directory {run_dir}: {exc.strerror}; "
                                  "choose another --out") from None
             try:

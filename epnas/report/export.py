@@ -19,6 +19,7 @@ kept them; without any, the export says so and carries freshly initialised weigh
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import warnings
@@ -32,11 +33,12 @@ from rich.console import Console
 from torch import nn
 
 from epnas._version import __version__
-from epnas.errors import EpnasError
+from epnas.errors import EpnasError, storage_error
 from epnas.flags import emit_json
 from epnas.report import codegen
 from epnas.runs import Run, add_trial_arguments, load_run
 from epnas.spaces.registry import cost, load_genome, space_of
+from epnas.train.sharing import save_atomic
 
 FORMATS = ("onnx", "torchscript", "pytorch", "json")
 METADATA_FILE = "metadata.json"  # inside TorchScript archives
@@ -111,8 +113,9 @@ def export_model(model: nn.Module, meta: dict[str, Any], fmt: str, out: str | Pa
         result = _WRITERS[fmt](model, meta, out)
         side = (out / "model" if fmt == "pytorch" else out).with_suffix(SIDE_SUFFIX)
         side.write_text(json.dumps(meta, indent=2) + "\n")
-    except OSError as exc:
-        raise EpnasError(f"cannot write {exc.filename or out}: {exc.strerror}") from None
+    except OSError as exc:  # read-only, full, no permission: storage error: PATH: CAUSE
+        raise storage_error(exc, out) or EpnasError(
+            f"cannot write {exc.filename or out}: {exc.strerror}") from None
     return Export([*result.files, side], meta, result.max_abs_diff, list(result.notes))
 
 
@@ -172,7 +175,10 @@ def _torchscript(model: nn.Module, meta: dict[str, Any], out: Path) -> Export:
         # TorchScript is deprecated upstream but is what this format asks for.
         warnings.simplefilter("ignore", DeprecationWarning)
         traced = torch.jit.trace(model, (x,))
-        torch.jit.save(traced, str(out), _extra_files={METADATA_FILE: json.dumps(meta)})
+        # through memory: a plain write reports a read-only or full disk as an OSError
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer, _extra_files={METADATA_FILE: json.dumps(meta)})
+        out.write_bytes(buffer.getvalue())
         loaded = torch.jit.load(str(out))
         y = _example(meta, 3)
         diff = float((loaded(y) - model(y)).abs().max())
@@ -188,7 +194,7 @@ def _pytorch(model: nn.Module, meta: dict[str, Any], out: Path) -> Export:
         version=__version__)
     (out / "model.py").write_text(source)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save(state, out / "model.pt")
+    save_atomic(state, out / "model.pt")
     return Export([out / "model.py", out / "model.pt"], meta)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import jinja2
 
 from epnas._version import __version__
-from epnas.errors import EpnasError
+from epnas.errors import EpnasError, storage_errors
 from epnas.evaluators.proxy import accuracy_label
 from epnas.progress import duration, human
 from epnas.report import graphs, plots
@@ -49,18 +49,24 @@ def write_report(run_dir: str | Path, compare: Sequence[str | Path] = (),
 
     Returns:
         The path of ``report.html``.
+
+    Raises:
+        StorageError: ``out`` cannot be written (read-only, full, no permission): one
+            line, ``storage error: PATH: CAUSE`` and where to write instead.
     """
     if top < 0:
         raise EpnasError(f"--top must be 0 or more, got {top}")
     runs = [read_run(run_dir), *(read_run(c) for c in compare)]
     _unique_names(runs)
     target = Path(out) if out is not None else Path(run_dir) / "report"
-    try:
-        target.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        hint = "choose another --out" if out is not None else "write it elsewhere with --out DIR"
-        raise EpnasError(f"cannot create report directory {target}: {exc.strerror}; "
-                         f"{hint}") from None
+    hint = "choose another --out" if out is not None else "write it elsewhere with --out DIR"
+    with storage_errors(target, hint):
+        return _write(runs, target, top)
+
+
+def _write(runs: list[Run], target: Path, top: int) -> Path:
+    """Write the report of ``runs[0]`` (compared with the others) into ``target``."""
+    target.mkdir(parents=True, exist_ok=True)
     for pattern in _OWN_FILES:  # a previous report may have drawn more architectures
         for stale in target.glob(pattern):
             stale.unlink()

@@ -133,3 +133,15 @@ def test_the_cpu_decision_needs_native_bf16_and_a_clear_margin(monkeypatch) -> N
     assert trainer.decide_precision("cpu")[0] == "fp32"  # faster, but not clearly
     monkeypatch.setattr(trainer, "cpu_bf16_speedup", lambda: 1.3)
     assert trainer.decide_precision("cpu")[0] == "bf16"
+
+
+def test_retrain_trains_at_the_search_precision(tmp_path: Path, user) -> None:
+    from epnas.retrain import plan
+
+    user("alice", 2.0)
+    run = tmp_path / "run"
+    assert main([*SEARCH, "--out", str(run)]) == 0
+    user("bob", 0.5)  # another user retrains it
+    assert plan(run, dataset="digits").schedule.precision == "bf16"
+    chosen = plan(run, dataset="digits", schedule={"precision": "fp32"})
+    assert chosen.schedule.precision == "fp32"
