@@ -2,8 +2,8 @@
 
 1. **Blocks.** The teacher's blocks (``(input shape, output shape)`` each) come from the
    study's evaluator: the ``distill`` evaluator's :meth:`block_plan`. With an evaluator
-   that has none (the contract suite's synthetic one) the strategy plans ``blocks``
-   (default 2) blocks on a 3x32x32 input, each halving the resolution but the last.
+   that has none (the contract suite's synthetic one) the strategy plans
+   ``default_blocks`` (2) blocks on a 3x32x32 input, each halving the resolution but the last.
 2. **Rating.** For every block it samples ``per_block`` distinct parts of that block's
    size (:meth:`~epnas.spaces.base.Space.sample_block`) and asks each at fidelity
    ``block=K``; all are independent, so they run in parallel like any trials. A part's
@@ -59,7 +59,7 @@ class DNAOptions(StrategyOptions):
     per_block: int = Field(8, ge=1)  # distinct parts rated per block
     final: str = "prediction"  # fidelity of the assembled network's end-to-end trial
     beam: int | None = Field(None, ge=1)  # choices kept per block (None: exact)
-    blocks: int = Field(2, ge=1)  # blocks planned when the evaluator has no teacher
+    default_blocks: int = Field(2, ge=1)  # blocks planned when the evaluator has no teacher
 
 
 @dataclass(frozen=True)
@@ -215,9 +215,9 @@ class DNA(Strategy):
         if evaluator is not None and callable(getattr(evaluator, "block_plan", None)):
             return [(tuple(i), tuple(o)) for i, o in evaluator.block_plan()]  # type: ignore[misc]
         shape, plan = FALLBACK_INPUT, []
-        for k in range(self.options.blocks):
+        for k in range(self.options.default_blocks):
             _, h, w = shape
-            out = (16 * 2 ** k, h, w) if k == self.options.blocks - 1 else \
+            out = (16 * 2 ** k, h, w) if k == self.options.default_blocks - 1 else \
                 (16 * 2 ** k, -(-h // 2), -(-w // 2))
             plan.append((shape, out))
             shape = out
@@ -237,6 +237,12 @@ class DNA(Strategy):
             self.parts.append(list(drawn.values()))
             self.ratings.append([None] * len(drawn))
             self.rewards.append([None] * len(drawn))
+
+    @property
+    def fidelities(self) -> tuple[str, ...]:
+        """The final fidelity (a study checks it with its evaluator before the first
+        trial); the ``block=K`` fidelities are the teacher's, known once it is loaded."""
+        return (self.options.final,)
 
     @property
     def _queue(self) -> list[tuple[int, int]]:
