@@ -43,7 +43,7 @@ from epnas.objective import Objective
 from epnas.spaces.base import Space
 from epnas.spaces.genome import Genome
 from epnas.spaces.registry import load_genome
-from epnas.strategies.base import Strategy, StrategyOptions
+from epnas.strategies.base import SearchContext, Strategy, StrategyOptions
 from epnas.trial import Candidate, Result
 
 Shape3 = tuple[int, int, int]
@@ -209,6 +209,17 @@ class DNA(Strategy):
         self.gave_up: str | None = None
 
     # --- the plan ------------------------------------------------------------------
+
+    def attach(self, context: SearchContext) -> None:
+        """Also refuse, before the run starts, an evaluator that cannot rate blocks."""
+        super().attach(context)
+        evaluator = getattr(context.costs, "__self__", None)
+        if evaluator is not None and not callable(getattr(evaluator, "block_plan", None)):
+            try:
+                evaluator.check_fidelity("block=0")
+            except EpnasError:
+                raise EpnasError("the dna strategy rates blocks by distillation: use "
+                                 "--evaluator distill --evaluator-opt teacher=PATH") from None
 
     def _teacher_plan(self) -> Plan:
         evaluator = getattr(self.context.costs, "__self__", None)

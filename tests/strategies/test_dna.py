@@ -151,3 +151,10 @@ def test_the_ranking_benchmark_runs(tmp_path: Path) -> None:
     assert summary["archs"] == 4 and summary["block_trials"] == 6
     assert -1 <= summary["dna"]["kendall_tau"] <= 1 and summary["dna"]["cpu_seconds"] > 0
     assert summary["assembled"]["params"] <= summary["teacher_params"]
+
+
+def test_an_evaluator_that_cannot_rate_blocks_is_refused_before_the_run() -> None:
+    strategy = get("dna", SPACE)
+    training = epnas.evaluators.TrainingEvaluator("digits")
+    with pytest.raises(EpnasError, match="--evaluator distill --evaluator-opt teacher=PATH"):
+        strategy.attach(SearchContext(costs=training.costs))
