@@ -156,7 +156,7 @@ class DistillEvaluator(Evaluator):
         """``(input shape, output shape)`` of every teacher block, in order; the ``dna``
         strategy searches one part per block to fit them."""
         if self._plan is None:
-            features = self.teacher.features(self._inputs(self.data.val_x[:2]))
+            features = self.teacher.features(self._inputs(self.data.train_x[:2]))
             shapes = [self.data.input_shape] + [tuple(f.shape[1:]) for f in features]
             self._plan = [(shapes[k], shapes[k + 1]) for k in range(len(features))]  # type: ignore[misc]
         return self._plan
@@ -164,6 +164,9 @@ class DistillEvaluator(Evaluator):
     def prepare(self) -> None:
         """Load the data set and the teacher (a bad teacher stops the run before it starts)."""
         self.training.prepare()
+        if len(self.data.val_x) == 0:
+            raise EpnasError("the distill evaluator rates blocks on the validation split, "
+                             "which is empty: use a val_fraction above 0")
         self.block_plan()
 
     def check_fidelity(self, fidelity: str) -> None:
