@@ -128,8 +128,10 @@ class DistillEvaluator(Evaluator):
                 batch_size=batch_size, lr=lr, samples=samples, cache=cache)
         except ValidationError as exc:
             raise EpnasError(validation_message("distill evaluator options", exc)) from None
-        self.training = TrainingEvaluator(dataset, data, seed, schedule, time_limit, device,
-                                          val_fraction, max_memory=max_memory, share=False)
+        self.training = TrainingEvaluator(dataset, data=data, seed=seed, schedule=schedule,
+                                          time_limit=time_limit, device=device,
+                                          val_fraction=val_fraction, max_memory=max_memory,
+                                          share=False)
         self.seed, self.time_limit = seed, time_limit
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self._teacher: Teacher | None = None
