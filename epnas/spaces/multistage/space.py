@@ -249,9 +249,9 @@ class MultistageSpace(Space):
                 raise U.illegal(f"{action}: nothing of group {action.group} can move that way")
             self.validate(scaled)
             return scaled
-        stage = action.target if isinstance(action, Remove) else getattr(action, "place", None)
         if not isinstance(action, Remove | Insert):
             raise U.illegal(f"{action!r} is not a multistage action")
+        stage = action.target if isinstance(action, Remove) else action.place
         if not isinstance(stage, int) or not 0 <= stage < o.stages:
             raise U.illegal(f"stage = {stage!r} must be in 0..{o.stages - 1}")
         blocks = g.stages[stage]
