@@ -212,7 +212,8 @@ def test_label_free_search_then_retrain_with_labels(tmp_path: Path,
     text = capsys.readouterr().out
     assert "rotation pretext" in text and "best feasible architecture" in text
     assert main(["status", str(out)]) == 0
-    assert "accuracy (rotation pretext)" in capsys.readouterr().out
+    status = capsys.readouterr().out
+    assert "% (rotation pretext)" in status and "accuracy (rotation" in status
     assert main(["retrain", str(out), "--epochs", "1"]) == 2
     assert "no labels" in capsys.readouterr().err
     assert main(["retrain", str(out), "--data", str(labelled), "--epochs", "1",
