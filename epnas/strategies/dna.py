@@ -286,11 +286,11 @@ class DNA(Strategy):
         return self.final
 
     def _assemble(self) -> None:
-        assert self.plan is not None
+        plan = self.plan
+        assert plan is not None
         ratings = [[math.inf if r is None else r for r in row] for row in self.ratings]
-        costs = self.context.costs or (lambda g: self.space.cost(
-            g, self.plan[0][0] if self.plan else FALLBACK_INPUT, 10).as_dict())
-        found = assemble(self.space, self.plan, self.parts, ratings, self.context.objective,
+        costs = self.context.costs or (lambda g: self.space.cost(g, plan[0][0], 10).as_dict())
+        found = assemble(self.space, plan, self.parts, ratings, self.context.objective,
                          costs, self.options.beam)
         if found is None:
             self.gave_up = "a block has no part that was rated (every one failed)"
