@@ -30,6 +30,7 @@ import dataclasses
 import functools
 import itertools
 import math
+from abc import ABC, abstractmethod
 from typing import Literal
 
 import numpy as np
@@ -54,7 +55,7 @@ rated on the same rotated/shuffled images, whatever the training seed."""
 _LUMA = (0.299, 0.587, 0.114)
 
 
-class Pretext:
+class Pretext(ABC):
     """A pretext task: ``task(images, generator) -> (inputs, labels)``.
 
     Attributes:
@@ -65,10 +66,10 @@ class Pretext:
     name: str
     classes: tuple[str, ...]
 
+    @abstractmethod
     def __call__(self, x: torch.Tensor, generator: torch.Generator
                  ) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs (uint8, shape of ``x``) and int64 labels for a uint8 batch ``x``."""
-        raise NotImplementedError
 
 
 class Rotation(Pretext):
