@@ -106,7 +106,7 @@ def run_one(spec: RunSpec, space: Space, evaluator: Evaluator) -> Run:
     strategy = early_exit(strategies.get(spec.strategy, space, seed=spec.seed, **spec.options),
                           evaluator.costs, spec.limits)
     strategy.attach(SearchContext(trials=spec.budget, workers=1, objective=spec.objective,
-                                  costs=evaluator.costs))
+                                  costs=evaluator.costs, evaluator=evaluator))
     full = evaluator.default_fidelity
     spent, found = 0.0, []  # (budget spent after the query, accuracy %, feasible) at full
     while spent < spec.budget - 1e-9 and not strategy.done:

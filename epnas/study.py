@@ -358,7 +358,7 @@ class Study:
         self.objective: Objective = config.objective()
         self.strategy.attach(SearchContext(
             trials=config.trials, workers=config.workers if config.ray is None else 1,
-            objective=self.objective, costs=self.evaluator.costs))
+            objective=self.objective, costs=self.evaluator.costs, evaluator=self.evaluator))
         self.progress = progress
         # called with (trial id, epoch, epochs, figures) as a running trial ends an epoch
         self.trial_progress: TrialProgress | None = None

@@ -41,6 +41,9 @@ class SearchContext:
     # the analytic cost metrics a result for a genome will carry, known before it is
     # evaluated (the evaluator's ``costs``); None when the evaluator cannot tell
     costs: CostFunction | None = None
+    # the evaluator itself, for a strategy that consults it beyond costs (``dna`` reads
+    # the ``distill`` evaluator's teacher block plan); None outside a study
+    evaluator: Any = None
 
 
 class Strategy(ABC):

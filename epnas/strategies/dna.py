@@ -213,7 +213,7 @@ class DNA(Strategy):
     def attach(self, context: SearchContext) -> None:
         """Also refuse, before the run starts, an evaluator that cannot rate blocks."""
         super().attach(context)
-        evaluator = getattr(context.costs, "__self__", None)
+        evaluator = context.evaluator
         if evaluator is not None and not callable(getattr(evaluator, "block_plan", None)):
             try:
                 evaluator.check_fidelity("block=0")
@@ -222,7 +222,7 @@ class DNA(Strategy):
                                  "--evaluator distill --evaluator-opt teacher=PATH") from None
 
     def _teacher_plan(self) -> Plan:
-        evaluator = getattr(self.context.costs, "__self__", None)
+        evaluator = self.context.evaluator
         if evaluator is not None and callable(getattr(evaluator, "block_plan", None)):
             return [(tuple(i), tuple(o)) for i, o in evaluator.block_plan()]  # type: ignore[misc]
         shape, plan = FALLBACK_INPUT, []

@@ -103,7 +103,9 @@ class Plan:
 
 def test_the_strategy_rates_every_block_then_asks_the_assembled_network() -> None:
     strategy = get("dna", SPACE, seed=1, per_block=3, final="full")
-    strategy.attach(SearchContext(objective=Objective.of(["params::50k"]), costs=Plan().costs))
+    plan = Plan()
+    strategy.attach(SearchContext(objective=Objective.of(["params::50k"]), costs=plan.costs,
+                                  evaluator=plan))
     assert strategy.planned_trials() == (10, "3 blocks x up to 3 parts + 1 assembled")
     evaluator = epnas.evaluators.SyntheticEvaluator((3, 16, 16))
     run = drive(strategy, evaluator, Objective.of(["params::50k"]), 20)
@@ -157,4 +159,4 @@ def test_an_evaluator_that_cannot_rate_blocks_is_refused_before_the_run() -> Non
     strategy = get("dna", SPACE)
     training = epnas.evaluators.TrainingEvaluator("digits")
     with pytest.raises(EpnasError, match="--evaluator distill --evaluator-opt teacher=PATH"):
-        strategy.attach(SearchContext(costs=training.costs))
+        strategy.attach(SearchContext(costs=training.costs, evaluator=training))
