@@ -51,8 +51,9 @@ def test_idle_workers_lend_their_threads_to_the_last_trials(elastic: bool) -> No
     rng = np.random.default_rng(0)
     batch = [Job(i + 1, Candidate(space.sample(rng), "full", {"sleep": sleep}))
              for i, sleep in enumerate((2.0, 0.2, 0.2, 0.2))]
+    # CPU workers (devices pinned to none): GPU workers never lend threads
     with ProcessExecutor(EvaluatorSpec("tests.study.helpers:ThreadProbe"), workers=3,
-                         threads=1, elastic=elastic) as pool:
+                         threads=1, elastic=elastic, devices=[None] * 3) as pool:
         outcomes = {o.trial_id: o.result.metrics for o in pool.run(batch)}
     assert outcomes[1]["min_threads"] == 1  # while others ran or waited to run
     assert outcomes[1]["max_threads"] == (3 if elastic else 1)
