@@ -92,7 +92,8 @@ class TrainingEvaluator(Evaluator):
             trials; trained weights are saved to the trial directory either way).
     """
 
-    # The named fidelities; any reduced-setting string (epnas.evaluators.proxy) works too.
+    # The named fidelities; any reduced-setting or pretext string (epnas.evaluators.proxy)
+    # works too.
     fidelities: ClassVar[tuple[str, ...]] = ("prediction", "full")
     default_fidelity: ClassVar[str | None] = "prediction"
 
