@@ -151,7 +151,17 @@ class Run:
     def dataset(self) -> str | None:
         """The data set the search trained on (None for evaluators without one, e.g. the
         NAS-Bench-201 table)."""
-        return self.config.dataset or self._evaluator_setting("dataset")
+        return (self.config.dataset or self._evaluator_setting("dataset")
+                or self.supernet.get("dataset"))
+
+    @cached_property
+    def supernet(self) -> dict[str, Any]:
+        """The description (``supernet.json``) of the supernet a ``supernet`` evaluator's
+        run searched; empty for other runs."""
+        from epnas.supernet.training import read_meta
+
+        path = self._evaluator_setting("path")
+        return read_meta(path) if self.config.evaluator == "supernet" and path else {}
 
     @cached_property
     def data(self) -> Dataset:
@@ -168,7 +178,8 @@ class Run:
                              "evaluator, which trains on no data set; name one with --dataset")
         val_fraction = self._evaluator_setting("val_fraction")
         kwargs = {} if val_fraction is None else {"val_fraction": val_fraction}
-        return load(self.dataset, self.config.data, **kwargs)
+        root = self.config.data or self._evaluator_setting("data") or self.supernet.get("data")
+        return load(self.dataset, root, **kwargs)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

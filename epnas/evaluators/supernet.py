@@ -29,6 +29,10 @@ input goes to an earlier exit only where that costs no accuracy. When no setting
 the cap, every input leaves at the first exit (the cheapest; the study's soft penalty
 then scores the violation).
 
+In a study with a run directory each trial leaves its sliced, recalibrated network's
+``state_dict`` in ``trials/<id>/model.pt`` (as the training evaluator does), which
+``epnas export`` and ``epnas retrain`` start from; its thresholds are in its metrics.
+
 Before evaluation (filters, EPNAS's feasibility prediction) :meth:`costs` gives
 ``avg_flops`` as its lower bound, exit 0's cost (what every input pays at least), so a
 filter ``max-avg_flops=X`` only rejects networks that no thresholds can bring under X.
@@ -37,6 +41,7 @@ filter ``max-avg_flops=X`` only rejects networks that no thresholds can bring un
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -46,13 +51,14 @@ import torch.nn.functional as F
 from epnas.data import Dataset, load
 from epnas.errors import EpnasError
 from epnas.evaluators.base import Evaluator
+from epnas.evaluators.training import MODEL_FILE, save_weights
 from epnas.objective import Constraint
 from epnas.spaces.genome import Genome
 from epnas.spaces.multistage.genome import MultistageGenome
 from epnas.spaces.registry import cost, space_of
 from epnas.supernet import Supernet, load_supernet, recalibrate
 from epnas.supernet.training import calibration, exit_logits, read_meta
-from epnas.trial import Candidate, Result
+from epnas.trial import Candidate, Result, TrialContext
 
 CRITERIA = ("max_softmax", "entropy")
 GRID = 64  # confidence quantiles per threshold search
@@ -211,22 +217,34 @@ class SupernetEvaluator(Evaluator):
         costs = cost(genome, self.input_shape, self.num_classes).as_dict()
         return {**costs, "avg_flops": self.exit_flops(genome)[0]}
 
-    def outcome(self, genome: MultistageGenome) -> tuple[Outcome, np.ndarray]:
-        """The early-exit simulator of ``genome`` on the validation set, and each exit's
-        accuracy on every input."""
-        supernet, data, batches = self.loaded
-        net = recalibrate(supernet.subnet(genome), batches)
+    def network(self, genome: MultistageGenome) -> torch.nn.Module:
+        """``genome``'s network sliced from the supernet, BatchNorm recalibrated."""
+        supernet, _, batches = self.loaded
+        return recalibrate(supernet.subnet(genome), batches)
+
+    def outcome(self, genome: MultistageGenome, net: torch.nn.Module | None = None
+                ) -> tuple[Outcome, np.ndarray]:
+        """The early-exit simulator of ``genome`` (its :meth:`network` unless given) on the
+        validation set, and each exit's accuracy on every input."""
+        data = self.loaded[1]
+        net = self.network(genome) if net is None else net
         logits = exit_logits(net, data.val_x, data)
         correct = (logits.argmax(-1) == data.val_y.to(logits.device)[None]).cpu().numpy()
         conf = confidences(logits, self.criterion).cpu().numpy()
         return Outcome(conf, correct, self.exit_flops(genome)), correct.mean(1)
 
     def evaluate(self, candidate: Candidate) -> Result:
+        return self.evaluate_trial(candidate, TrialContext())
+
+    def evaluate_trial(self, candidate: Candidate, context: TrialContext) -> Result:
         try:
             genome = self._check(candidate.genome)
         except EpnasError as exc:
             return Result.failure("error", str(exc))
-        simulate, exit_accuracy = self.outcome(genome)
+        net = self.network(genome)
+        simulate, exit_accuracy = self.outcome(genome, net)
+        if context.directory:  # what export and retrain start from
+            save_weights(net, Path(context.directory) / MODEL_FILE)
         if self.thresholds is not None:
             taus = self.thresholds if self.criterion == "max_softmax" else \
                 [-t for t in self.thresholds]

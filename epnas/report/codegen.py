@@ -60,6 +60,39 @@ _LEAVES: dict[type[nn.Module], Callable[[Any], str]] = {
     nn.Dropout: lambda m: f"nn.Dropout({m.p})",
 }
 
+# Methods of a network with an exit after every stage (``forward_exits`` traced).
+_EXITS = '''
+    def forward_exits(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every exit's logits, first to last."""
+        return list(self.iter_exits(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The last exit's logits."""
+        return self.forward_exits(x)[-1]
+'''
+
+_EARLY_EXIT = '''\
+    @torch.no_grad()
+    def early_exit(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """One input ([C, H, W] or [1, C, H, W]): the logits of the first exit confident
+        enough (see CRITERION, THRESHOLDS) and that exit's index; later stages are not
+        computed."""
+        x = x.unsqueeze(0) if x.dim() == 3 else x
+        for k, logits in enumerate(self.iter_exits(x)):
+            if k == len(THRESHOLDS) or confident(logits[0], THRESHOLDS[k]):
+                return logits[0], k
+        raise AssertionError("the last exit always answers")
+
+
+def confident(logits: torch.Tensor, threshold: float) -> bool:
+    """Whether one input's logits leave at an exit with this threshold (CRITERION)."""
+    logp = torch.log_softmax(logits.float(), -1)
+    if CRITERION == "max_softmax":
+        return bool(logp.exp().max() >= threshold)
+    return bool(-(logp.exp() * logp).sum() <= threshold)
+
+'''
+
 _TEMPLATE = '''\
 """{title}
 
@@ -85,7 +118,7 @@ INPUT_SHAPE = {shape!r}
 MEAN = {mean!r}
 STD = {std!r}
 CLASSES = {classes_tuple!r}
-GENOME = {genome}
+GENOME = {genome}{exit_constants}
 WEIGHTS = Path(__file__).with_name({weights!r})
 
 
@@ -105,7 +138,7 @@ class Net(nn.Module):
 {layers}
 
 {forward}
-
+{early_exit}
 def preprocess(images: torch.Tensor) -> torch.Tensor:
     """uint8 images [N, C, H, W] (or one [C, H, W]) to the network's normalised floats."""
     x = images.unsqueeze(0) if images.dim() == 3 else images
@@ -137,8 +170,14 @@ def generate(model: nn.Module, metadata: Mapping[str, Any], *, title: str,
     Raises:
         EpnasError: the network holds a layer or operation plain code cannot rebuild.
     """
+    exits = hasattr(model, "forward_exits")  # multi-exit: trace every exit's logits
     try:
-        traced = fx.symbolic_trace(model)
+        if exits:
+            tracer = fx.Tracer()
+            tracer.traced_func_name = "forward_exits"
+            traced = fx.GraphModule(model, tracer.trace(model))
+        else:
+            traced = fx.symbolic_trace(model)
     except Exception as exc:  # fx raises many types on untraceable control flow
         raise EpnasError(f"cannot trace this network into plain code ({exc}); export it "
                          "with --format onnx or torchscript instead") from None
@@ -157,6 +196,8 @@ def generate(model: nn.Module, metadata: Mapping[str, Any], *, title: str,
         lines.append(f"_put(self, {node.target!r}, {make(leaf)})")
     code = traced.graph.python_code(root_module="self")
     source = code.src
+    if exits:  # iter_exits is a generator: no list annotation
+        source = re.sub(r"\) -> [^:\n]+:", "):", source, count=1)
     for name, value in code.globals.items():  # annotations fx aliases, e.g. _torch_Tensor_
         if value is torch.Tensor or value == "torch.Tensor":
             source = re.sub(rf"\b{re.escape(name)}\b", "torch.Tensor", source)
@@ -169,16 +210,43 @@ def generate(model: nn.Module, metadata: Mapping[str, Any], *, title: str,
     if set(traced.state_dict()) != set(model.state_dict()):
         raise EpnasError("the network holds weights outside the layers it calls; export "
                          "with --format onnx or torchscript instead")
+    source, early, constants = _tidy(source), "", ""
+    if exits:
+        source = _exit_generator(source, traced.graph) + textwrap.dedent(_EXITS)
+        if metadata.get("thresholds") is not None:
+            early = _EARLY_EXIT
+            constants = (f"\nCRITERION = {metadata['criterion']!r}  # leave when the largest "
+                         "probability is >= (entropy: <=) the exit's threshold"
+                         f"\nTHRESHOLDS = {tuple(metadata['thresholds'])!r}  # every exit "
+                         "but the last")
     c, h, w = metadata["input_shape"]
     classes = tuple(metadata["classes"])
-    return _TEMPLATE.format(
+    return _TEMPLATE.format(early_exit=early, exit_constants=constants,
         title=title, version=version, c=c, h=h, w=w, weights=weights,
         classes=", ".join(classes), describe=describe,
         shape=tuple(metadata["input_shape"]), mean=tuple(metadata["mean"]),
         std=tuple(metadata["std"]), classes_tuple=classes,
         genome=pprint.pformat(dict(metadata["genome"]), width=96, sort_dicts=False),
         layers=textwrap.indent("\n".join(lines) or "pass", " " * 8),
-        forward=textwrap.indent(_tidy(source), " " * 4))
+        forward=textwrap.indent(source, " " * 4))
+
+
+def _exit_generator(source: str, graph: fx.Graph) -> str:
+    """The traced ``forward_exits`` as ``iter_exits``, a generator that yields each exit's
+    logits as soon as they are computed (so a caller can stop before the next stage)."""
+    (output,) = [node for node in graph.nodes if node.op == "output"]
+    names = {node.name for node in output.args[0]}
+    lines = []
+    for line in source.splitlines():
+        if line.startswith("def forward("):
+            line = line.replace("def forward(", "def iter_exits(", 1)
+        if line.strip().startswith("return "):
+            continue
+        lines.append(line)
+        name = line.strip().split(" = ", 1)[0]
+        if line.startswith("    ") and name in names:
+            lines.append(f"    yield {name}")
+    return "\n".join(lines) + "\n"
 
 
 def _tidy(source: str) -> str:

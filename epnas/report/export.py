@@ -22,8 +22,9 @@ import argparse
 import io
 import json
 import logging
+import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,19 @@ def metadata(run: Run, trial_id: int | None = None) -> dict[str, Any]:
     shape = tuple(meta["input_shape"])
     return {**meta, "weights": source, "epnas": __version__,
             "genome": trial.genome.to_dict(),
-            "cost": cost(trial.genome, shape, meta["num_classes"]).as_dict()}
+            "cost": cost(trial.genome, shape, meta["num_classes"]).as_dict(),
+            **early_exit(run, trial.metrics)}
+
+
+def early_exit(run: Run, metrics: Mapping[str, float]) -> dict[str, Any]:
+    """The early-exit rule a multi-exit trial was measured with (``criterion`` and one
+    ``thresholds`` value per exit but the last, as the ``supernet`` evaluator chose them);
+    empty for trials measured without one."""
+    exits = sum(1 for name in metrics if re.fullmatch(r"exit\d+_flops", name))
+    if exits == 0 or any(f"threshold{k}" not in metrics for k in range(exits - 1)):
+        return {}
+    return {"criterion": run._evaluator_setting("criterion") or "max_softmax",
+            "thresholds": [float(metrics[f"threshold{k}"]) for k in range(exits - 1)]}
 
 
 def export(run: Run | str | Path, fmt: str, out: str | Path,
@@ -130,6 +143,9 @@ def _onnx(model: nn.Module, meta: dict[str, Any], out: Path) -> Export:
         raise EpnasError("ONNX export needs the onnx and onnxscript packages: "
                          "pip install 'epnas[export]'") from None
     x = _example(meta)
+    names = output_names(model, meta)
+    if len(names) > 1:
+        model = _Exits(model).eval()
     # The exporter logs warnings about optional torchvision operators on every call.
     registration = logging.getLogger("torch.onnx._internal.exporter._registration")
     level = registration.level
@@ -138,7 +154,7 @@ def _onnx(model: nn.Module, meta: dict[str, Any], out: Path) -> Export:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch's own pytree deprecations
             torch.onnx.export(model, (x,), str(out), input_names=["input"],
-                              output_names=["logits"], dynamo=True, verbose=False,
+                              output_names=names, dynamo=True, verbose=False,
                               external_data=False,
                               dynamic_shapes=({0: torch.export.Dim("batch")},))
     except ImportError as exc:
@@ -159,14 +175,36 @@ def _onnx(model: nn.Module, meta: dict[str, Any], out: Path) -> Export:
     return Export([out], meta, diff, notes)
 
 
+def output_names(model: nn.Module, meta: dict[str, Any]) -> list[str]:
+    """The ONNX outputs: ``exit0..exitK`` for a network with an exit after every stage
+    (``forward_exits``), else ``logits``."""
+    if not hasattr(model, "forward_exits"):
+        return ["logits"]
+    with torch.no_grad():
+        return [f"exit{k}" for k in range(len(model.forward_exits(_example(meta, 1))))]
+
+
+class _Exits(nn.Module):
+    """A multi-exit network whose forward returns every exit's logits."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.net.forward_exits(x))
+
+
 def _onnx_diff(model: nn.Module, path: Path, meta: dict[str, Any], batch: int) -> float:
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     x = _example(meta, batch)
-    (got,) = session.run(["logits"], {"input": x.numpy()})
+    got = session.run(None, {"input": x.numpy()})
     with torch.no_grad():
-        return float((torch.from_numpy(got) - model(x)).abs().max())
+        want = model(x)
+    want = list(want) if isinstance(want, tuple) else [want]
+    return max(float((torch.from_numpy(g) - w).abs().max()) for g, w in zip(got, want))
 
 
 def _torchscript(model: nn.Module, meta: dict[str, Any], out: Path) -> Export:

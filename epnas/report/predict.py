@@ -139,7 +139,7 @@ def _from_onnx(path: Path) -> Predictor:
     name = session.get_inputs()[0].name
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(session.run(None, {name: x.numpy()})[0])
+        return torch.from_numpy(session.run(None, {name: x.numpy()})[-1])  # the last exit
 
     return _predictor(forward, meta, str(path))
 
