@@ -37,8 +37,8 @@ from epnas.objective import Constraint, Objective, parse_size
 
 # Settings a resumed run may change: extending a finished run's budget is how users buy
 # more search, and the executor does not change what is searched.
-RESUMABLE = ("trials", "time", "workers", "ray", "trial_timeout", "max_consecutive_failures",
-             "elastic_threads", "out")
+RESUMABLE = ("trials", "time", "workers", "workers_per_gpu", "ray", "trial_timeout",
+             "max_consecutive_failures", "elastic_threads", "out")
 
 # In ``filters`` (put there by a ``+filter`` strategy spec): the limits of the constraints.
 _CONSTRAINT_LIMITS = object()
@@ -140,6 +140,11 @@ class StudyConfig(BaseModel):
         None, gt=0, description="wall-time budget in seconds ('2h', '30m' accepted)")
     workers: int = Field(1, ge=1, description="parallel evaluations (1: inline; with ray, "
                                               "1 means one per CPU, or GPU, of the cluster)")
+    workers_per_gpu: int | Literal["auto"] | None = Field(
+        None, description="on a machine with GPUs, this many local workers per GPU (auto: "
+                          "as many as its free memory holds at the largest estimated trial, "
+                          "at most one per core); None: --workers decides, round-robin "
+                          "over the GPUs")
     ray: str | None = Field(
         None, description="evaluate on Ray: 'local' starts a Ray instance, 'auto' or an "
                           "address (ray://host:10001, host:6379) joins a cluster")
@@ -162,6 +167,15 @@ class StudyConfig(BaseModel):
                           "strategy starts from; its space and options must match")
     out: str | None = Field(
         None, description="run directory (CLI default runs/<space>-<strategy>-<time>)")
+
+    @field_validator("workers_per_gpu", mode="before")
+    @classmethod
+    def _per_gpu(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if isinstance(value, int) and value < 1:
+            raise ValueError("workers per GPU must be at least 1 or auto")
+        return value
 
     @field_validator("max_params", "max_mflops", "min_intensity", "max_memory", mode="before")
     @classmethod

@@ -28,6 +28,7 @@ import multiprocessing as mp
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -289,6 +290,68 @@ def limit_workers(requested: int, *, trials: int | None = None, trial_memory: fl
     return WorkerLimit(workers, requested, reason)
 
 
+CUDA_CONTEXT_MEMORY = 500e6
+"""Bytes of GPU memory a worker process takes on its GPU before its trial allocates
+anything (the CUDA context, cuDNN and cuBLAS workspaces): a documented guess, to be
+replaced by the figure ``benchmarks/gpu_check.py`` measures on a GPU."""
+
+
+def gpu_free_memory() -> list[float]:
+    """Free bytes of each GPU torch sees, asked in a short subprocess (a few seconds), so
+    that this process creates no CUDA context that its workers would share the GPU with
+    for the whole run; [] without GPUs or when the query fails."""
+    code = ("import json, torch; print(json.dumps([torch.cuda.mem_get_info(i)[0] "
+            "for i in range(torch.cuda.device_count())]))")
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=120, check=True)
+        return [float(b) for b in json.loads(done.stdout.strip().splitlines()[-1])]
+    except (OSError, ValueError, IndexError, subprocess.SubprocessError):
+        return []
+
+
+def gpu_workers(per_gpu: int | str, *, trial_memory: float = 0.0, count: int | None = None,
+                free: Sequence[float] | None = None, cores: int | None = None) -> WorkerLimit:
+    """Local workers for ``--workers-per-gpu``: ``per_gpu`` on each of ``count`` GPUs.
+
+    ``"auto"`` sizes it from the least free GPU memory divided by ``trial_memory`` (the
+    cost model's largest training-memory estimate of the study's candidates) plus
+    :data:`CUDA_CONTEXT_MEMORY` per worker, at most ``cores // count`` and at least 1.
+
+    Args:
+        per_gpu: workers per GPU, or ``"auto"``.
+        trial_memory: bytes one trial needs on its GPU.
+        count: GPUs (default ``torch.cuda.device_count()``); 0 gives 0 workers.
+        free: free bytes per GPU (default :func:`gpu_free_memory`, asked only for auto).
+        cores: available cores (default :func:`available_cores`).
+    """
+    if count is None:
+        import torch
+
+        count = torch.cuda.device_count()  # asks the driver; CUDA stays uninitialised
+    if count == 0:
+        return WorkerLimit(0, 0, "no GPU")
+    if per_gpu != "auto":
+        if int(per_gpu) < 1:
+            raise EpnasError(f"workers per GPU must be at least 1 or auto, got {per_gpu!r}")
+        return WorkerLimit(int(per_gpu) * count, int(per_gpu) * count)
+    cores = available_cores() if cores is None else cores
+    most = max(1, cores // count)
+    free = gpu_free_memory() if free is None else list(free)
+    if not free:
+        return WorkerLimit(most * count, most * count)
+    each = CUDA_CONTEXT_MEMORY + max(0.0, trial_memory)
+    fit = int(min(free) // each)
+    if fit >= most:
+        return WorkerLimit(most * count, most * count,
+                           f"{cores} CPU cores for {count} GPU{'s' * (count > 1)}")
+    per = max(1, fit)
+    return WorkerLimit(per * count, most * count,
+                       f"{min(free) / 1e9:.1f} GB free per GPU at {each / 1e9:.2f} GB a worker "
+                       f"({CUDA_CONTEXT_MEMORY / 1e9:.2f} GB CUDA context + "
+                       f"{max(0.0, trial_memory) / 1e9:.2f} GB largest estimated trial)")
+
+
 class _PoolWorker(ABC):
     """One worker of a pool (a local process, a Ray actor) and the job it runs."""
 
@@ -340,8 +403,8 @@ class _Pool(Executor, Generic[W]):
     _idle: list[W]
 
     @abstractmethod
-    def _acquire(self) -> W:
-        """An idle worker, or a new one."""
+    def _acquire(self, busy: Sequence[W]) -> W:
+        """An idle worker, or a new one (beside the ``busy`` ones)."""
 
     @abstractmethod
     def _wait(self, handles: list[Any], timeout: float | None) -> list[Any]:
@@ -365,8 +428,12 @@ class _Pool(Executor, Generic[W]):
                 if queue and stop is not None and stop():
                     queue.clear()  # a budget ran out: the running jobs still finish
                     continue
+                while queue and (refusal := self._refuse(queue[0])) is not None:
+                    job, now = queue.popleft(), time.time()
+                    yield Outcome(job.trial_id, Result.failure("memory", refusal),
+                                  "pool", now, now)
                 while queue and len(busy) < self.workers and self._fits(queue[0], busy):
-                    worker = self._acquire()
+                    worker = self._acquire(busy)
                     worker.start(queue.popleft(), self.timeout)
                     busy.append(worker)
                 self._lend(busy, bool(queue))
@@ -391,6 +458,10 @@ class _Pool(Executor, Generic[W]):
         if self.memory is None or not busy:
             return True
         return sum(w.job.memory for w in busy if w.job is not None) + job.memory <= self.memory
+
+    def _refuse(self, job: Job) -> str | None:
+        """Why ``job`` may never start here (failed ``memory``); None: it may."""
+        return None
 
     def _check(self, worker: W, ready: list[Any], queue: deque[Job],
                attempts: dict[int, int], deaths: dict[int, list[str]]) -> Outcome | None:
@@ -562,6 +633,10 @@ class ProcessExecutor(_Pool[_Worker]):
                 ["torch", "torch._dynamo", "epnas.evaluators", "epnas.spaces", "epnas.train"])
         self._idle: list[_Worker] = []
         self._slots: set[int] = set()  # slots with a live worker
+        # bytes the trials on one GPU may take together (Job.memory): a job that does not
+        # fit beside the running ones on the least loaded GPU waits, one above it alone is
+        # failed ``memory``; None: not checked
+        self.gpu_memory: float | None = None
         self._spawned = 0
 
     def start(self, count: int | None = None) -> None:
@@ -600,11 +675,16 @@ class ProcessExecutor(_Pool[_Worker]):
                 self._slots.discard(worker.slot)
         self._idle = keep
 
-    def _worker(self, new: bool = False) -> _Worker:
+    def _worker(self, new: bool = False, device: str | None = None) -> _Worker:
+        """An idle worker, or (``new``) one started in a free slot (of ``device``'s when
+        given)."""
         if self._idle and not new:
             return self._idle.pop()
         self._spawned += 1
-        slot = min(set(range(self.workers)) - self._slots)
+        free = set(range(self.workers)) - self._slots
+        on_device = {i for i in free if device is not None and self.devices and
+                     self.devices[i % len(self.devices)] == device}
+        slot = min(on_device or free)
         self._slots.add(slot)
         return _Worker(self._context, self._spawned, slot, self.spec, self.threads,
                        self.devices[slot % len(self.devices)] if self.devices else None)
@@ -619,8 +699,44 @@ class ProcessExecutor(_Pool[_Worker]):
         for i, worker in enumerate(busy):
             worker.allowance.value = self.threads + spare // len(busy) + (i < spare % len(busy))
 
-    def _acquire(self) -> _Worker:
-        return self._worker()
+    def _acquire(self, busy: Sequence[_Worker]) -> _Worker:
+        if self.gpu_memory is None or not self.devices:
+            return self._worker()
+        device = self._roomiest(busy)  # GPU memory checked: the least loaded GPU's worker
+        for i in range(len(self._idle) - 1, -1, -1):
+            if self._idle[i].device == device:
+                return self._idle.pop(i)
+        return self._worker(new=True, device=device)
+
+    def _gpu_load(self, busy: Sequence[_Worker]) -> dict[str | None, float]:
+        """Estimated bytes the running trials take on each GPU a worker slot may use."""
+        load = {d: 0.0 for d in self.devices}
+        for w in busy:
+            if w.job is not None:
+                load[w.device] = load.get(w.device, 0.0) + w.job.memory
+        return load
+
+    def _roomiest(self, busy: Sequence[_Worker]) -> str | None:
+        """The GPU with a free worker slot or an idle worker and the least load."""
+        used = {w.slot for w in busy}
+        open_ = {self.devices[slot % len(self.devices)]
+                 for slot in range(self.workers) if slot not in used}
+        load = self._gpu_load(busy)
+        return min(open_ or set(load), key=lambda d: (load[d], str(d)))
+
+    def _fits(self, job: Job, busy: Sequence[_Worker]) -> bool:
+        if not super()._fits(job, busy):
+            return False
+        if self.gpu_memory is None or not self.devices or not busy:
+            return True
+        return self._gpu_load(busy)[self._roomiest(busy)] + job.memory <= self.gpu_memory
+
+    def _refuse(self, job: Job) -> str | None:
+        if self.gpu_memory is not None and self.devices and job.memory > self.gpu_memory:
+            return (f"estimated training memory {job.memory / 1e9:.2f} GB is more than the "
+                    f"{self.gpu_memory / 1e9:.2f} GB of GPU memory available to trials; not "
+                    "trained (--max-memory keeps such candidates out)")
+        return None
 
     def _wait(self, handles: list[Any], timeout: float | None) -> list[Any]:
         return wait(handles, timeout)
@@ -790,7 +906,7 @@ class RayExecutor(_Pool[_Actor]):
                 "nodes": len([n for n in ray.nodes() if n.get("Alive")]),
                 "cluster": ray.cluster_resources()}
 
-    def _acquire(self) -> _Actor:
+    def _acquire(self, busy: Sequence[_Actor]) -> _Actor:
         if self._idle:
             return self._idle.pop()
         handle = self._new_actor()
@@ -901,6 +1017,9 @@ class _TrialRunner:
             result = (evaluate_safely(self.evaluator, candidate, context)
                       if self.evaluator is not None
                       else Result.failure("error", self.setup_error))
+        if result.reason == "oom" and torch.cuda.is_initialized():
+            # hand the failed trial's cached blocks back: other workers share the GPU
+            torch.cuda.empty_cache()
         return json.dumps({"result": result.to_dict(), "start": start,
                            "end": time.time()}).encode()
 

@@ -66,6 +66,7 @@ from epnas.data.custom import as_dataset
 from epnas.errors import EpnasError, StorageError, storage_error
 from epnas.evaluators import EVALUATORS, Evaluator
 from epnas.executors import (
+    CUDA_CONTEXT_MEMORY,
     WORKER_MEMORY,
     EvaluatorSpec,
     Executor,
@@ -76,6 +77,8 @@ from epnas.executors import (
     RayExecutor,
     WorkerLimit,
     available_memory,
+    gpu_free_memory,
+    gpu_workers,
     limit_workers,
 )
 from epnas.objective import Objective
@@ -296,6 +299,11 @@ class Study:
         # space and evaluator exist); ``config.workers`` becomes what is used.
         self.worker_limit: WorkerLimit | None = None
         if executor is None and self.spec is not None and config.ray is None and \
+                config.workers_per_gpu is not None:  # auto: one per core, until _fit_gpus
+            per_gpu = gpu_workers(config.workers_per_gpu, free=[])
+            if per_gpu.workers:
+                config = self.config = config.model_copy(update={"workers": per_gpu.workers})
+        if executor is None and self.spec is not None and config.ray is None and \
                 config.workers > 1:
             self.worker_limit = limit_workers(config.workers, trials=config.trials)
             config = self.config = config.model_copy(
@@ -448,6 +456,7 @@ class Study:
             return
         limit = limit_workers(self.worker_limit.requested, trials=self.config.trials,
                               trial_memory=memory)
+        limit = self._fit_gpus(limit)
         if limit.workers >= self.config.workers:
             return
         self.worker_limit = limit
@@ -459,6 +468,26 @@ class Study:
             self._executor = None
         else:
             pool.limit(limit.workers)
+
+    def _fit_gpus(self, limit: WorkerLimit) -> WorkerLimit:
+        """With ``workers_per_gpu``: the workers its GPUs' free memory holds (auto), and
+        the GPU memory the pool lets the trials on one GPU take together."""
+        pool = self._executor
+        if self.config.workers_per_gpu is None or not isinstance(pool, ProcessExecutor) or \
+                not any(pool.devices):
+            return limit
+        try:
+            largest = max(self.evaluator.trial_memory(g) for g in self._typical_genomes())
+        except Exception:  # a user's space without a cost model: the CUDA contexts only
+            largest = 0.0
+        free = gpu_free_memory()
+        fit = gpu_workers(self.config.workers_per_gpu, trial_memory=largest, free=free)
+        if fit.workers < limit.workers:
+            limit = WorkerLimit(fit.workers, limit.requested, fit.reason)
+        if free:
+            per_gpu = -(-limit.workers // len(set(pool.devices)))
+            pool.gpu_memory = max(0.0, min(free) - per_gpu * CUDA_CONTEXT_MEMORY)
+        return limit
 
     # --- public API ------------------------------------------------------------------------
 

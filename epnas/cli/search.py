@@ -31,9 +31,9 @@ EXIT_TERMINATED = 143  # SIGTERM (a preempted cluster job)
 # flag -> StudyConfig field, for the flags that override a --config file
 _STUDY_FLAGS = ("dataset", "data", "space", "strategy", "preset", "evaluator", "fidelity",
                 "max_params", "max_mflops", "min_intensity", "max_memory", "trials", "time",
-                "workers", "ray", "trial_timeout", "max_consecutive_failures", "seed", "out",
-                "init_from", "elastic_threads", "precision")
-_RESUME_FLAGS = ("trials", "time", "workers", "ray", "trial_timeout",
+                "workers", "workers_per_gpu", "ray", "trial_timeout", "max_consecutive_failures",
+                "seed", "out", "init_from", "elastic_threads", "precision")
+_RESUME_FLAGS = ("trials", "time", "workers", "workers_per_gpu", "ray", "trial_timeout",
                  "max_consecutive_failures", "elastic_threads")
 
 
@@ -253,6 +253,9 @@ def _budget_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trials", type=int, help="trial budget; cached repeats count (default 100)")
     p.add_argument("--time", help="wall-time budget, e.g. 2h, 30m, 90s")
     p.add_argument("--workers", type=int, help="parallel evaluations in local processes")
+    p.add_argument("--workers-per-gpu", metavar="N|auto",
+                   help="with GPUs: N local workers per GPU, or auto (as many as its free "
+                        "memory holds at the largest estimated trial); default: --workers")
     p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                    help="evaluate on Ray: alone, start a local Ray; 'auto' or an address "
                         "joins a cluster (--workers: trials in flight, default one per CPU "
