@@ -15,6 +15,14 @@ data, and measured once on the test set at the end. Everything goes to ``RUN_DIR
 
 The normalisation is that of the search's training split, so trial weights and the
 retrained model take the same inputs.
+
+A trial of a supernet search (``--evaluator supernet``) is fine-tuned instead of trained
+from scratch: from the sub-network its trial kept (sliced from the supernet, BatchNorm
+recalibrated), at the supernet's ``shrink_lr`` unless ``--schedule-opt lr=...`` says
+otherwise, with the loss averaged over every exit as the supernet was trained.
+``metrics.json`` then adds each exit's test accuracy (``exit_accuracy``) and, with early
+exit at the trial's thresholds, ``early_exit_accuracy``, ``avg_flops`` and
+``exit_shares``.
 """
 
 from __future__ import annotations
@@ -30,13 +38,25 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from torch import nn
 
 from epnas.data import Dataset, load
 from epnas.errors import EpnasError, storage_errors, validation_message
+from epnas.evaluators.supernet import Outcome, confidences
 from epnas.flags import emit_json, parse_options
-from epnas.runs import FINAL_DIR, FINAL_METRICS, FINAL_WEIGHTS, Run, add_trial_arguments, load_run
-from epnas.spaces.registry import build, cost
+from epnas.runs import (
+    FINAL_DIR,
+    FINAL_METRICS,
+    FINAL_WEIGHTS,
+    Run,
+    add_trial_arguments,
+    load_run,
+    load_state,
+    trial_weights_path,
+)
+from epnas.spaces.registry import build, cost, space_of
 from epnas.store import RunLock, TrialRecord
+from epnas.supernet.training import exit_logits
 from epnas.train import schedules, train
 from epnas.train.sharing import save_atomic
 from epnas.train.trainer import Progress
@@ -54,12 +74,33 @@ class Retraining:
     data: Dataset
     schedule: schedules.Schedule
     seed: int = 0
+    warm: Path | None = None  # fine-tune from these weights (a supernet run's trial)
 
     @property
     def settings(self) -> dict[str, Any]:
         """What defines the result; a checkpoint resumes only under the same settings."""
         return {"trial": self.trial.id, "key": self.trial.key, "dataset": self.data.name,
-                "seed": self.seed, "schedule": self.schedule.model_dump(mode="json")}
+                "seed": self.seed, "schedule": self.schedule.model_dump(mode="json"),
+                "init": None if self.warm is None else str(self.warm)}
+
+    def exit_metrics(self, net: nn.Module) -> dict[str, Any]:
+        """Test accuracy of every exit, and with early exit at the trial's thresholds
+        (``early_exit_accuracy``, ``avg_flops``, ``exit_shares``)."""
+        rule = self.run.early_exit(self.trial.id)
+        logits = exit_logits(net, self.data.test_x, self.data)
+        correct = (logits.argmax(-1) == self.data.test_y.to(logits.device)[None]).cpu().numpy()
+        metrics: dict[str, Any] = {"exit_accuracy": correct.mean(1).tolist()}
+        if rule:
+            criterion, taus = rule["criterion"], rule["thresholds"]
+            conf = confidences(logits, criterion).cpu().numpy()
+            flops = [c.flops for c in space_of(self.trial.genome).exit_costs(
+                self.trial.genome, self.data.input_shape, self.data.num_classes)]
+            simulate = Outcome(conf, correct, flops)
+            accuracy, avg_flops, share = simulate(
+                taus if criterion == "max_softmax" else [-t for t in taus])
+            metrics.update(early_exit_accuracy=accuracy, avg_flops=avg_flops,
+                           exit_shares=share.tolist(), **rule)
+        return metrics
 
     @property
     def final(self) -> Path:
@@ -128,6 +169,9 @@ class Retraining:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             model = build(genome, data.input_shape, data.num_classes)
+        if self.warm is not None:  # fine-tuning: the trial's weights, every exit trained
+            model.load_state_dict(load_state(self.warm))
+            model = AllExits(model)
 
         def checkpoint(state: dict[str, Any]) -> None:
             save_atomic({"settings": settings, "state": state}, final / CHECKPOINT, sync=True)
@@ -140,7 +184,8 @@ class Retraining:
             raise EpnasError(f"retraining {result.status} in epoch {result.epochs + 1} (loss "
                              f"{result.loss}); lower the learning rate with "
                              "--schedule-opt lr=...")
-        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        net = model.net if isinstance(model, AllExits) else model
+        state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
         save_atomic(state, final / FINAL_WEIGHTS, sync=True)
         _save(final / GENOME, genome.to_json().encode() + b"\n")
         metrics = {
@@ -159,6 +204,7 @@ class Retraining:
             "cost": cost(genome, data.input_shape, data.num_classes).as_dict(
                 self.schedule.batch_size),
             "history": list(result.history),
+            **(self.exit_metrics(net) if self.warm is not None else {}),
             "weights": FINAL_WEIGHTS,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
@@ -166,6 +212,18 @@ class Retraining:
         _save(final / FINAL_METRICS, text.encode())
         (final / CHECKPOINT).unlink(missing_ok=True)
         return metrics
+
+
+class AllExits(nn.Module):
+    """A multi-exit network trained at every exit: in training mode its forward gives
+    every exit's logits (the trainer's loss is their mean), in eval mode the last's."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        return self.net.forward_exits(x) if self.training else self.net(x)
 
 
 def plan(run: Run | str | Path, trial_id: int | None = None, *, epochs: int | None = None,
@@ -203,6 +261,16 @@ def plan(run: Run | str | Path, trial_id: int | None = None, *, epochs: int | No
                          "labelled data, e.g. --dataset fashion-mnist, or --data DIR with a "
                          "directory per class")
     overrides = dict(schedule or {})
+    warm = None
+    if run.supernet and loaded.name == run.dataset:  # fine-tune the measured sub-network
+        found = [path for path in (trial_weights_path(run.path, t) for t in
+                                   (trial.id, trial.source) if t is not None) if path.is_file()]
+        if not found:
+            raise EpnasError(f"trial {trial.id} of {run.path} kept no sub-network weights "
+                             f"(trials/{trial.id}/model.pt) to fine-tune; search the supernet "
+                             "again with this version of epnas")
+        warm = found[0]
+        overrides.setdefault("lr", run.supernet["options"]["shrink_lr"])
     if run.config.precision != "auto":  # the search's decision, whoever retrains
         overrides.setdefault("precision", run.config.precision)
     if epochs is not None:  # exactly N epochs; the LR curve spans them
@@ -213,7 +281,7 @@ def plan(run: Run | str | Path, trial_id: int | None = None, *, epochs: int | No
         chosen = schedules.get("full", dataset=loaded, **overrides)
     except ValueError as exc:
         raise EpnasError(validation_message("schedule", exc)) from None
-    return Retraining(run, trial, loaded, chosen, seed)
+    return Retraining(run, trial, loaded, chosen, seed, warm)
 
 
 def retrain(run: Run | str | Path, trial_id: int | None = None, *, device: str | None = None,
@@ -229,7 +297,7 @@ def _stored_settings(final: Path) -> dict[str, Any] | None:
     """The settings of the retraining ``final/`` holds (finished or checkpointed)."""
     if (final / FINAL_METRICS).is_file():
         stored = json.loads((final / FINAL_METRICS).read_text())
-        return {k: stored.get(k) for k in ("trial", "key", "dataset", "seed", "schedule")}
+        return {k: stored.get(k) for k in ("trial", "key", "dataset", "seed", "schedule", "init")}
     if (final / CHECKPOINT).is_file():
         return _read_checkpoint(final)["settings"]
     return None
@@ -272,7 +340,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
                dataset=args.dataset, data=args.data, seed=args.seed,
                schedule=parse_options(args.schedule_opt, "--schedule-opt"))
     total = job.schedule.train_epochs
-    console.print(f"retraining trial {job.trial.id} of {job.run.path} ({job.trial.key}) on "
+    how = "fine-tuning every exit" if job.warm is not None else "retraining"
+    console.print(f"{how} of trial {job.trial.id} of {job.run.path} ({job.trial.key}) on "
                   f"{job.data.name} train+validation: {total} epochs of the full schedule")
 
     def progress(epoch: int, record: dict[str, float]) -> None:
@@ -287,6 +356,13 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     if args.json != "-":
         console.print(f"test accuracy {100 * metrics['test_accuracy']:.2f}% after "
                       f"{metrics['epochs']} epochs; weights and metrics in {job.final}")
+        if "exit_accuracy" in metrics:
+            exits = ", ".join(f"{100 * a:.2f}%" for a in metrics["exit_accuracy"])
+            console.print(f"test accuracy per exit: {exits}")
+        if "early_exit_accuracy" in metrics:
+            console.print(f"early exit at the search's thresholds: "
+                          f"{100 * metrics['early_exit_accuracy']:.2f}% at "
+                          f"{metrics['avg_flops']:,.0f} FLOPs per input on average")
     return 0
 
 

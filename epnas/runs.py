@@ -18,6 +18,7 @@ import argparse
 import inspect
 import json
 import math
+import re
 from collections.abc import Iterable
 from functools import cached_property
 from pathlib import Path
@@ -275,6 +276,17 @@ class Run:
         return {"trial": trial.id, "key": trial.key, "space": trial.genome.space,
                 "dataset": dataset, "input_shape": list(shape), "num_classes": len(classes),
                 "classes": classes, "mean": mean, "std": std}
+
+    def early_exit(self, trial_id: int | None = None) -> dict[str, Any]:
+        """The early-exit rule a multi-exit trial (None: :meth:`best`) was measured with:
+        ``criterion`` and ``thresholds`` (one per exit but the last, as the ``supernet``
+        evaluator chose them); empty for trials measured without one."""
+        metrics = self._pick(trial_id).metrics
+        exits = sum(1 for name in metrics if re.fullmatch(r"exit\d+_flops", name))
+        if exits == 0 or any(f"threshold{k}" not in metrics for k in range(exits - 1)):
+            return {}
+        return {"criterion": self._evaluator_setting("criterion") or "max_softmax",
+                "thresholds": [float(metrics[f"threshold{k}"]) for k in range(exits - 1)]}
 
     def _pick(self, trial_id: int | None) -> TrialRecord:
         if trial_id is not None:

@@ -22,9 +22,8 @@ import argparse
 import io
 import json
 import logging
-import re
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,18 +74,7 @@ def metadata(run: Run, trial_id: int | None = None) -> dict[str, Any]:
     return {**meta, "weights": source, "epnas": __version__,
             "genome": trial.genome.to_dict(),
             "cost": cost(trial.genome, shape, meta["num_classes"]).as_dict(),
-            **early_exit(run, trial.metrics)}
-
-
-def early_exit(run: Run, metrics: Mapping[str, float]) -> dict[str, Any]:
-    """The early-exit rule a multi-exit trial was measured with (``criterion`` and one
-    ``thresholds`` value per exit but the last, as the ``supernet`` evaluator chose them);
-    empty for trials measured without one."""
-    exits = sum(1 for name in metrics if re.fullmatch(r"exit\d+_flops", name))
-    if exits == 0 or any(f"threshold{k}" not in metrics for k in range(exits - 1)):
-        return {}
-    return {"criterion": run._evaluator_setting("criterion") or "max_softmax",
-            "thresholds": [float(metrics[f"threshold{k}"]) for k in range(exits - 1)]}
+            **run.early_exit(trial.id)}
 
 
 def export(run: Run | str | Path, fmt: str, out: str | Path,

@@ -290,8 +290,10 @@ def train(
 
     Args:
         model: Any classifier mapping ``[N, C, H, W]`` floats to ``[N, classes]``
-            logits. It is moved to ``device`` (channels-last when the schedule says
-            so), trained in place and left there in eval mode.
+            logits (in training mode it may return a list of several exits' logits:
+            the loss is their mean, the accuracy the last one's). It is moved to
+            ``device`` (channels-last when the schedule says so), trained in place
+            and left there in eval mode.
         data: A data set: uint8 ``train_x``/``val_x``/``test_x`` ``[N, C, H, W]``,
             int64 labels, per-channel ``mean`` and ``std`` of [0, 1]-scaled images.
         schedule: The hyper-parameters.
@@ -414,7 +416,14 @@ def train(
                     group["lr"] = lr
                 with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                     logits = model(x.contiguous(memory_format=memory_format))
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=schedule.label_smoothing)
+                if isinstance(logits, (list, tuple)):  # several exits: the mean of their losses
+                    loss = sum(F.cross_entropy(z.float(), y,
+                                               label_smoothing=schedule.label_smoothing)
+                               for z in logits) / len(logits)
+                    logits = logits[-1]
+                else:
+                    loss = F.cross_entropy(logits.float(), y,
+                                           label_smoothing=schedule.label_smoothing)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()

@@ -1,0 +1,53 @@
+"""A supernet search's best network fine-tuned by ``epnas retrain`` (from its sliced
+weights, every exit trained) and shown by ``epnas report`` (accuracy vs average FLOPs,
+each exit's share)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from epnas.data import Dataset
+from epnas.retrain import plan
+from epnas.runs import load_run
+from epnas.study import Study
+from epnas.supernet import SupernetTraining
+from epnas.supernet.training import exit_logits
+from tests.supernet.conftest import TINY, subset
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory: pytest.TempPathFactory, digits: Dataset) -> Path:
+    """A search of a briefly trained tiny digits supernet (its largest phase only)."""
+    root = tmp_path_factory.mktemp("searched")
+    torch.set_num_threads(1)
+    SupernetTraining(root / "supernet", subset(digits, 600, 144), space_options=TINY,
+                     options={"epochs_per_phase": (3, 0, 0, 0), "batch_size": 64},
+                     device="cpu").run()
+    Study(space="multistage", space_options=TINY, strategy="random", evaluator="supernet",
+          evaluator_options={"path": str(root / "supernet"), "device": "cpu"}, trials=3,
+          seed=0, out=str(root / "run")).run()
+    return root / "run"
+
+
+def test_retrain_fine_tunes_the_sliced_network_at_every_exit(searched: Path) -> None:
+    run = load_run(searched)
+    sliced = run.build()  # the trial's weights: sliced from the supernet, recalibrated
+    data = run.data
+    start = exit_logits(sliced, data.test_x, data).argmax(-1) == data.test_y[None]
+    start = start.float().mean(1)
+    assert float(start[-1]) > 0.3  # the supernet taught it: far from chance (0.1)
+    job = plan(run, epochs=1, schedule={"lr": 1e-4, "batch_size": 64})
+    assert job.warm == searched / "trials" / str(run.best().id) / "model.pt"
+    metrics = job.fit(device="cpu")
+    # a tiny step from the sliced weights: where the sliced network was, not chance
+    assert abs(metrics["test_accuracy"] - float(start[-1])) < 0.1
+    assert metrics["exit_accuracy"][-1] == pytest.approx(metrics["test_accuracy"])
+    assert len(metrics["exit_accuracy"]) == 2 and len(metrics["exit_shares"]) == 2
+    assert metrics["thresholds"] == run.early_exit()["thresholds"]
+    assert 0 < metrics["avg_flops"] <= metrics["cost"]["flops"]
+    saved = json.loads((searched / "final" / "metrics.json").read_text())
+    assert saved["init"] == str(job.warm)
