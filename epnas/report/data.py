@@ -184,6 +184,18 @@ def episode_stats(run: Run) -> tuple[str, list[dict[str, float]]]:
     return label, rows
 
 
+def exit_profile(trial: TrialRecord) -> list[dict[str, float]]:
+    """Per exit of a multi-exit trial measured with early exit (the ``supernet``
+    evaluator): the ``share`` of inputs leaving there, the exit's ``accuracy`` on every
+    input and the ``flops`` an input leaving there pays; empty for other trials."""
+    rows = []
+    while all(f"exit{len(rows)}_{m}" in trial.metrics for m in ("share", "accuracy", "flops")):
+        k = len(rows)
+        rows.append({m: float(trial.metrics[f"exit{k}_{m}"])
+                     for m in ("share", "accuracy", "flops")})
+    return rows
+
+
 def ranked(run: Run, k: int) -> list[TrialRecord]:
     """The ``k`` best distinct architectures: feasible ones by reward, then the others by
     reward (so a run with no feasible trial still shows its closest candidates); equal

@@ -24,7 +24,7 @@ from epnas.spaces.registry import space_of
 from epnas.store import TrialRecord
 
 REPORT_NAME = "report.html"
-_OWN_FILES = ("progress-*.png", "tradeoff-*.png", "episodes.png", "arch-*.png")
+_OWN_FILES = ("progress-*.png", "tradeoff-*.png", "exits.png", "episodes.png", "arch-*.png")
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,16 @@ def _write(runs: list[Run], target: Path, top: int) -> Path:
         save(f"tradeoff-{metric}.png", plots.tradeoff(runs, metric), f"Accuracy vs {name}",
              f"Filled: feasible, hollow: infeasible; the line is the Pareto front (no other "
              f"trial is both cheaper and more accurate). {allowed}")
+    save("tradeoff-avg_flops.png", plots.tradeoff(runs, "avg_flops"),
+         "Accuracy vs average FLOPs (early exit)",
+         "Every network at the exit thresholds chosen for it: accuracy with early exit "
+         "against the mean FLOPs an input pays. Filled: feasible, hollow: infeasible; the "
+         f"line is the Pareto front. {_range_text(run, 'avg_flops')}")
+    best = ranked(run, 1)
+    if best:
+        save("exits.png", plots.exits(best[0]), "Exits of the best network",
+             "Share of validation inputs that leave at each exit at the chosen thresholds "
+             "(bars), and each exit's accuracy were every input to leave there (line).")
     unit, rows = episode_stats(run)
     entropy = ", and the entropy of the policy's decisions" if any(
         "entropy" in row for row in rows) else ""

@@ -22,8 +22,16 @@ from matplotlib.ticker import (
 )
 
 from epnas.progress import human
-from epnas.report.data import Run, best_so_far, episode_stats, feasible_range, pareto_front
+from epnas.report.data import (
+    Run,
+    best_so_far,
+    episode_stats,
+    exit_profile,
+    feasible_range,
+    pareto_front,
+)
 from epnas.report.data import progress_by_time as time_progress
+from epnas.store import TrialRecord
 
 # Colour-blind safe (Okabe-Ito); the first run of a comparison is the report's own.
 PALETTE = ("#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#000000")
@@ -86,7 +94,8 @@ def progress_by_time(runs: Sequence[Run]) -> Figure | None:
     return fig
 
 
-_COSTS = {"params": ("parameters", 1.0), "flops": ("MFLOPs", 1e6)}
+_COSTS = {"params": ("parameters", 1.0), "flops": ("MFLOPs", 1e6),
+          "avg_flops": ("average MFLOPs per input", 1e6)}
 
 
 def tradeoff(runs: Sequence[Run], metric: str) -> Figure | None:
@@ -144,6 +153,29 @@ def tradeoff(runs: Sequence[Run], metric: str) -> Figure | None:
         legend.append(Patch(color="#2ca02c", alpha=0.25, label="feasible range"))
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.legend(handles=legend, fontsize=7.5, loc="lower right")
+    return fig
+
+
+def exits(trial: TrialRecord) -> Figure | None:
+    """A multi-exit trial's share of inputs leaving at each exit (bars) and each exit's
+    accuracy on every input (line); None for trials without early exit."""
+    rows = exit_profile(trial)
+    if not rows:
+        return None
+    fig = Figure(figsize=_SIZE, layout="constrained")
+    ax = _axes(fig, f"Exits of trial {trial.id}: early-exit accuracy "
+                    f"{100 * (trial.accuracy or 0):.1f}% at "
+                    f"{human(trial.metrics['avg_flops'])} FLOPs per input",
+               "exit (FLOPs an input leaving there pays)", "share of inputs / accuracy")
+    xs = range(len(rows))
+    ax.bar(xs, [r["share"] for r in rows], color=PALETTE[0], alpha=0.7,
+           label="share of inputs leaving here")
+    ax.plot(xs, [r["accuracy"] for r in rows], marker="o", color=PALETTE[1], linewidth=1.6,
+            label="exit accuracy on every input")
+    ax.set_xticks(list(xs), [f"exit {k}\n{human(r['flops'])}" for k, r in enumerate(rows)])
+    ax.set_ylim(0, 1.05)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.legend(fontsize=8, loc="upper left")
     return fig
 
 

@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from epnas.data import Dataset
+from epnas.report.data import exit_profile, ranked, read_run
+from epnas.report.html import write_report
 from epnas.retrain import plan
 from epnas.runs import load_run
 from epnas.study import Study
@@ -51,3 +53,19 @@ def test_retrain_fine_tunes_the_sliced_network_at_every_exit(searched: Path) -> 
     assert 0 < metrics["avg_flops"] <= metrics["cost"]["flops"]
     saved = json.loads((searched / "final" / "metrics.json").read_text())
     assert saved["init"] == str(job.warm)
+
+
+def test_report_draws_the_avg_flops_curve_and_the_best_network_s_exits(searched: Path) -> None:
+    run = read_run(searched)
+    best = ranked(run, 1)[0]
+    profile = exit_profile(best)
+    assert len(profile) == 2 and sum(r["share"] for r in profile) == pytest.approx(1.0)
+    assert [r["accuracy"] for r in profile] == [best.metrics["exit0_accuracy"],
+                                                best.metrics["exit1_accuracy"]]
+    assert sum(r["share"] * r["flops"] for r in profile) == pytest.approx(
+        best.metrics["avg_flops"])
+    page = write_report(searched).read_text()
+    for name in ("tradeoff-avg_flops.png", "exits.png"):
+        assert (searched / "report" / name).stat().st_size > 1000
+        assert f'id="{name[:-4]}"' in page
+    assert "Exits of the best network" in page
