@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import json
+import logging
 import math
 import os
 import platform
@@ -30,6 +31,7 @@ from torch import nn
 
 from epnas.data import augment
 from epnas.data.datasets import cache_home
+from epnas.train.graphs import GRAPH_MODES, GraphedEval, StaticStep
 from epnas.train.schedules import Schedule
 from epnas.train.threads import follow
 
@@ -71,6 +73,9 @@ class TrainResult:
         images_per_second: Training images per second of optimisation steps alone.
         threads: Mean torch threads of the optimisation steps (a worker pool may lend
             a trial more while other workers are idle: :mod:`epnas.train.threads`).
+        cuda_graphs: How the steps ran: ``"off"`` (eager), ``"on"`` (the static-buffer
+            step, captured on CUDA), ``"compile"``, or ``"fallback"`` (asked for
+            graphs or compile, the network could not: eager).
         history: Per completed epoch: ``epoch``, ``lr``, ``loss``,
             ``train_accuracy``, ``seconds`` (cumulative), ``images_per_second``, and
             ``accuracy`` and ``val_loss`` on the epochs validation was evaluated.
@@ -86,6 +91,7 @@ class TrainResult:
     images_per_second: float
     history: tuple[dict[str, float], ...]
     threads: float = 1.0
+    cuda_graphs: str = "off"
 
     def metrics(self) -> dict[str, float]:
         """The figures an evaluator reports, under the project's metric names."""
@@ -285,6 +291,7 @@ def train(
     checkpoint: Checkpoint | None = None,
     resume: Mapping[str, Any] | None = None,
     task: Task | None = None,
+    cuda_graphs: str = "off",
 ) -> TrainResult:
     """Train ``model`` in place on ``data`` with ``schedule`` and measure it.
 
@@ -315,10 +322,21 @@ def train(
         task: A pretext task (:mod:`epnas.data.pretext`): each augmented uint8 batch
             is replaced by the task's inputs and labels, so ``data.train_y`` is never
             read; ``data``'s validation and test sets must already be the task's.
+        cuda_graphs: ``"on"``: each step runs over static buffers
+            (:class:`~epnas.train.graphs.StaticStep`), on CUDA captured in a CUDA graph
+            after a few warm-up steps and replayed, evaluation too (a network that fails
+            to capture trains eagerly: ``"fallback"``); ``"auto"``: that on CUDA
+            without fp16 loss scaling, else eager; ``"compile"``: the forward pass
+            through ``torch.compile(mode="reduce-overhead")`` on CUDA; ``"off"``: eager.
+            Same batches and LR schedule in every mode; the captured update rounds
+            ``lr * grad`` separately (see :mod:`epnas.train.graphs`).
 
     Returns:
         The measured :class:`TrainResult`.
     """
+    if cuda_graphs not in GRAPH_MODES:
+        raise ValueError(f"cuda_graphs must be one of {', '.join(GRAPH_MODES)}, "
+                         f"got {cuda_graphs!r}")
     start = time.perf_counter()
     keep_freed_memory()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -356,6 +374,31 @@ def train(
     # NaN check waits for a few steps' worth of work.
     check_every = 1 if device.type == "cpu" else 16
 
+    cuda = device.type == "cuda"
+    static = cuda_graphs == "on" or (cuda_graphs == "auto" and cuda and not scaler.is_enabled())
+    mode = "on" if static else "compile" if cuda_graphs == "compile" and cuda else "off"
+    forward: Callable[[torch.Tensor], Any] = model
+    if mode == "compile":
+        forward = torch.compile(model, mode="reduce-overhead")
+
+    def compute(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The loss of the augmented batch at ``idx``, the logits scored, the labels."""
+        x, made = _augmented(train_x[idx], schedule, mean, std, generator, task)
+        y = train_y[idx] if made is None else made
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            logits = forward(x.contiguous(memory_format=memory_format))
+        if isinstance(logits, (list, tuple)):  # several exits: the mean of their losses
+            loss = sum(F.cross_entropy(z.float(), y, label_smoothing=schedule.label_smoothing)
+                       for z in logits) / len(logits)
+            return loss, logits[-1], y
+        return F.cross_entropy(logits.float(), y, label_smoothing=schedule.label_smoothing), \
+            logits, y
+
+    runner = StaticStep(model, optimizer, compute, batch_size=batch_size, device=device,
+                        capture=cuda, generator=generator) if static else None
+    graphed = GraphedEval(model, schedule.eval_batch_size, dtype=dtype,
+                          memory_format=memory_format) if static and cuda else None
+
     def measure(images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
         return evaluate(
             model,
@@ -366,6 +409,7 @@ def train(
             batch_size=schedule.eval_batch_size,
             precision=schedule.precision,
             channels_last=schedule.channels_last,
+            forward=graphed.logits_of if graphed is not None else None,
         )
 
     status, history = "done", []
@@ -401,41 +445,46 @@ def train(
         for _ in range(epochs_done, schedule.train_epochs):
             model.train()
             epoch_start = time.perf_counter()
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device, dtype=torch.long)
+            if runner is not None:  # the step adds to its own buffers
+                loss_sum, correct = runner.loss_sum.zero_(), runner.correct.zero_()
+            else:
+                loss_sum = torch.zeros((), device=device)
+                correct = torch.zeros((), device=device, dtype=torch.long)
             seen = 0
             order = torch.randperm(n, generator=generator, device=device)
             tick = epoch_start
             for i in range(steps_per_epoch):
                 threads = follow()
                 idx = order[i * batch_size : (i + 1) * batch_size]
-                x, made = _augmented(train_x[idx], schedule, mean, std, generator, task)
-                y = train_y[idx] if made is None else made
                 lr = schedule.lr_at((step + 0.5) / steps_per_epoch)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                    logits = model(x.contiguous(memory_format=memory_format))
-                if isinstance(logits, (list, tuple)):  # several exits: the mean of their losses
-                    loss = sum(F.cross_entropy(z.float(), y,
-                                               label_smoothing=schedule.label_smoothing)
-                               for z in logits) / len(logits)
-                    logits = logits[-1]
+                if runner is not None:
+                    runner.step(idx, lr)
                 else:
-                    loss = F.cross_entropy(logits.float(), y,
-                                           label_smoothing=schedule.label_smoothing)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
+                    try:
+                        loss, logits, y = compute(idx)
+                    except torch.OutOfMemoryError:
+                        raise
+                    except Exception as exc:
+                        if forward is model:
+                            raise
+                        forward, mode = model, "fallback"  # torch.compile failed
+                        logging.getLogger(__name__).warning(
+                            "torch.compile failed, training eagerly: %s", exc)
+                        loss, logits, y = compute(idx)
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                    optimizer.zero_grad(set_to_none=True)
+                    loss_sum += loss.detach() * len(y)
+                    correct += (logits.argmax(1) == y).sum()
 
                 step += 1
-                seen += len(y)
+                seen += len(idx)
                 now = time.perf_counter()
                 thread_seconds += threads * (now - tick)
                 tick = now
-                loss_sum += loss.detach() * len(y)
-                correct += (logits.argmax(1) == y).sum()
                 if step % check_every == 0 and not torch.isfinite(loss_sum):
                     status = "diverged"
                     break
@@ -501,6 +550,7 @@ def train(
         images_per_second=trained / max(step_seconds, 1e-9),
         history=tuple(history),
         threads=thread_seconds / step_seconds if step_seconds > 0 else float(follow()),
+        cuda_graphs=runner.mode if runner is not None else mode,
     )
 
 
@@ -540,6 +590,7 @@ def evaluate(
     batch_size: int = 256,
     precision: str = "auto",
     channels_last: bool = True,
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[float, float]:
     """Accuracy and mean cross-entropy of ``model`` (in eval mode) on a labelled set.
 
@@ -552,6 +603,8 @@ def evaluate(
         batch_size: Images per forward pass.
         precision: Autocast precision, as in :class:`Schedule`.
         channels_last: Feed the network NHWC tensors.
+        forward: Float logits of a normalised batch in place of the model's own
+            forward pass (a captured one: :class:`~epnas.train.graphs.GraphedEval`).
 
     Returns:
         ``(accuracy, loss)``; both NaN for an empty set.
@@ -568,8 +621,11 @@ def evaluate(
         x = images[i : i + batch_size].to(device, non_blocking=True)
         y = labels[i : i + batch_size].to(device, non_blocking=True)
         x = x.float().div_(255.0).sub_(mean_t).div_(std_t)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            logits = model(x.contiguous(memory_format=memory_format)).float()
+        if forward is not None:
+            logits = forward(x)
+        else:
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                logits = model(x.contiguous(memory_format=memory_format)).float()
         correct += (logits.argmax(1) == y).sum()
         loss_sum += F.cross_entropy(logits, y, reduction="sum")
     if len(labels) == 0:
