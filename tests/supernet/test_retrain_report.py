@@ -4,6 +4,7 @@ each exit's share)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -18,7 +19,9 @@ from epnas.runs import load_run
 from epnas.study import Study
 from epnas.supernet import SupernetTraining
 from epnas.supernet.training import exit_logits
-from tests.supernet.conftest import TINY, subset
+from tests.supernet.conftest import TINY, save_tiny, subset
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +72,23 @@ def test_report_draws_the_avg_flops_curve_and_the_best_network_s_exits(searched:
         assert (searched / "report" / name).stat().st_size > 1000
         assert f'id="{name[:-4]}"' in page
     assert "Exits of the best network" in page
+
+
+@pytest.mark.slow
+def test_dynamic_inference_benchmark_runs_end_to_end(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location(
+        "dynamic_inference", ROOT / "benchmarks" / "dynamic_inference.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    supernet = save_tiny(tmp_path / "supernet")
+    result = bench.main(["--supernet", str(supernet), "--out", str(tmp_path / "out"),
+                         "--trials", "3", "--caps", "0.6,1.0", "--strategy", "random"])
+    assert [round(row["cap"] / result["largest_static_flops"], 2) for row in result["table"]] \
+        == [0.6, 1.0]
+    for row in result["table"]:
+        for name in ("dynamic", "static", "baseline"):
+            if row[name] is not None:  # every chosen network meets its cap
+                assert row[name]["val"]["avg_flops"] <= row["cap"] * (1 + 1e-9)
+    assert set(result["targets"]) == {"val", "test"}
+    assert json.loads((tmp_path / "out" / "dynamic_inference.json").read_text()) == result
+    assert (tmp_path / "out" / "dynamic_inference.png").stat().st_size > 1000
