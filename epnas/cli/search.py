@@ -253,7 +253,7 @@ def _budget_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trials", type=int, help="trial budget; cached repeats count (default 100)")
     p.add_argument("--time", help="wall-time budget, e.g. 2h, 30m, 90s")
     p.add_argument("--workers", type=int, help="parallel evaluations in local processes")
-    p.add_argument("--workers-per-gpu", metavar="N|auto",
+    p.add_argument("--workers-per-gpu", metavar="N",
                    help="with GPUs: N local workers per GPU, or auto (as many as its free "
                         "memory holds at the largest estimated trial); default: --workers")
     p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
