@@ -375,8 +375,10 @@ def train(
     check_every = 1 if device.type == "cpu" else 16
 
     cuda = device.type == "cuda"
-    static = cuda_graphs == "on" or (cuda_graphs == "auto" and cuda and not scaler.is_enabled())
-    mode = "on" if static else "compile" if cuda_graphs == "compile" and cuda else "off"
+    # fp16 loss scaling reads the gradients' finiteness on the host: never captured
+    static = not scaler.is_enabled() and cuda_graphs in ("on", "auto" if cuda else "on")
+    mode = ("on" if static else "compile" if cuda_graphs == "compile" and cuda else
+            "fallback" if cuda_graphs == "on" else "off")
     forward: Callable[[torch.Tensor], Any] = model
     if mode == "compile":
         forward = torch.compile(model, mode="reduce-overhead")
