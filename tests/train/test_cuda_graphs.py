@@ -3,8 +3,6 @@ on CPU uncaptured; on CUDA (``gpu`` marker) captured."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from torch import nn
@@ -13,16 +11,9 @@ from epnas.data import Dataset, load
 from epnas.train import schedules, train
 from epnas.train.graphs import GraphedEval, sgd_update
 from epnas.train.trainer import evaluate
+from tests.train.test_trainer import one_thread  # noqa: F401 (autouse: one torch thread)
 
 CUDA = torch.cuda.is_available()
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
