@@ -191,17 +191,18 @@ def plot(table: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    styles = {"dynamic": "o-", "static": "s--", "baseline": "^:"}
-    for name, style in styles.items():
-        for split, alpha in (("val", 1.0), ("test", 0.45)):
-            points = sorted((row[name][split]["avg_flops"], row[name][split]["accuracy"] * 100)
-                            for row in table if row[name])
+    styles = {"dynamic": ("o-", "#0072b2"), "static": ("s--", "#d55e00"),
+              "baseline": ("^:", "#009e73")}
+    for name, (style, colour) in styles.items():
+        for split, alpha in (("val", 1.0), ("test", 0.4)):
+            points = sorted({(row[name][split]["avg_flops"], row[name][split]["accuracy"] * 100)
+                             for row in table if row[name]})
             if points:
                 xs, ys = zip(*points)
-                ax.plot(xs, ys, style, alpha=alpha, label=f"{name} ({split})")
+                ax.plot(xs, ys, style, color=colour, alpha=alpha, label=f"{name} ({split})")
     ax.set_xlabel("average FLOPs per input")
     ax.set_ylabel("accuracy (%)")
-    ax.set_title("dynamic vs static sub-networks vs multi-exit baseline")
+    ax.set_title("dynamic vs static sub-networks vs multi-exit baseline (faint: test)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
