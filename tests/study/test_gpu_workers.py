@@ -12,6 +12,8 @@ from torch import nn
 
 import epnas
 import epnas.evaluators.training as training
+import epnas.executors
+import epnas.study
 from epnas.executors import (
     CUDA_CONTEXT_MEMORY,
     EvaluatorSpec,
@@ -123,3 +125,34 @@ def test_workers_per_gpu_setting_and_a_machine_without_gpus(
     with study:  # no GPU: --workers (1) decides
         study.run()
         assert study.config.workers == 1 and len(study.trials()) == 2
+
+
+def one_gpu(monkeypatch: pytest.MonkeyPatch, free: float) -> None:
+    """A machine of 4 cores and one GPU with ``free`` bytes free (its workers run on CPU)."""
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(epnas.executors, "available_cores", lambda: 4)
+    monkeypatch.setattr(epnas.study, "gpu_free_memory", lambda: [free])
+
+
+def test_a_study_sizes_auto_workers_from_the_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    one_gpu(monkeypatch, free=2 * (CUDA_CONTEXT_MEMORY + 1e9) + 1e8)
+    study = Study(strategy="random", evaluator="tests.study.helpers:Hungry",
+                  evaluator_options={"memory": 1e9}, workers_per_gpu="auto", trials=4)
+    with study:
+        assert study.config.workers == 2  # not 4 (cores): the GPU holds two trials
+        assert "GB free per GPU" in str(study.worker_limit)
+        study.run()
+        assert all(t.status == "done" for t in study.trials())
+
+
+def test_a_study_refuses_trials_above_the_gpu_share(monkeypatch: pytest.MonkeyPatch) -> None:
+    one_gpu(monkeypatch, free=3.5e9)  # two workers: 2.5 GB for their trials
+    study = Study(strategy="random", evaluator="tests.study.helpers:Hungry",
+                  evaluator_options={"memory": 1e8, "huge": 2.6e9, "huge_below": 8},
+                  workers_per_gpu=2, trials=6)
+    with study:
+        study.run()
+        trials = study.trials()
+    refused = [t for t in trials if t.reason == "memory"]
+    assert refused and all("GPU memory" in (t.error or "") for t in refused)
+    assert all(t.status == "done" for t in trials if t.reason != "memory")
