@@ -372,7 +372,9 @@ def add_command(sub: Any, json_flag: Callable[[argparse.ArgumentParser], None]) 
                        description="Train the best (or a chosen) trial's architecture from "
                                    "scratch with the full schedule on train+validation and "
                                    "measure test accuracy; results in RUN_DIR/final/. Running "
-                                   "it again resumes after the last finished epoch.")
+                                   "it again resumes after the last finished epoch. A "
+                                   "supernet search's network is fine-tuned from its sliced "
+                                   "weights instead, every exit trained.")
     add_trial_arguments(p)
     p.add_argument("--epochs", type=int, help="train exactly N epochs (default: the full "
                                               "schedule's)")
