@@ -179,7 +179,8 @@ class GraphedEval:
         self.logits: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(x.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+        with torch.autocast(x.device.type, dtype=self.dtype, enabled=self.dtype is not None,
+                            cache_enabled=False):
             return self.model(x.contiguous(memory_format=self.memory_format)).float()
 
     def logits_of(self, x: torch.Tensor) -> torch.Tensor:

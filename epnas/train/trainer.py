@@ -387,7 +387,9 @@ def train(
         """The loss of the augmented batch at ``idx``, the logits scored, the labels."""
         x, made = _augmented(train_x[idx], schedule, mean, std, generator, task)
         y = train_y[idx] if made is None else made
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        # the autocast weight cache would outlive a captured step's casts: off when static
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None,
+                            cache_enabled=not static):
             logits = forward(x.contiguous(memory_format=memory_format))
         if isinstance(logits, (list, tuple)):  # several exits: the mean of their losses
             loss = sum(F.cross_entropy(z.float(), y, label_smoothing=schedule.label_smoothing)
