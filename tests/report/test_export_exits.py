@@ -37,12 +37,16 @@ def inputs(run_dir: Path, n: int = 48) -> torch.Tensor:
     return normalised(data.val_x[:n], data)
 
 
-def rule(run_dir: Path, logits: list[torch.Tensor]) -> np.ndarray:
-    """The exit the evaluator's rule picks for each input, at the best trial's thresholds."""
-    run = load_run(run_dir)
-    metrics = run.best().metrics
-    taus = [metrics[f"threshold{k}"] for k in range(len(logits) - 1)]
+def rule(logits: list[torch.Tensor], taus: list[float]) -> np.ndarray:
+    """The exit the evaluator's rule picks for each input at thresholds ``taus``."""
     return early_exit(confidences(torch.stack(logits), "max_softmax").numpy(), taus)
+
+
+def settings(run_dir: Path, logits: list[torch.Tensor]) -> list[list[float]]:
+    """The best trial's thresholds, and the median first-exit confidence (which sends
+    about half the inputs out early, so both exits are decided on)."""
+    median = float(confidences(logits[0], "max_softmax").median())
+    return [[load_run(run_dir).best().metrics["threshold0"]], [median]]
 
 
 def test_trials_keep_weights_and_model_py_exits_early_as_the_rule(run_dir: Path,
@@ -62,11 +66,14 @@ def test_trials_keep_weights_and_model_py_exits_early_as_the_rule(run_dir: Path,
         want = original.forward_exits(x)
         got = net.forward_exits(x)
     assert len(got) == 2 and all(torch.allclose(g, w, atol=1e-5) for g, w in zip(got, want))
-    decided = rule(run_dir, want)
-    picked = [net.early_exit(image) for image in x]
-    assert [k for _, k in picked] == decided.tolist()
-    assert all(torch.allclose(logits, want[k][i], atol=1e-5)
-               for i, (logits, k) in enumerate(picked))
+    for taus in settings(run_dir, want):
+        module.THRESHOLDS = tuple(taus)
+        decided = rule(want, taus)
+        picked = [net.early_exit(image) for image in x]
+        assert [k for _, k in picked] == decided.tolist()
+        assert all(torch.allclose(logits, want[k][i], atol=1e-5)
+                   for i, (logits, k) in enumerate(picked))
+    assert set(decided.tolist()) == {0, 1}  # the median threshold: both exits answer
 
 
 @pytest.mark.slow
@@ -87,13 +94,13 @@ def test_onnx_has_every_exit_and_an_onnxruntime_early_exit_loop_decides_as_the_r
         want = load_run(run_dir).build().forward_exits(x)
     outs = session.run(None, {"input": x.numpy()})
     assert all(np.abs(o - w.numpy()).max() < 1e-4 for o, w in zip(outs, want))
-    taus = props["thresholds"]
-    decisions = []
-    for image in x.numpy():  # a deployer's loop: the first exit confident enough
-        exits = session.run(None, {"input": image[None]})
-        for k, logits in enumerate(exits):
-            p = np.exp(logits[0] - logits[0].max())
-            if k == len(taus) or (p / p.sum()).max() >= taus[k]:
-                decisions.append(k)
-                break
-    assert decisions == rule(run_dir, want).tolist()
+    for taus in [props["thresholds"], settings(run_dir, want)[1]]:
+        decisions = []
+        for image in x.numpy():  # a deployer's loop: the first exit confident enough
+            exits = session.run(None, {"input": image[None]})
+            for k, logits in enumerate(exits):
+                p = np.exp(logits[0] - logits[0].max())
+                if k == len(taus) or (p / p.sum()).max() >= taus[k]:
+                    decisions.append(k)
+                    break
+        assert decisions == rule(want, taus).tolist()
