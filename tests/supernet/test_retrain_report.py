@@ -50,12 +50,16 @@ def test_retrain_fine_tunes_the_sliced_network_at_every_exit(searched: Path) -> 
     metrics = job.fit(device="cpu")
     # a tiny step from the sliced weights: where the sliced network was, not chance
     assert abs(metrics["test_accuracy"] - float(start[-1])) < 0.1
-    assert metrics["exit_accuracy"][-1] == pytest.approx(metrics["test_accuracy"])
+    # the same network (the trainer's channels-last pass may flip a borderline image)
+    assert metrics["exit_accuracy"][-1] == pytest.approx(metrics["test_accuracy"], abs=0.01)
     assert len(metrics["exit_accuracy"]) == 2 and len(metrics["exit_shares"]) == 2
     assert metrics["thresholds"] == run.early_exit()["thresholds"]
     assert 0 < metrics["avg_flops"] <= metrics["cost"]["flops"]
     saved = json.loads((searched / "final" / "metrics.json").read_text())
     assert saved["init"] == str(job.warm)
+    tuned = torch.load(searched / "final" / "model.pt", weights_only=True)
+    # the first exit was trained too (its head gets no gradient from the last exit's loss)
+    assert not torch.equal(tuned["exits.0.linear.weight"], sliced.exits[0].linear.weight)
 
 
 def test_report_draws_the_avg_flops_curve_and_the_best_network_s_exits(searched: Path) -> None:
