@@ -691,7 +691,8 @@ class ProcessExecutor(_Pool[_Worker]):
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "process", "workers": self.workers, "threads": self.threads,
-                "devices": self.devices, "elastic": self.elastic}
+                "devices": self.devices, "elastic": self.elastic,
+                "gpu_memory": self.gpu_memory}
 
     def _lend(self, busy: Sequence[_Worker], waiting: bool) -> None:
         """Give the running trials the idle workers' threads when nothing waits."""
