@@ -342,9 +342,8 @@ def gpu_workers(per_gpu: int | str, *, trial_memory: float = 0.0, count: int | N
         return WorkerLimit(most * count, most * count)
     each = CUDA_CONTEXT_MEMORY + max(0.0, trial_memory)
     fit = int(min(free) // each)
-    if fit >= most:
-        return WorkerLimit(most * count, most * count,
-                           f"{cores} CPU cores for {count} GPU{'s' * (count > 1)}")
+    if fit >= most:  # the cores decide
+        return WorkerLimit(most * count, most * count)
     per = max(1, fit)
     return WorkerLimit(per * count, most * count,
                        f"{min(free) / 1e9:.1f} GB free per GPU at {each / 1e9:.2f} GB a worker "
