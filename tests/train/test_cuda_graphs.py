@@ -3,13 +3,15 @@ on CPU uncaptured; on CUDA (``gpu`` marker) captured."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import pytest
 import torch
 from torch import nn
 
 from epnas.data import Dataset, load
 from epnas.train import schedules, train
-from epnas.train.graphs import GraphedEval, sgd_update
+from epnas.train.graphs import GraphedEval, StaticStep, sgd_update
 from epnas.train.trainer import evaluate
 from tests.train.test_trainer import one_thread  # noqa: F401 (autouse: one torch thread)
 
@@ -154,3 +156,47 @@ def test_compile_mode_trains_on_cuda(digits: Dataset) -> None:
     result = train(small_cnn(), digits, schedule(epochs=1), device="cuda",
                    cuda_graphs="compile")
     assert result.cuda_graphs in ("compile", "fallback") and result.status == "done"
+
+
+class _FakeStream:
+    def wait_stream(self, other: object) -> None:
+        pass
+
+
+class _UncapturableGraph:
+    def register_generator_state(self, generator: torch.Generator) -> None:
+        raise RuntimeError("this network cannot be captured")
+
+
+def test_warm_up_then_a_failed_capture_falls_back_to_the_same_steps(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The capture bookkeeping on CPU (torch.cuda faked): three warm-up steps on a side
+    stream, a capture that fails, then eager steps: the same weights as never capturing."""
+    side: list[int] = []
+    monkeypatch.setattr(torch.cuda, "Stream", _FakeStream)
+    monkeypatch.setattr(torch.cuda, "current_stream", _FakeStream)
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: side.append(1) or nullcontext())
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", _UncapturableGraph)
+    x = torch.randn(64, 1, 8, 8)
+    y = torch.randint(0, 10, (64,))
+    runs = []
+    for capture in (False, True):
+        model = small_cnn()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+
+        def compute(idx: torch.Tensor, model: nn.Module = model) -> tuple[torch.Tensor, ...]:
+            logits = model(x[idx])
+            return nn.functional.cross_entropy(logits, y[idx]), logits, y[idx]
+
+        step = StaticStep(model, optimizer, compute, batch_size=16, device=torch.device("cpu"),
+                          generator=torch.Generator())
+        step.capture = capture  # as on CUDA
+        for i in range(6):
+            step.step(torch.arange(16) + 8 * (i % 4), 0.1 / (i + 1))
+        runs.append((step.mode, weights(model), step.loss_sum.item()))
+    assert runs[0][0] == "on" and runs[1][0] == "fallback"
+    assert len(side) == 3  # the warm-up steps
+    for a, b in zip(runs[0][1], runs[1][1], strict=True):
+        assert torch.equal(a, b)
+    assert runs[0][2] == runs[1][2]
