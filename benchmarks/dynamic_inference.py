@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from epnas.costmodel import Tally
-from epnas.evaluators.supernet import Outcome, SupernetEvaluator, confidences
+from epnas.evaluators.supernet import Outcome, SupernetEvaluator
 from epnas.spaces.multistage.genome import MultistageGenome
 from epnas.spaces.registry import space_of
 from epnas.study import Study
@@ -81,10 +81,8 @@ class Measured:
         self.splits: dict[str, Outcome] = {}
         for split, (x, y) in {"val": (data.val_x, data.val_y),
                               "test": (data.test_x, data.test_y)}.items():
-            logits = exit_logits(net, x, data)
-            correct = (logits.argmax(-1) == y.to(logits.device)[None]).cpu().numpy()
-            conf = confidences(logits, evaluator.criterion).cpu().numpy()
-            self.splits[split] = Outcome(conf, correct, flops)
+            self.splits[split] = Outcome.of(exit_logits(net, x, data), y, evaluator.criterion,
+                                            flops)
         self.static = static_flops(genome, flops, evaluator.num_classes)
 
     def at(self, cap: float) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from torch import nn
 
 from epnas.data import Dataset, load
 from epnas.errors import EpnasError, storage_errors, validation_message
-from epnas.evaluators.supernet import Outcome, confidences
+from epnas.evaluators.supernet import Outcome
 from epnas.flags import emit_json, parse_options
 from epnas.runs import (
     FINAL_DIR,
@@ -87,15 +87,14 @@ class Retraining:
         """Test accuracy of every exit, and with early exit at the trial's thresholds
         (``early_exit_accuracy``, ``avg_flops``, ``exit_shares``)."""
         rule = self.run.early_exit(self.trial.id)
-        logits = exit_logits(net, self.data.test_x, self.data)
-        correct = (logits.argmax(-1) == self.data.test_y.to(logits.device)[None]).cpu().numpy()
-        metrics: dict[str, Any] = {"exit_accuracy": correct.mean(1).tolist()}
+        genome, data = self.trial.genome, self.data
+        flops = [c.flops for c in space_of(genome).exit_costs(  # type: ignore[attr-defined]
+            genome, data.input_shape, data.num_classes)]
+        criterion = rule.get("criterion", "max_softmax")
+        simulate = Outcome.of(exit_logits(net, data.test_x, data), data.test_y, criterion, flops)
+        metrics: dict[str, Any] = {"exit_accuracy": simulate.correct.mean(1).tolist()}
         if rule:
-            criterion, taus = rule["criterion"], rule["thresholds"]
-            conf = confidences(logits, criterion).cpu().numpy()
-            flops = [c.flops for c in space_of(self.trial.genome).exit_costs(
-                self.trial.genome, self.data.input_shape, self.data.num_classes)]
-            simulate = Outcome(conf, correct, flops)
+            taus = rule["thresholds"]
             accuracy, avg_flops, share = simulate(
                 taus if criterion == "max_softmax" else [-t for t in taus])
             metrics.update(early_exit_accuracy=accuracy, avg_flops=avg_flops,

@@ -90,6 +90,13 @@ class Outcome:
     def __init__(self, conf: np.ndarray, correct: np.ndarray, flops: Sequence[float]) -> None:
         self.conf, self.correct, self.flops = conf, correct, np.asarray(flops, dtype=float)
 
+    @classmethod
+    def of(cls, logits: torch.Tensor, labels: torch.Tensor, criterion: str,
+           flops: Sequence[float]) -> Outcome:
+        """The simulator of every exit's ``[exits, N, classes]`` logits on labelled inputs."""
+        correct = (logits.argmax(-1) == labels.to(logits.device)[None]).cpu().numpy()
+        return cls(confidences(logits, criterion).cpu().numpy(), correct, flops)
+
     def __call__(self, taus: Sequence[float]) -> tuple[float, float, np.ndarray]:
         leave = early_exit(self.conf, taus)
         share = np.bincount(leave, minlength=len(self.conf)) / max(len(leave), 1)
@@ -228,10 +235,9 @@ class SupernetEvaluator(Evaluator):
         validation set, and each exit's accuracy on every input."""
         data = self.loaded[1]
         net = self.network(genome) if net is None else net
-        logits = exit_logits(net, data.val_x, data)
-        correct = (logits.argmax(-1) == data.val_y.to(logits.device)[None]).cpu().numpy()
-        conf = confidences(logits, self.criterion).cpu().numpy()
-        return Outcome(conf, correct, self.exit_flops(genome)), correct.mean(1)
+        simulate = Outcome.of(exit_logits(net, data.val_x, data), data.val_y, self.criterion,
+                              self.exit_flops(genome))
+        return simulate, simulate.correct.mean(1)
 
     def evaluate(self, candidate: Candidate) -> Result:
         return self.evaluate_trial(candidate, TrialContext())
