@@ -168,16 +168,38 @@ class _UncapturableGraph:
         raise RuntimeError("this network cannot be captured")
 
 
-def test_warm_up_then_a_failed_capture_falls_back_to_the_same_steps(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+class _ReplayingGraph:
+    """A capture that runs its body once (a real one only records it); each replay after
+    the first (which is that captured step) runs the step again."""
+
+    step: StaticStep
+
+    def __init__(self) -> None:
+        self.replays = 0
+
+    def register_generator_state(self, generator: torch.Generator) -> None:
+        pass
+
+    def replay(self) -> None:
+        self.replays += 1
+        if self.replays > 1:
+            type(self).step()
+
+
+@pytest.mark.parametrize(("graph", "mode"), [(_UncapturableGraph, "fallback"),
+                                             (_ReplayingGraph, "on")])
+def test_capture_bookkeeping_keeps_the_steps(monkeypatch: pytest.MonkeyPatch, graph: type,
+                                             mode: str) -> None:
     """The capture bookkeeping on CPU (torch.cuda faked): three warm-up steps on a side
-    stream, a capture that fails, then eager steps: the same weights as never capturing."""
+    stream, then the capture, then replays (or, when it fails, eager steps): the same
+    weights as never capturing."""
     side: list[int] = []
     monkeypatch.setattr(torch.cuda, "Stream", _FakeStream)
     monkeypatch.setattr(torch.cuda, "current_stream", _FakeStream)
     monkeypatch.setattr(torch.cuda, "stream", lambda s: side.append(1) or nullcontext())
     monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
-    monkeypatch.setattr(torch.cuda, "CUDAGraph", _UncapturableGraph)
+    monkeypatch.setattr(torch.cuda, "graph", lambda g: nullcontext())
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", graph)
     x = torch.randn(64, 1, 8, 8)
     y = torch.randint(0, 10, (64,))
     runs = []
@@ -192,10 +214,11 @@ def test_warm_up_then_a_failed_capture_falls_back_to_the_same_steps(
         step = StaticStep(model, optimizer, compute, batch_size=16, device=torch.device("cpu"),
                           generator=torch.Generator())
         step.capture = capture  # as on CUDA
-        for i in range(6):
+        graph.step = step
+        for i in range(7):
             step.step(torch.arange(16) + 8 * (i % 4), 0.1 / (i + 1))
         runs.append((step.mode, weights(model), step.loss_sum.item()))
-    assert runs[0][0] == "on" and runs[1][0] == "fallback"
+    assert runs[0][0] == "on" and runs[1][0] == mode
     assert len(side) == 3  # the warm-up steps
     for a, b in zip(runs[0][1], runs[1][1], strict=True):
         assert torch.equal(a, b)
