@@ -90,11 +90,11 @@ def read_run(run_dir: str | Path) -> Run:
         elapsed = float(store.get_meta("elapsed") or 0.0)
         summary = summarize(store, loaded.config)
     try:
-        shape, classes = loaded.input_shape, loaded.num_classes
-    except EpnasError:  # the data set's files are elsewhere: architectures without shapes
-        shape, classes = None, None
+        dataset, shape, classes = loaded.dataset, loaded.input_shape, loaded.num_classes
+    except EpnasError:  # the data set's files (or the supernet) are elsewhere: no shapes
+        dataset, shape, classes = None, None, None
     return Run(path.resolve().name, path, loaded.config, tuple(loaded.trials), tuple(episodes),
-               elapsed, holder_pid(path), summary, loaded.dataset, shape, classes)
+               elapsed, holder_pid(path), summary, dataset, shape, classes)
 
 
 # --- the numbers behind the plots ------------------------------------------------------
