@@ -34,6 +34,7 @@ from epnas.evaluators.proxy import Setting, reduce_data
 from epnas.spaces.genome import Genome
 from epnas.spaces.registry import build, cost
 from epnas.train import TrainResult, schedules, train
+from epnas.train.graphs import GRAPH_MODES
 from epnas.train.sharing import UnitState, save_atomic, snapshot, unit_states
 from epnas.trial import Candidate, Result, TrialContext
 
@@ -90,6 +91,9 @@ class TrainingEvaluator(Evaluator):
         share: in a study, warm-start each candidate from the parameter-sharing
             dictionary and add its trained weights to it (``prediction`` and ``full``
             trials; trained weights are saved to the trial directory either way).
+        cuda_graphs: how the trainer runs its steps on CUDA (:func:`epnas.train.train`):
+            ``off`` (eager, the default until measured on a GPU), ``on``/``auto`` (the
+            step captured in a CUDA graph, eager fallback), ``compile``.
     """
 
     # The named fidelities; any reduced-setting or pretext string (epnas.evaluators.proxy)
@@ -101,7 +105,11 @@ class TrainingEvaluator(Evaluator):
                  schedule: dict[str, Any] | None = None, time_limit: float | None = None,
                  device: str | None = None, val_fraction: float = 0.1,
                  latency: bool = False, max_memory: float | None = None,
-                 share: bool = True) -> None:
+                 share: bool = True, cuda_graphs: str = "off") -> None:
+        if cuda_graphs not in GRAPH_MODES:
+            raise EpnasError(f"cuda_graphs must be one of {', '.join(GRAPH_MODES)}, "
+                             f"got {cuda_graphs!r}")
+        self.cuda_graphs = cuda_graphs
         self._data: Dataset | None = dataset if isinstance(dataset, Dataset) else None
         self.dataset = dataset.name if isinstance(dataset, Dataset) else dataset
         self.data, self.seed = data, seed
@@ -227,7 +235,7 @@ class TrainingEvaluator(Evaluator):
             warm["warm_start"] = (stats.exact + stats.resized) / max(total, 1)
         try:
             run = train(model, data, schedule, seed=self.seed, device=self.device,
-                        time_limit=self.time_limit, task=task,
+                        time_limit=self.time_limit, task=task, cuda_graphs=self.cuda_graphs,
                         progress=lambda epoch, figures: context.report(
                             epoch, schedule.train_epochs, figures))
         except torch.OutOfMemoryError as exc:

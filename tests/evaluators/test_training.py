@@ -131,3 +131,23 @@ def test_search_max_memory_fails_oversized_candidates_as_oom(tmp_path: Path, cap
     assert [(r["status"], r["reason"]) for r in rows] == [("failed", "oom")] * 3
     assert all(float(r["memory"]) > 1e3 for r in rows)
     assert "no trial finished with a result" in capsys.readouterr().out
+
+
+def test_cuda_graphs_option_reaches_the_trainer(monkeypatch) -> None:
+    from epnas.evaluators import training
+
+    seen = []
+
+    def recording_train(*args, **kwargs):
+        seen.append(kwargs["cuda_graphs"])
+        return real_train(*args, **kwargs)
+
+    real_train = training.train
+    monkeypatch.setattr(training, "train", recording_train)
+    evaluator = TrainingEvaluator("digits", cuda_graphs="on",
+                                  schedule={"epochs": 1, "stop_epoch": 1})
+    result = evaluator.evaluate(Candidate(small_cnn()))
+    assert result.status == "done", result.error
+    assert seen == ["on"]  # on a CPU "on" runs the static-buffer step without capture
+    with pytest.raises(EpnasError, match="cuda_graphs must be one of"):
+        TrainingEvaluator("digits", cuda_graphs="always")
