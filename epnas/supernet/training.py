@@ -43,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from epnas.data import Dataset, augment, load, locate
 from epnas.errors import EpnasError, validation_message
 from epnas.spaces.multistage.genome import MultistageGenome, MultistageOptions
+from epnas.store import LOCK_NAME, RunLock
 from epnas.supernet.elastic import DIMENSIONS, Supernet, recalibrate
 from epnas.train import schedules
 from epnas.train.sharing import save_atomic
@@ -273,7 +274,7 @@ class SupernetTraining:
             path = self.out / CHECKPOINT_FILE
             if path.is_file():
                 self.state = torch.load(path, map_location="cpu", weights_only=True)
-        elif self.out.exists() and any(self.out.iterdir()):
+        elif self.out.exists() and any(p.name != LOCK_NAME for p in self.out.iterdir()):
             raise EpnasError(f"{self.out} is not empty and holds no supernet; give an empty "
                              "or new --out")
 
@@ -287,9 +288,23 @@ class SupernetTraining:
         return list(self.state["report"]) if self.state else []
 
     def run(self, progress: Progress | None = None) -> list[dict[str, Any]]:
-        """Train what is left; returns :meth:`report`."""
-        keep_freed_memory()
+        """Train what is left; returns :meth:`report`.
+
+        Raises:
+            EpnasError: another live process is training in DIR (the message names it).
+        """
         self.out.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(self.out)
+        try:
+            path = self.out / CHECKPOINT_FILE
+            if path.is_file():  # another process may have trained on since we looked
+                self.state = torch.load(path, map_location="cpu", weights_only=True)
+            return self._run(progress)
+        finally:
+            lock.release()
+
+    def _run(self, progress: Progress | None) -> list[dict[str, Any]]:
+        keep_freed_memory()
         if not (self.out / META_FILE).exists():
             _write_json(self.out / META_FILE, self.meta)
         net, device, o = self.supernet, self.device, self.options

@@ -89,6 +89,20 @@ def test_other_settings_in_the_same_directory_are_refused(trained: Path, small: 
                          options={**OPTIONS, "lr": 0.5}, device="cpu")
 
 
+def test_a_directory_in_training_is_refused_to_a_second_process(
+        tmp_path: Path, small: Dataset) -> None:
+    from epnas.errors import EpnasError
+    from epnas.store import RunLock
+
+    held = RunLock(tmp_path)  # what a live `epnas supernet train --out DIR` holds
+    try:
+        with pytest.raises(EpnasError, match=f"in use by process {os.getpid()}"):
+            _training(tmp_path, small).run()
+        assert not (tmp_path / CHECKPOINT_FILE).exists()
+    finally:
+        held.release()
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--dataset", "nope"], "unknown data set 'nope'"),
     (["--opt", "subnets=-1"], "supernet options: subnets"),
