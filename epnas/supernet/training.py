@@ -47,7 +47,7 @@ from epnas.store import LOCK_NAME, RunLock
 from epnas.supernet.elastic import DIMENSIONS, Supernet, recalibrate
 from epnas.train import schedules
 from epnas.train.sharing import save_atomic
-from epnas.train.trainer import autocast_dtype, keep_freed_memory
+from epnas.train.trainer import autocast_dtype, decide_precision, keep_freed_memory
 
 PHASES = ("largest", "kernel", "depth", "expand")
 ELASTIC = {"largest": (), "kernel": ("kernel", "resolution"),
@@ -259,6 +259,8 @@ class SupernetTraining:
             locate(dataset, data)
             self.data = load(dataset, data)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if self.options.precision == "auto":  # decided once, then read from DIR
+            self.options = self.options.model_copy(update={"precision": self._auto_precision()})
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.options.seed)
             self.supernet = Supernet(space, self.data.input_shape[0], self.data.num_classes)
@@ -277,6 +279,14 @@ class SupernetTraining:
         elif self.out.exists() and any(p.name != LOCK_NAME for p in self.out.iterdir()):
             raise EpnasError(f"{self.out} is not empty and holds no supernet; give an empty "
                              "or new --out")
+
+    def _auto_precision(self) -> str:
+        """What ``precision="auto"`` is for this supernet: the decision DIR recorded, else
+        :func:`~epnas.train.trainer.decide_precision` now (recorded in ``supernet.json``),
+        so a resumed training, or another user's, keeps the precision it started with."""
+        if (self.out / META_FILE).exists():
+            return str(read_meta(self.out)["options"].get("precision", "auto"))
+        return decide_precision(self.device)[0]
 
     @property
     def finished(self) -> bool:

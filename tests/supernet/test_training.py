@@ -148,3 +148,21 @@ def test_killed_with_sigkill_and_resumed_by_the_same_command(tmp_path: Path) -> 
                       ("depth", 1), ("expand", 1)]
     assert history[:len(first)] == first  # the epochs before the kill were not redone
     assert [p["phase"] for p in json.loads(done.stdout)["phases"]] == list(PHASES)
+
+
+def test_auto_precision_is_decided_once_and_read_back_from_the_directory(
+        tmp_path: Path, small: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    from epnas.supernet import training
+
+    monkeypatch.setattr(training, "decide_precision", lambda device: ("fp32", "test"))
+    options = {**OPTIONS, "epochs_per_phase": (1, 0, 0, 0), "precision": "auto"}
+    first = SupernetTraining(tmp_path, small, space_options=TINY, options=options,
+                             device="cpu")
+    first.run()
+    assert json.loads((tmp_path / "supernet.json").read_text())["options"]["precision"] \
+        == "fp32"
+    # another machine or user would measure otherwise: the directory's decision stands
+    monkeypatch.setattr(training, "decide_precision", lambda device: ("bf16", "test"))
+    again = SupernetTraining(tmp_path, small, space_options=TINY, options=options,
+                             device="cpu")
+    assert again.options.precision == "fp32"
