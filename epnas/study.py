@@ -340,6 +340,7 @@ class Study:
             assert self.spec is not None
             self.evaluator = self.spec.create()
         self.evaluator.prepare()  # bad data ends the run here, before anything is written
+        self.evaluator.check_space(self.space)
         if self._executor is None and self.spec is None and (
                 config.workers > 1 or config.ray or config.trial_timeout):
             raise EpnasError("an Evaluator instance runs inline only: give the evaluator by "

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from epnas.errors import EpnasError
 from epnas.registry import Registry
+from epnas.spaces.base import Space
 from epnas.spaces.genome import Genome
 from epnas.spaces.registry import cost
 from epnas.trial import Candidate, Result, TrialContext
@@ -51,6 +52,11 @@ class Evaluator(ABC):
         :class:`EpnasError` on what is wrong; a study calls it before it writes anything,
         so bad data stops a run before its first trial rather than failing every trial.
         """
+
+    def check_space(self, space: Space) -> None:  # noqa: B027 (most rate any space)
+        """Raise :class:`EpnasError` when this evaluator cannot rate genomes of ``space``
+        (a supernet rates only the space it was trained for); a study calls it before
+        it writes anything. The default accepts every space."""
 
     def check_fidelity(self, fidelity: str) -> None:
         """Raise :class:`EpnasError` when this evaluator cannot train at ``fidelity``.

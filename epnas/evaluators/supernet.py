@@ -42,7 +42,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -53,8 +53,9 @@ from epnas.errors import EpnasError
 from epnas.evaluators.base import Evaluator
 from epnas.evaluators.training import MODEL_FILE, save_weights
 from epnas.objective import Constraint
+from epnas.spaces.base import Space
 from epnas.spaces.genome import Genome
-from epnas.spaces.multistage.genome import MultistageGenome
+from epnas.spaces.multistage.genome import MultistageGenome, MultistageOptions
 from epnas.spaces.registry import cost, space_of
 from epnas.supernet import Supernet, load_supernet, recalibrate
 from epnas.supernet.training import calibration, exit_logits, read_meta
@@ -205,6 +206,20 @@ class SupernetEvaluator(Evaluator):
             self._loaded = (supernet, data, batches)
         return self._loaded
 
+    def check_space(self, space: Space) -> None:
+        """The study's space must be the supernet's: ``multistage`` with the options it was
+        trained with (the error lists the ``--space-opt`` flags that give them)."""
+        trained = MultistageOptions(**self.meta["space_options"])
+        options = getattr(space, "options", None)
+        if isinstance(options, MultistageOptions) and options == trained:
+            return
+        wanted = trained.model_dump()
+        given = options.model_dump() if isinstance(options, MultistageOptions) else {}
+        flags = " ".join(f"--space-opt {k}={_flag_value(v)}" for k, v in wanted.items()
+                         if given.get(k) != v)
+        raise EpnasError(f"the supernet in {self.path} rates the multistage space it was "
+                         f"trained for: give --space multistage {flags}".rstrip())
+
     def _check(self, genome: Genome) -> MultistageGenome:
         supernet = self.loaded[0]
         if not isinstance(genome, MultistageGenome) or genome.options != supernet.options:
@@ -267,3 +282,10 @@ class SupernetEvaluator(Evaluator):
         for k, t in enumerate(taus):
             metrics[f"threshold{k}"] = t if self.criterion == "max_softmax" else -t
         return Result("done", metrics)
+
+
+def _flag_value(value: Any) -> str:
+    """An option value as ``--space-opt`` takes it (tuples comma-separated)."""
+    if isinstance(value, tuple | list):
+        return ",".join(str(v) for v in value)
+    return str(value).lower() if isinstance(value, bool) else str(value)

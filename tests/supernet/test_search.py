@@ -44,3 +44,19 @@ def test_an_avg_flops_filter_needs_an_evaluator_that_prices_it(
                  "max-avg_flops=20k", "--trials", "2", "--out", str(out)]) == 2
     assert "costs have no 'avg_flops'" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_space_other_than_the_supernets_is_refused_before_the_run(
+        supernet_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    argv = ["search", "--space", "multistage", "--evaluator", "supernet", "--evaluator-opt",
+            f"path={supernet_dir}", "--trials", "2", "--out", str(out)]
+    assert main(argv) == 2  # the default multistage options are not the supernet's
+    error = capsys.readouterr().err
+    assert "give --space multistage --space-opt stages=2 --space-opt widths=8,8" in error
+    assert not out.exists()
+    flags = error.strip().split("give ", 1)[1].split()  # the advice, taken as written
+    assert main(["search", *flags, *argv[3:], "--strategy", "random"]) == 0
+    assert out.exists()
+    assert main(["search", "--space", "layerwise", *argv[3:]]) == 2
+    assert "rates the multistage space it was trained for" in capsys.readouterr().err
