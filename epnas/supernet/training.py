@@ -424,6 +424,9 @@ class SupernetTraining:
                     progress(record)
                 if finished:
                     break
+        # phases of 0 epochs at the end were skipped after the last epoch's checkpoint
+        state.setdefault("model", net.state_dict())
+        save_atomic(state, self.out / CHECKPOINT_FILE)
         self.state = state
         save_supernet(net, self.meta, self.out)
         return self.report()

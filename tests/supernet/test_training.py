@@ -166,3 +166,4 @@ def test_auto_precision_is_decided_once_and_read_back_from_the_directory(
     again = SupernetTraining(tmp_path, small, space_options=TINY, options=options,
                              device="cpu")
     assert again.options.precision == "fp32"
+    assert again.finished  # the phases of 0 epochs after the last epoch count as done
