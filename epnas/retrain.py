@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -58,7 +57,7 @@ from epnas.spaces.registry import build, cost, space_of
 from epnas.store import RunLock, TrialRecord
 from epnas.supernet.training import exit_logits
 from epnas.train import schedules, train
-from epnas.train.sharing import save_atomic
+from epnas.train.sharing import save_atomic, write_atomic
 from epnas.train.trainer import Progress
 
 CHECKPOINT = "checkpoint.pt"
@@ -186,7 +185,7 @@ class Retraining:
         net = model.net if isinstance(model, AllExits) else model
         state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
         save_atomic(state, final / FINAL_WEIGHTS, sync=True)
-        _save(final / GENOME, genome.to_json().encode() + b"\n")
+        write_atomic(final / GENOME, genome.to_json().encode() + b"\n", sync=True)
         metrics = {
             **settings,
             "space": genome.space,
@@ -208,7 +207,7 @@ class Retraining:
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         text = json.dumps(metrics, indent=2) + "\n"
-        _save(final / FINAL_METRICS, text.encode())
+        write_atomic(final / FINAL_METRICS, text.encode(), sync=True)
         (final / CHECKPOINT).unlink(missing_ok=True)
         return metrics
 
@@ -319,16 +318,6 @@ def _diff(old: dict[str, Any], new: dict[str, Any]) -> str:
         elif old.get(key) != new[key]:
             parts.append(f"{key}: {old.get(key)!r} there vs {new[key]!r} here")
     return "; ".join(parts)
-
-
-def _save(path: Path, data: bytes) -> None:
-    """Write ``path`` atomically: a kill leaves the old file or the new one, never half."""
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 # --- command line ------------------------------------------------------------------------

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -46,7 +45,7 @@ from epnas.spaces.multistage.genome import MultistageGenome, MultistageOptions
 from epnas.store import LOCK_NAME, RunLock
 from epnas.supernet.elastic import DIMENSIONS, Supernet, recalibrate
 from epnas.train import schedules
-from epnas.train.sharing import save_atomic
+from epnas.train.sharing import save_atomic, write_atomic
 from epnas.train.trainer import autocast_dtype, decide_precision, keep_freed_memory
 
 PHASES = ("largest", "kernel", "depth", "expand")
@@ -167,9 +166,7 @@ def describe(supernet: Supernet, data: Dataset, dataset: str, root: str | None,
 
 
 def _write_json(path: Path, value: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(value, indent=1) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, (json.dumps(value, indent=1) + "\n").encode())
 
 
 def read_meta(directory: str | Path) -> dict[str, Any]:

@@ -120,22 +120,31 @@ class SharingStats:
 
 
 def save_atomic(obj: object, path: str | Path, *, sync: bool = False) -> None:
-    """``torch.save`` ``obj`` to ``path`` through a temp file renamed over it (``sync``:
-    on disk before the rename).
+    """``torch.save`` ``obj`` to ``path`` atomically (:func:`write_atomic`).
+
+    Raises:
+        OSError: naming ``path`` and the cause (disk full, read-only, permissions).
+    """
+    # Serialised in memory first: torch's file writer reports a full disk as a
+    # RuntimeError of its own, where a plain write raises OSError with its errno.
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_atomic(path, buffer.getbuffer(), sync=sync)
+
+
+def write_atomic(path: str | Path, data: bytes | memoryview, *, sync: bool = False) -> None:
+    """Write ``data`` to ``path`` through a temp file renamed over it, so a kill leaves the
+    old file or the new one, never half of one (``sync``: on disk before the rename).
 
     Raises:
         OSError: naming ``path`` and the cause (disk full, read-only, permissions).
     """
     path = Path(path)
-    # Serialised in memory first: torch's file writer reports a full disk as a
-    # RuntimeError of its own, where a plain write raises OSError with its errno.
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(buffer.getbuffer())
+            f.write(data)
             f.flush()
             if sync:
                 os.fsync(f.fileno())
