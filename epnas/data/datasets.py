@@ -94,6 +94,13 @@ class Dataset:
         """Number of classes."""
         return len(self.classes)
 
+    def normalised(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 ``images`` as the networks see them: scaled to [0, 1] and standardised
+        with this data set's ``mean`` and ``std``, on the images' device."""
+        mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
+        return images.float().div(255.0).sub_(mean).div_(std)
+
     def train_val(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Training and validation sets concatenated, for the final retraining."""
         return torch.cat([self.train_x, self.val_x]), torch.cat([self.train_y, self.val_y])

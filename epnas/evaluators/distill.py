@@ -246,9 +246,7 @@ class DistillEvaluator(Evaluator):
 
     def _inputs(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images normalised as the trainer does, on the device."""
-        mean = torch.tensor(self.data.mean, device=self.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.data.std, device=self.device).view(1, -1, 1, 1)
-        return images.to(self.device).float().div_(255.0).sub_(mean).div_(std)
+        return self.data.normalised(images.to(self.device))
 
     def _images(self, split: str) -> torch.Tensor:
         data = self.data

@@ -103,19 +103,12 @@ def validated(model: type[BaseModel], owner: str, values: dict[str, Any]) -> Any
         raise EpnasError(validation_message(owner, exc)) from None
 
 
-def normalised(x: torch.Tensor, data: Dataset) -> torch.Tensor:
-    """uint8 images as the networks see them (scaled, standardised floats)."""
-    mean = torch.tensor(data.mean, device=x.device).view(1, -1, 1, 1)
-    std = torch.tensor(data.std, device=x.device).view(1, -1, 1, 1)
-    return x.float().div(255.0).sub_(mean).div_(std)
-
-
 def calibration(data: Dataset, batches: int, batch_size: int, seed: int,
                 device: torch.device) -> list[torch.Tensor]:
     """``batches`` normalised batches of training images drawn with ``seed``."""
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(data.train_y), generator=generator)
-    return [normalised(data.train_x[order[i * batch_size:(i + 1) * batch_size]].to(device), data)
+    return [data.normalised(data.train_x[order[i * batch_size:(i + 1) * batch_size]].to(device))
             for i in range(min(batches, math.ceil(len(order) / batch_size)))]
 
 
@@ -126,7 +119,7 @@ def exit_logits(model: torch.nn.Module, images: torch.Tensor, data: Dataset,
     device)."""
     device = next(model.parameters()).device
     model.eval()
-    out = [torch.stack(model.forward_exits(normalised(images[i:i + batch_size].to(device), data)))
+    out = [torch.stack(model.forward_exits(data.normalised(images[i:i + batch_size].to(device))))
            for i in range(0, len(images), batch_size)]
     return torch.cat(out, 1).float()
 

@@ -16,7 +16,6 @@ from epnas.evaluators.supernet import confidences, early_exit
 from epnas.report.export import export
 from epnas.runs import load_run
 from epnas.study import Study
-from epnas.supernet.training import normalised
 from tests.supernet.conftest import TINY, save_tiny
 
 
@@ -34,7 +33,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def inputs(run_dir: Path, n: int = 48) -> torch.Tensor:
     data = load_run(run_dir).data
-    return normalised(data.val_x[:n], data)
+    return data.normalised(data.val_x[:n])
 
 
 def rule(logits: list[torch.Tensor], taus: list[float]) -> np.ndarray:
