@@ -102,7 +102,9 @@ class StudyConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    space: str = Field("layerwise", description="registered space or package.module:Class")
+    space: str | None = Field(
+        None, description="registered space or package.module:Class (None: the evaluator's "
+                          "own space where it has one, a supernet's, else layerwise)")
     space_options: dict[str, Any] = Field(
         default_factory=dict, description="space options (tables, limits), as --space-opt")
     strategy: str | None = Field(
@@ -248,9 +250,11 @@ class StudyConfig(BaseModel):
             raise EpnasError(_explain(exc)) from None
 
     def resolved(self) -> StudyConfig:
-        """This config with the default strategy, evaluator and preset filled in."""
+        """This config with the default strategy, evaluator and preset filled in (no space
+        is decided where the evaluator's own is the default:
+        :func:`epnas.study.with_evaluator_space`)."""
         strategy = self.strategy or default_strategy()
-        evaluator = self.evaluator or default_evaluator(self.space)
+        evaluator = self.evaluator or default_evaluator(self.space or "layerwise")
         preset = self.preset or default_preset(strategy, evaluator)
         return self.model_copy(update={"strategy": strategy, "evaluator": evaluator,
                                        "preset": preset})

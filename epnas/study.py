@@ -214,7 +214,9 @@ class Study:
     Args:
         space, strategy, evaluator: registered names (or ``package.module:Class``) or
             instances. An evaluator instance runs inline only; give its name and
-            options to evaluate in worker processes.
+            options to evaluate in worker processes. No space: the evaluator's own
+            with its options where it has one (a supernet's, :meth:`Evaluator.space`) and
+            no ``space_options`` are given, else ``layerwise``.
         executor: an :class:`~epnas.executors.Executor` to use instead of the one
             ``workers`` and ``trial_timeout`` select.
         progress: called with every trial as it is recorded. Set ``trial_progress``
@@ -236,7 +238,7 @@ class Study:
             by another process, or cannot be written. Nothing in ``out`` is changed.
     """
 
-    def __init__(self, *, space: Space | str = "layerwise", strategy: Strategy | str | None = None,
+    def __init__(self, *, space: Space | str | None = None, strategy: Strategy | str | None = None,
                  evaluator: Evaluator | str | None = None, executor: Executor | None = None,
                  progress: Progress | None = None, force_new: bool = False,
                  **settings: Any) -> None:
@@ -258,8 +260,8 @@ class Study:
             settings["dataset"] = dataset.name
         config = StudyConfig.parse({"space": _name(space), "strategy": _name(strategy),
                                     "evaluator": _name(evaluator), **settings})
-        self._start(config.resolved(), space, strategy, evaluator, dataset, executor,
-                    progress, force_new)
+        self._start(recorded_paths(config.resolved()), space, strategy, evaluator, dataset,
+                    executor, progress, force_new)
 
     @classmethod
     def from_config(cls, config: StudyConfig, *, executor: Executor | None = None,
@@ -277,22 +279,15 @@ class Study:
                      executor, progress, force_new, extend)
         return study
 
-    def _start(self, config: StudyConfig, space: Space | str, strategy: Strategy | str | None,
-               evaluator: Evaluator | str | None, dataset: Any, executor: Executor | None,
-               progress: Progress | None, force_new: bool, extend: bool = False) -> None:
+    def _start(self, config: StudyConfig, space: Space | str | None,
+               strategy: Strategy | str | None, evaluator: Evaluator | str | None,
+               dataset: Any, executor: Executor | None, progress: Progress | None,
+               force_new: bool, extend: bool = False) -> None:
         """Start the evaluator's workers and set up everything else (:meth:`_setup`)."""
         self.spec: EvaluatorSpec | None = None
         if not isinstance(evaluator, Evaluator):
             config = _decided_precision(config, force_new)
-            self.spec = EvaluatorSpec(config.evaluator, config.evaluator_options,
-                                      {"dataset": dataset or config.dataset,
-                                       "data": config.data,
-                                       "seed": config.seed,
-                                       "max_memory": config.max_memory,
-                                       "precision": config.precision,
-                                       "constraints": [str(c) for c in
-                                                       config.objective().constraints]
-                                       or None})
+            self.spec = evaluator_spec(config, dataset)
         self.config = config
         # Local workers: at most one per core and per trial of the budget, and as many as
         # the memory holds (refined by the training memory of typical candidates once the
@@ -326,19 +321,19 @@ class Study:
                 self._executor.close()
             raise
 
-    def _setup(self, space: Space | str, strategy: Strategy | str | None,
+    def _setup(self, space: Space | str | None, strategy: Strategy | str | None,
                evaluator: Evaluator | str | None, progress: Progress | None,
                force_new: bool, extend: bool) -> None:
-        config = self.config
-        self.space = space if isinstance(space, Space) else \
-            spaces.get(config.space, **config.space_options)
-        self.strategy = strategy if isinstance(strategy, Strategy) else strategies.get(
-            config.strategy, space=self.space, seed=config.seed, **strategy_options(config))
         if isinstance(evaluator, Evaluator):
             self.evaluator = evaluator
         else:
             assert self.spec is not None
             self.evaluator = self.spec.create()
+        config = self.config = with_evaluator_space(self.config, self.evaluator)
+        self.space = space if isinstance(space, Space) else \
+            spaces.get(config.space, **config.space_options)  # type: ignore[arg-type]
+        self.strategy = strategy if isinstance(strategy, Strategy) else strategies.get(
+            config.strategy, space=self.space, seed=config.seed, **strategy_options(config))
         self.evaluator.prepare()  # bad data ends the run here, before anything is written
         self.evaluator.check_space(self.space)
         if self._executor is None and self.spec is None and (
@@ -909,6 +904,52 @@ class Study:
     def _report(self, trial_id: int) -> None:
         if self.progress is not None:
             self.progress(self.store.trials_by_id([trial_id])[0])
+
+
+def evaluator_spec(config: StudyConfig, dataset: Any = None) -> EvaluatorSpec:
+    """How to create ``config``'s evaluator, with the study settings it may take
+    (``dataset``: the user's own data, else ``config.dataset``)."""
+    constraints = [str(c) for c in config.objective().constraints]
+    return EvaluatorSpec(config.evaluator, config.evaluator_options,  # type: ignore[arg-type]
+                         {"dataset": dataset or config.dataset, "data": config.data,
+                          "seed": config.seed, "max_memory": config.max_memory,
+                          "precision": config.precision, "constraints": constraints or None})
+
+
+def with_evaluator_space(config: StudyConfig, evaluator: Evaluator | None = None
+                         ) -> StudyConfig:
+    """``config`` with its space decided: the evaluator's own with its options
+    (:meth:`Evaluator.space`, of ``evaluator`` or the one ``config`` names) where
+    ``config`` gives no space options and names no space or that one; else ``layerwise``
+    where it names no space. Options given are kept: :meth:`Evaluator.check_space`
+    judges them."""
+    if evaluator is None:
+        _, cls = EVALUATORS.resolve(config.evaluator)  # type: ignore[arg-type]
+        if cls.space is not Evaluator.space:  # only an evaluator with its own space is made
+            evaluator = evaluator_spec(config).create()
+    own = None if evaluator is None else evaluator.space()
+    if own is not None and not config.space_options and config.space in (None, own[0]):
+        return config.model_copy(update={"space": own[0], "space_options": own[1]})
+    return config if config.space is not None else config.model_copy(
+        update={"space": "layerwise"})
+
+
+def recorded_paths(config: StudyConfig) -> StudyConfig:
+    """``config`` with the paths its evaluator reads (``data`` and the evaluator's
+    :attr:`~epnas.evaluators.Evaluator.path_options`) made absolute where they exist, as
+    a new run records them: resumed from another directory, it reads the same files."""
+    _, cls = EVALUATORS.resolve(config.evaluator)  # type: ignore[arg-type]
+    options = {k: _absolute(v) if k in cls.path_options else v
+               for k, v in config.evaluator_options.items()}
+    return config.model_copy(update={"data": _absolute(config.data),
+                                     "evaluator_options": options})
+
+
+def _absolute(value: Any) -> Any:
+    """A path given as a string, absolute when it names an existing file or directory."""
+    if isinstance(value, str) and value and Path(value).exists():
+        return str(Path(value).absolute())
+    return value
 
 
 def strategy_options(config: StudyConfig) -> dict[str, Any]:

@@ -19,10 +19,19 @@ from epnas.config import StudyConfig, merge, read_config_file
 from epnas.errors import EpnasError
 from epnas.evaluators import EVALUATORS
 from epnas.evaluators.proxy import accuracy_label, pretext_of
+from epnas.evaluators.supernet import flag_value
 from epnas.flags import constraint_flags, emit_json, json_flag, parse_options
 from epnas.progress import LineReporter, LiveReporter, duration, metrics_text
 from epnas.store import Store, holder_pid
-from epnas.study import Study, StudyFailed, Summary, strategy_options, summarize
+from epnas.study import (
+    Study,
+    StudyFailed,
+    Summary,
+    recorded_paths,
+    strategy_options,
+    summarize,
+    with_evaluator_space,
+)
 
 EXIT_FAILED = 1  # the search ran but stopped: too many failures in a row
 EXIT_INTERRUPTED = 130  # Ctrl-C
@@ -59,7 +68,8 @@ def study_config(args: argparse.Namespace) -> StudyConfig:
     if args.filter:
         overrides["filters"] = args.filter
     config = StudyConfig.parse(merge(base, overrides)).resolved()  # the one parse
-    spaces.resolve(config.space)
+    config = recorded_paths(with_evaluator_space(config))
+    spaces.resolve(config.space)  # type: ignore[arg-type]
     strategy_options(config)  # checks the strategy and its preset
     EVALUATORS.resolve(config.evaluator)  # type: ignore[arg-type]
     if config.out is None:
@@ -112,6 +122,10 @@ def _run_study(config: StudyConfig, args: argparse.Namespace, *, force_new: bool
                   f"{config.evaluator}{note} ({' / '.join(budget) or 'no budget'}"
                   f"{'; ' if why else ', '}{_executor_text(config)}{_precision_text(config)}"
                   f"); run: {config.out}")
+    if study.evaluator.space() is not None:  # the space it rates, which a user may not name
+        options = " ".join(f"{k}={flag_value(v)}" for k, v in config.space_options.items())
+        console.print(f"epnas: space {config.space} as the {config.evaluator} evaluator "
+                      f"rates it: {options}")
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     code = 0
     try:

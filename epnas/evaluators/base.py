@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from epnas.errors import EpnasError
 from epnas.registry import Registry
@@ -34,6 +34,10 @@ class Evaluator(ABC):
     shares_weights: bool = False
     """Whether a study keeps a parameter-sharing dictionary for this evaluator's trials."""
 
+    path_options: ClassVar[tuple[str, ...]] = ("data",)
+    """The options that name files or directories: a new study records those that exist
+    as absolute paths, so its run resumes from any directory."""
+
     metrics: tuple[str, ...] = ("accuracy",)
     """The metrics a ``done`` result carries besides those of :meth:`costs`. A study
     refuses a constraint on any other metric before it starts; an evaluator that reports
@@ -57,6 +61,15 @@ class Evaluator(ABC):
         """Raise :class:`EpnasError` when this evaluator cannot rate genomes of ``space``
         (a supernet rates only the space it was trained for); a study calls it before
         it writes anything. The default accepts every space."""
+
+    def space(self) -> tuple[str, dict[str, Any]] | None:
+        """The space, with its options, that this evaluator alone can rate (a supernet:
+        the one it was trained for); None (the default) when it rates any space.
+
+        A study that gives no space options, and names no space or this one, searches it
+        (options it gives must match: :meth:`check_space` judges them).
+        """
+        return None
 
     def check_fidelity(self, fidelity: str) -> None:
         """Raise :class:`EpnasError` when this evaluator cannot train at ``fidelity``.

@@ -152,6 +152,7 @@ class SupernetEvaluator(Evaluator):
     """
 
     fidelities: ClassVar[tuple[str, ...]] = ()
+    path_options: ClassVar[tuple[str, ...]] = ("path", "data")
 
     def __init__(self, path: str, criterion: str = "max_softmax",
                  thresholds: Sequence[float] | None = None, calibration_batches: int = 4,
@@ -206,6 +207,11 @@ class SupernetEvaluator(Evaluator):
             self._loaded = (supernet, data, batches)
         return self._loaded
 
+    def space(self) -> tuple[str, dict[str, Any]]:
+        """``multistage`` with the options the supernet was trained with."""
+        return "multistage", MultistageOptions(**self.meta["space_options"]).model_dump(
+            mode="json")
+
     def check_space(self, space: Space) -> None:
         """The study's space must be the supernet's: ``multistage`` with the options it was
         trained with (the error lists the ``--space-opt`` flags that give them)."""
@@ -215,10 +221,11 @@ class SupernetEvaluator(Evaluator):
             return
         wanted = trained.model_dump()
         given = options.model_dump() if isinstance(options, MultistageOptions) else {}
-        flags = " ".join(f"--space-opt {k}={_flag_value(v)}" for k, v in wanted.items()
+        flags = " ".join(f"--space-opt {k}={flag_value(v)}" for k, v in wanted.items()
                          if given.get(k) != v)
         raise EpnasError(f"the supernet in {self.path} rates the multistage space it was "
-                         f"trained for: give --space multistage {flags}".rstrip())
+                         f"trained for: give --space multistage {flags}".rstrip()
+                         + " (or no --space-opt at all: the supernet's own are used)")
 
     def _check(self, genome: Genome) -> MultistageGenome:
         supernet = self.loaded[0]
@@ -284,7 +291,7 @@ class SupernetEvaluator(Evaluator):
         return Result("done", metrics)
 
 
-def _flag_value(value: Any) -> str:
+def flag_value(value: Any) -> str:
     """An option value as ``--space-opt`` takes it (tuples comma-separated)."""
     if isinstance(value, tuple | list):
         return ",".join(str(v) for v in value)
