@@ -2,8 +2,8 @@
 
 1. **Blocks.** The teacher's blocks (``(input shape, output shape)`` each) come from the
    study's evaluator: the ``distill`` evaluator's :meth:`block_plan`. With an evaluator
-   that has none (the contract suite's synthetic one) the strategy plans
-   ``default_blocks`` (2) blocks on a 3x32x32 input, each halving the resolution but the last.
+   that has none (the contract suite's synthetic one) the strategy plans the blocks of
+   one random genome of the space on a 3x32x32 input, as a teacher of the space would.
 2. **Rating.** For every block it samples ``per_block`` distinct parts of that block's
    size (:meth:`~epnas.spaces.base.Space.sample_block`) and asks each at fidelity
    ``block=K``; all are independent, so they run in parallel like any trials. A part's
@@ -59,7 +59,6 @@ class DNAOptions(StrategyOptions):
     per_block: int = Field(8, ge=1)  # distinct parts rated per block
     final: str = "prediction"  # fidelity of the assembled network's end-to-end trial
     beam: int | None = Field(None, ge=1)  # choices kept per block (None: exact)
-    default_blocks: int = Field(2, ge=1)  # blocks planned when the evaluator has no teacher
 
 
 @dataclass(frozen=True)
@@ -189,7 +188,7 @@ class DNA(Strategy):
     lookahead = 32
     auto_preset = False
 
-    supported_spaces = ("layerwise",)  # the built-in spaces with the block hooks
+    supported_spaces = ("layerwise", "multistage")  # the built-in spaces with block hooks
 
     @classmethod
     def supports(cls, space: Space) -> bool:
@@ -226,10 +225,8 @@ class DNA(Strategy):
         if evaluator is not None and callable(getattr(evaluator, "block_plan", None)):
             return [(tuple(i), tuple(o)) for i, o in evaluator.block_plan()]  # type: ignore[misc]
         shape, plan = FALLBACK_INPUT, []
-        for k in range(self.options.default_blocks):
-            _, h, w = shape
-            out = (16 * 2 ** k, h, w) if k == self.options.default_blocks - 1 else \
-                (16 * 2 ** k, -(-h // 2), -(-w // 2))
+        for k, part in enumerate(self.space.blocks(self.space.sample(self.rng))):
+            out = self.space.block_shape(part, k, shape)
             plan.append((shape, out))
             shape = out
         return plan

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from epnas.nn.ops import activation, conv_unit
-from epnas.spaces.multistage.genome import MultistageGenome
+from epnas.spaces.multistage.genome import Block, MultistageGenome
 
 ACT = "relu"  # the activation of every block, stem and exit conv
 
@@ -79,8 +79,7 @@ class MultistageNet(nn.Module):
         Always called (no branch on the input's size, so torch.fx traces the network for
         the standalone export): at the same size bilinear interpolation returns ``x``.
         """
-        r = self.resolution
-        return F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False)
+        return resize(x, self.resolution)
 
     def forward_exits(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.stem(self.resize(x))
@@ -104,11 +103,56 @@ def build(genome: MultistageGenome, in_channels: int, num_classes: int) -> Multi
     cin = o.stem_channels  # type: ignore[attr-defined]
     stages, exits = [], []
     for blocks, width, stride in zip(genome.stages, o.widths, o.strides):  # type: ignore[attr-defined]
-        built = []
-        for j, block in enumerate(blocks):
-            built.append(InvertedResidual(cin, width, block.kernel, block.expand,
-                                          stride if j == 0 else 1))
-            cin = width
-        stages.append(built)
+        stages.append(stage(blocks, cin, width, stride))
+        cin = width
         exits.append(ExitHead(width, num_classes, o.exit_conv))  # type: ignore[attr-defined]
     return MultistageNet(genome.resolution, stem, stages, exits)
+
+
+def stage(blocks: tuple[Block, ...], cin: int, width: int,
+          stride: int) -> list[InvertedResidual]:
+    """One stage's blocks reading ``cin`` channels: the first has ``stride``."""
+    built = []
+    for j, block in enumerate(blocks):
+        built.append(InvertedResidual(cin, width, block.kernel, block.expand,
+                                      stride if j == 0 else 1))
+        cin = width
+    return built
+
+
+def resize(x: torch.Tensor, resolution: int) -> torch.Tensor:
+    """``x`` at ``resolution x resolution`` (bilinear; the same ``x`` at that size)."""
+    return F.interpolate(x, size=(resolution, resolution), mode="bilinear",
+                         align_corners=False)
+
+
+class StageBlock(nn.Module):
+    """One stage as a DNA block (:meth:`MultistageSpace.build_block`): for the first
+    stage, the resize to ``resolution`` and the ``stem`` before its ``blocks``."""
+
+    def __init__(self, resolution: int | None, stem: nn.Module | None,
+                 blocks: list[InvertedResidual]) -> None:
+        super().__init__()
+        self.resolution, self.stem = resolution, stem
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.resolution is not None:
+            x = resize(x, self.resolution)
+        if self.stem is not None:
+            x = self.stem(x)
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+def build_block(genome: MultistageGenome, index: int, in_channels: int) -> StageBlock:
+    """Stage ``index`` of ``genome`` reading ``in_channels`` (the image's for stage 0,
+    which starts with the resize and the stem)."""
+    o = genome.options
+    if index > 0:
+        return StageBlock(None, None, stage(genome.stages[index], in_channels,
+                                            o.widths[index], o.strides[index]))  # type: ignore[attr-defined]
+    stem = conv_unit(in_channels, o.stem_channels, 3, ACT)  # type: ignore[attr-defined]
+    return StageBlock(genome.resolution, stem,
+                      stage(genome.stages[0], o.stem_channels, o.widths[0], o.strides[0]))  # type: ignore[attr-defined]

@@ -20,14 +20,14 @@ every block slot of every stage (a (kernel, ratio) pair, or empty past the stage
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from epnas.costmodel import Cost, Shape, Tally
-from epnas.errors import GenomeError
+from epnas.errors import GenomeError, SpaceError
 from epnas.spaces import _units as U
 from epnas.spaces.base import Space, scaled_count
 from epnas.spaces.genome import (
@@ -301,6 +301,21 @@ class MultistageSpace(Space):
             tokens += [offset + slots.index(v) for v in values]
         return tokens
 
+    def next_tokens(self, prefix: Sequence[int]) -> list[int]:
+        """A resolution first; then each stage's slots: a block in the first
+        ``depths[0]``, a block or empty in the others, and empty after an empty one."""
+        o = self.options
+        offset, slot_count = len(o.resolutions), o.depths[-1]
+        if not prefix:
+            return list(range(offset))
+        slot = len(prefix) - 1
+        if slot >= o.stages * slot_count:
+            return []
+        blocks = list(range(offset + 1, self.vocab_size))  # offset: the empty slot
+        if slot % slot_count < o.depths[0]:
+            return blocks
+        return [offset] if prefix[-1] == offset else [*blocks, offset]
+
     def decode(self, tokens: list[int]) -> MultistageGenome:
         o = self.options
         offset, slots, slot_count = len(o.resolutions), self._slots(), o.depths[-1]
@@ -331,25 +346,37 @@ class MultistageSpace(Space):
         stages ``0..k`` and exits ``0..k`` (early-exit inference evaluates every exit it
         passes). The last equals :meth:`cost`."""
         g: MultistageGenome = genome  # type: ignore[assignment]
-        o = self.options
         tally = Tally()
-        x = Shape(*input_shape)
-        if (x.h, x.w) != (g.resolution, g.resolution):
-            resized = Shape(x.c, g.resolution, g.resolution)
-            tally.move([x], resized)
-            x = resized
-        stem = x.with_channels(o.stem_channels)
-        tally.conv_unit(x, o.stem_channels, 3, stem)
-        x = stem
+        x = self._tally_input(tally, Shape(*input_shape), g.resolution)
         costs = []
-        for stage, width, stride in zip(g.stages, o.widths, o.strides):
-            for j, block in enumerate(stage):
-                x = _block_cost(tally, x, width, block, stride if j == 0 else 1)
-            if o.exit_conv:
-                tally.conv_unit(x, x.c, 1, x)
-            tally.head(x, num_classes)
+        for s, stage in enumerate(g.stages):
+            x = self._tally_stage(tally, x, s, stage)
+            self.tally_exit(tally, x, num_classes)
             costs.append(tally.result())
         return costs
+
+    def _tally_input(self, tally: Tally, x: Shape, resolution: int) -> Shape:
+        """Tally the resize (when the input's side differs) and the stem; the stem output."""
+        if (x.h, x.w) != (resolution, resolution):
+            resized = Shape(x.c, resolution, resolution)
+            tally.move([x], resized)
+            x = resized
+        stem = x.with_channels(self.options.stem_channels)
+        tally.conv_unit(x, stem.c, 3, stem)
+        return stem
+
+    def _tally_stage(self, tally: Tally, x: Shape, s: int, stage: tuple[Block, ...]) -> Shape:
+        """Tally stage ``s``'s blocks reading ``x``; the stage output."""
+        width, stride = self.options.widths[s], self.options.strides[s]
+        for j, block in enumerate(stage):
+            x = _block_cost(tally, x, width, block, stride if j == 0 else 1)
+        return x
+
+    def tally_exit(self, tally: Tally, x: Shape, num_classes: int) -> None:
+        """Tally the exit reading a stage output ``x``."""
+        if self.options.exit_conv:
+            tally.conv_unit(x, x.c, 1, x)
+        tally.head(x, num_classes)
 
     def cost(self, genome: Genome, input_shape: tuple[int, int, int], num_classes: int) -> Cost:
         """Every exit's head included (params), and a pass that computes every exit (FLOPs)."""
@@ -389,6 +416,123 @@ class MultistageSpace(Space):
         g: MultistageGenome = genome  # type: ignore[assignment]
         shapes = self.stage_shapes(g) if input_shape is not None else None
         return drawing.graph(g, input_shape, shapes, num_classes)
+
+    # --- blocks (DNA) --------------------------------------------------------------
+    # A block is a stage. A part (the genome of block k) is a genome of this space
+    # whose stage k is the block; its other stages are fillers (the shallowest depth of
+    # blocks with the first kernel and ratio of the tables), and its resolution is the
+    # network's for block 0 (the resize and the stem belong to the first stage) and the
+    # table's first, unused, for the others. The exits are no block's: they read the
+    # stage outputs, whose shapes the options and the resolution fix.
+
+    def _filler(self) -> tuple[Block, ...]:
+        o = self.options
+        return (Block(o.kernels[0], o.expands[0]),) * o.depths[0]
+
+    def _part(self, index: int, resolution: int,
+              blocks: tuple[Block, ...]) -> MultistageGenome:
+        stages = [blocks if s == index else self._filler() for s in range(self.options.stages)]
+        return self.genome(resolution if index == 0 else self.options.resolutions[0], stages)
+
+    def _check_index(self, index: int) -> None:
+        if not 0 <= index < self.options.stages:
+            raise SpaceError(f"block {index}: a multistage network has blocks 0.."
+                             f"{self.options.stages - 1} (one per stage)")
+
+    def _block_start(self, part: MultistageGenome, index: int,
+                     input_shape: tuple[int, int, int]) -> Shape:
+        """What stage ``index`` reads: the stem output for block 0, the input after."""
+        self._check_index(index)
+        if index == 0:
+            r = part.resolution
+            return Shape(self.options.stem_channels, r, r)
+        return Shape(*input_shape)
+
+    def _stage_out(self, index: int, start: Shape) -> Shape:
+        """The output shape of stage ``index`` reading ``start``."""
+        down = start.halved() if self.options.strides[index] == 2 else start
+        return down.with_channels(self.options.widths[index])
+
+    def blocks(self, genome: Genome) -> list[Genome]:
+        """One part per stage (the first with the resolution; see the comment above)."""
+        self.validate(genome)
+        g: MultistageGenome = genome  # type: ignore[assignment]
+        return [self._part(s, g.resolution, stage) for s, stage in enumerate(g.stages)]
+
+    def assemble(self, parts: Sequence[Genome]) -> Genome:
+        """Stage ``k`` from part ``k``, the resolution from part 0."""
+        if len(parts) != self.options.stages:
+            raise GenomeError(f"a multistage genome assembles from {self.options.stages} "
+                              f"parts (one per stage), got {len(parts)}")
+        for part in parts:
+            self.validate(part)
+        stages = [part.stages[s] for s, part in enumerate(parts)]  # type: ignore[attr-defined]
+        return self.genome(parts[0].resolution, stages)  # type: ignore[attr-defined]
+
+    def block_outputs(self, genome: Genome) -> list[str]:
+        """``stages.<s>.<j>``: the last inverted residual of every stage."""
+        self.validate(genome)
+        return [f"stages.{s}.{len(stage) - 1}"
+                for s, stage in enumerate(genome.stages)]  # type: ignore[attr-defined]
+
+    def sample_block(self, rng: np.random.Generator, index: int, count: int,
+                     input_shape: tuple[int, int, int],
+                     output_shape: tuple[int, int, int]) -> Genome:
+        """Random blocks for stage ``index`` (a depth of ``depths``); block 0 takes a
+        resolution at which the first stage outputs ``output_shape``'s size.
+
+        Raises:
+            SpaceError: the teacher does not have one block per stage, or its sizes are
+                not what this space's resolutions and strides give.
+        """
+        o = self.options
+        if count != o.stages:
+            raise SpaceError(f"a multistage network splits into its {o.stages} stages, one "
+                             f"block each; the teacher has {count} blocks: name {o.stages} "
+                             "block outputs (blocks=NAME,...) or set stages")
+        self._check_index(index)
+        size = tuple(output_shape[1:])
+
+        def reaches(start: Shape) -> bool:
+            out = self._stage_out(index, start)
+            return (out.h, out.w) == size
+
+        if index == 0:
+            fits = [r for r in o.resolutions if reaches(Shape(o.stem_channels, r, r))]
+        else:
+            fits = [o.resolutions[0]] if reaches(Shape(*input_shape)) else []
+        if not fits:
+            raise SpaceError(f"block {index}: no multistage stage {index} maps "
+                             f"{input_shape[1]}x{input_shape[2]} to {size[0]}x{size[1]} "
+                             f"(resolutions {list(o.resolutions)}, strides {list(o.strides)})")
+        blocks = tuple(self._random_block(rng) for _ in range(U.pick(rng, o.depths)))
+        return self._part(index, U.pick(rng, fits), blocks)
+
+    def block_cost(self, part: Genome, index: int,
+                   input_shape: tuple[int, int, int]) -> Cost:
+        """Stage ``index`` (after the resize and stem for block 0). The costs of a genome
+        are its blocks' plus its exits': :meth:`cost` adds :meth:`tally_exit` of every
+        stage output."""
+        p: MultistageGenome = part  # type: ignore[assignment]
+        self._check_index(index)
+        tally = Tally()
+        x = Shape(*input_shape)
+        if index == 0:
+            x = self._tally_input(tally, x, p.resolution)
+        self._tally_stage(tally, x, index, p.stages[index])
+        return tally.result()
+
+    def block_shape(self, part: Genome, index: int,
+                    input_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        out = self._stage_out(index, self._block_start(part, index, input_shape))  # type: ignore[arg-type]
+        return (out.c, out.h, out.w)
+
+    def build_block(self, part: Genome, index: int,
+                    input_shape: tuple[int, int, int]) -> nn.Module:
+        from epnas.spaces.multistage import network
+
+        self._check_index(index)
+        return network.build_block(part, index, input_shape[0])  # type: ignore[arg-type]
 
 
 def _block_cost(tally: Tally, x: Shape, width: int, block: Block, stride: int) -> Shape:

@@ -1,0 +1,67 @@
+"""The dna strategy on the multistage space: a trained multistage teacher, its stages as
+blocks, and the assembled network."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import epnas
+from epnas.cli import main
+from epnas.data import load
+from epnas.spaces import Block
+from tests.evaluators.test_distill import one_thread  # noqa: F401  (one torch thread)
+
+OPTIONS = {"stages": 2, "widths": (8, 16), "strides": (1, 2), "depths": (1, 2),
+           "kernels": (3, 5), "expands": (2, 4), "resolutions": (8, 12)}
+SPACE_OPTS = ["stages=2", "widths=8,16", "strides=1,2", "depths=1,2", "kernels=3,5",
+              "expands=2,4", "resolutions=8,12"]
+
+
+def train_teacher(directory: Path) -> Path:
+    """A tiny multistage network trained a few steps on digits, saved as ``epnas retrain``
+    leaves one (genome.json + model.pt)."""
+    space = epnas.spaces.get("multistage", **OPTIONS)
+    genome = space.genome(8, [[Block(3, 4)], [Block(5, 4), Block(3, 2)]])
+    data = load("digits")
+    torch.manual_seed(0)
+    model = space.build(genome, data.input_shape, data.num_classes).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    x, y = data.normalised(data.train_x), data.train_y
+    for step in range(30):
+        batch = slice(64 * step % len(x), 64 * step % len(x) + 64)
+        loss = torch.nn.functional.cross_entropy(model(x[batch]), y[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), directory / "model.pt")
+    (directory / "genome.json").write_text(genome.to_json())
+    return directory
+
+
+def test_search_with_a_multistage_teacher(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    teacher = train_teacher(tmp_path / "teacher")
+    out = tmp_path / "run"
+    argv = ["search", "--space", "multistage", *(a for o in SPACE_OPTS for a in
+                                                 ("--space-opt", o)),
+            "--strategy", "dna", "--strategy-opt", "per_block=2", "--evaluator", "distill",
+            "--evaluator-opt", f"teacher={teacher}", "--evaluator-opt", "samples=128",
+            "--evaluator-opt", "epochs=1", "--evaluator-opt", "schedule={epochs: 1}",
+            "--dataset", "digits", "--trials", "10", "--max-params", "6k", "--out", str(out),
+            "--quiet", "--json"]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["trials"] == 5  # 2 stages x 2 parts + the assembled network
+    best = summary["best"]
+    assert best["fidelity"] == "prediction" and best["info"]["origin"] == "assembled"
+    assert best["feasible"] and best["metrics"]["params"] <= 6_000
+    space = epnas.spaces.get("multistage", **OPTIONS)
+    genome = space.genome_from_dict(best["genome"])
+    # the teacher's 8x8 stage outputs allow only its resolution
+    assert genome.resolution == 8
+    assert best["metrics"]["params"] == space.cost(genome, (1, 8, 8), 10).params
