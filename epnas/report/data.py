@@ -17,6 +17,7 @@ from epnas.config import StudyConfig
 from epnas.errors import EpnasError
 from epnas.objective import Objective
 from epnas.store import Store, TrialRecord, holder_pid
+from epnas.strategies.dna import rating
 from epnas.study import Summary, summarize
 
 OK = ("done", "cached")
@@ -208,3 +209,36 @@ def ranked(run: Run, k: int) -> list[TrialRecord]:
         if len(out) == k:
             break
     return out
+
+
+@dataclass(frozen=True)
+class BlockPart:
+    """A part a ``dna`` run rated for one block.
+
+    Attributes:
+        trial: its trial (fidelity ``block=K``).
+        rating: its distillation rating, lower is better (:func:`epnas.strategies.dna.rating`;
+            inf when it failed, None while it is not finished).
+        chosen: whether the assembled network took it.
+    """
+
+    trial: TrialRecord
+    rating: float | None
+    chosen: bool
+
+
+def dna_blocks(run: Run) -> tuple[list[list[BlockPart]], TrialRecord | None]:
+    """The parts of a ``dna`` run, one list per block in ask order, and its assembled
+    network's trial (None until it is asked); no blocks for other strategies' runs."""
+    assembled = [t for t in run.trials if t.info.get("origin") == "assembled"]
+    final = assembled[-1] if assembled else None
+    chosen = list(final.info.get("parts", ())) if final is not None else []
+    blocks: dict[int, list[BlockPart]] = {}
+    for t in run.trials:
+        k = t.info.get("block")
+        if not isinstance(k, int) or not (t.fidelity or "").startswith("block="):
+            continue
+        took = k < len(chosen) and t.info.get("part") == chosen[k]
+        blocks.setdefault(k, []).append(
+            BlockPart(t, rating(t.result) if t.finished else None, took))
+    return [blocks[k] for k in sorted(blocks)], final

@@ -19,7 +19,14 @@ from epnas.errors import EpnasError, storage_errors
 from epnas.evaluators.proxy import accuracy_label
 from epnas.progress import duration, human
 from epnas.report import graphs, plots
-from epnas.report.data import Run, episode_stats, feasible_range, ranked, read_run
+from epnas.report.data import (
+    Run,
+    dna_blocks,
+    episode_stats,
+    feasible_range,
+    ranked,
+    read_run,
+)
 from epnas.spaces.registry import space_of
 from epnas.store import TrialRecord
 
@@ -119,6 +126,7 @@ def _write(runs: list[Run], target: Path, top: int) -> Path:
     html = _environment().get_template("report.html.j2").render(
         run=_summary(run), runs=[_summary(r) for r in runs], comparing=len(runs) > 1,
         images=images, architectures=architectures, rows=[_row(t) for t in run.trials],
+        dna=_dna(run),
         constraints=[str(c) for c in run.objective.constraints], version=__version__,
         generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
     path = target / REPORT_NAME
@@ -171,6 +179,29 @@ def _summary(run: Run) -> dict[str, Any]:
         "violations": {m: f"{100 * v:+.1f}%" for m, v in run.summary.violations.items()},
         "input_shape": "×".join(map(str, run.input_shape)) if run.input_shape else None,
     }
+
+
+def _dna(run: Run) -> dict[str, Any] | None:
+    """The per-block tables of a ``dna`` run and its assembled network; None for others."""
+    blocks, final = dna_blocks(run)
+    if not blocks:
+        return None
+
+    def rated(value: float | None) -> str:
+        if value is None:
+            return ""
+        return f"{value:.4f}" if math.isfinite(value) else "failed"
+
+    tables = [{"index": k, "rows": [{**_row(p.trial), "part": p.trial.info.get("part", ""),
+                                     "rating": rated(p.rating), "rating_sort":
+                                     p.rating if p.rating is not None and
+                                     math.isfinite(p.rating) else "", "chosen": p.chosen}
+                                    for p in parts]}
+              for k, parts in enumerate(blocks)]
+    info = final.info if final is not None else {}
+    return {"blocks": tables, "final": None if final is None else _row(final),
+            "rating": rated(info.get("rating")), "method": info.get("assembly", ""),
+            "feasible_plan": info.get("feasible_plan")}
 
 
 def _row(t: TrialRecord) -> dict[str, Any]:
