@@ -160,6 +160,14 @@ class Space(ABC):
     def decode(self, tokens: list[int]) -> Genome:
         """Invert :meth:`encode` (uids are renumbered in order)."""
 
+    def next_tokens(self, prefix: Sequence[int]) -> Sequence[int] | None:
+        """The token ids that may follow ``prefix`` in the :meth:`encode` of a genome of
+        this space (none once ``prefix`` is one), so that every sequence written token by
+        token from them decodes; None (the default) when the space cannot say, as where
+        encodings vary in length. The ``reinforce`` strategy searches the spaces that say.
+        """
+        return None
+
     @property
     @abstractmethod
     def token_fields(self) -> tuple[str, ...]:

@@ -1,9 +1,12 @@
 """Plain (non-progressive) REINFORCE, the NAS-Bench-201 paper's RL baseline.
 
-One independent categorical distribution per token of ``space.encode`` (for ``nb201``:
-one per edge over its ops). Every candidate is sampled from scratch; after each result
-the logits take one Adam step on ``-(R - b) * log p(tokens)``, with a moving-average
-baseline ``b <- decay * b + (1 - decay) * R`` started at the first reward.
+One categorical distribution per token of ``space.encode`` (for ``nb201``: one per edge
+over its ops), each restricted to the tokens the space allows after those drawn before
+it (:meth:`~epnas.spaces.base.Space.next_tokens`: on ``multistage`` a resolution first,
+then each stage's blocks, empty slots only at its end), so every sequence decodes. Every
+candidate is sampled from scratch; after each result the logits take one Adam step on
+``-(R - b) * log p(tokens)``, with a moving-average baseline
+``b <- decay * b + (1 - decay) * R`` started at the first reward.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 import torch
 from pydantic import Field
 
+from epnas.spaces.base import Space
 from epnas.strategies.base import Strategy, StrategyOptions
 from epnas.trial import Candidate, Result
 
@@ -24,12 +28,17 @@ class ReinforceOptions(StrategyOptions):
 
 
 class Reinforce(Strategy):
-    """Independent categoricals over a fixed-length encoding, trained with REINFORCE."""
+    """Categoricals over a fixed-length encoding, limited to the tokens the space allows
+    next, trained with REINFORCE."""
 
     Options = ReinforceOptions
     options: ReinforceOptions
-    # needs a fixed-length encoding in which every token sequence is a valid genome
-    supported_spaces = ("nb201",)
+    # the built-in spaces whose fixed-length encodings say which tokens may come next
+    supported_spaces = ("nb201", "multistage")
+
+    @classmethod
+    def supports(cls, space: Space) -> bool:
+        return space.next_tokens([]) is not None
 
     def __init__(self, space: Any, seed: int = 0, **options: Any) -> None:
         super().__init__(space, seed, **options)
@@ -39,9 +48,20 @@ class Reinforce(Strategy):
         self.baseline: float | None = None
         self.asked = 0
 
+    def _masks(self, tokens: list[int]) -> torch.Tensor:
+        """``[positions, vocab]``: True where a token may stand, after ``tokens`` before it."""
+        masks = torch.zeros(self.logits.shape, dtype=torch.bool)
+        for i in range(len(masks)):
+            masks[i, list(self.space.next_tokens(tokens[:i]))] = True
+        return masks
+
     def ask(self) -> Candidate:
-        probs = torch.softmax(self.logits.detach(), dim=-1).double().numpy()
-        tokens = [int(self.rng.choice(len(p), p=p / p.sum())) for p in probs]
+        logits = self.logits.detach()
+        tokens: list[int] = []
+        for row in logits:
+            allowed = list(self.space.next_tokens(tokens))
+            p = torch.softmax(row[allowed], dim=-1).double().numpy()
+            tokens.append(allowed[int(self.rng.choice(len(p), p=p / p.sum()))])
         self.asked += 1
         return Candidate(self.space.decode(tokens), self.options.fidelity,
                          {"index": self.asked, "tokens": tokens})
@@ -51,7 +71,8 @@ class Reinforce(Strategy):
         if self.baseline is None:
             self.baseline = reward
         tokens = torch.tensor(candidate.info["tokens"])
-        log_prob = torch.log_softmax(self.logits, dim=-1)[torch.arange(len(tokens)), tokens]
+        logits = self.logits.masked_fill(~self._masks(candidate.info["tokens"]), -torch.inf)
+        log_prob = torch.log_softmax(logits, dim=-1)[torch.arange(len(tokens)), tokens]
         loss = -(reward - self.baseline) * log_prob.sum()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -20,7 +20,7 @@ CAP = 20_000.0
 
 
 @pytest.mark.parametrize("strategy", [
-    "random", "evolution", "random+filter",
+    "random", "evolution", "random+filter", "reinforce",
     pytest.param("epnas", marks=pytest.mark.slow),  # its policy: about 7 s on a busy machine
 ])
 def test_search_under_an_avg_flops_cap(supernet_dir: Path, strategy: str) -> None:

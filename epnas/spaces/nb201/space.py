@@ -12,7 +12,7 @@ shortcut average pool uses ceil mode so odd input sizes work too.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -176,6 +176,10 @@ class NB201Space(Space):
 
     def encode(self, genome: Genome) -> list[int]:
         return [self.options.ops.index(op) for op in genome.ops]  # type: ignore[attr-defined]
+
+    def next_tokens(self, prefix: Sequence[int]) -> range:
+        """Every op on each edge: any sequence of ``len(EDGES)`` ops is a cell."""
+        return range(self.vocab_size if len(prefix) < len(EDGES) else 0)
 
     def decode(self, tokens: list[int]) -> NB201Genome:
         if len(tokens) != len(EDGES):
