@@ -29,6 +29,11 @@ input goes to an earlier exit only where that costs no accuracy. When no setting
 the cap, every input leaves at the first exit (the cheapest; the study's soft penalty
 then scores the violation).
 
+Fidelities: it trains nothing, so of EcoNAS's reduced settings only the sample share
+``s`` applies: ``s=0.25`` rates on a seeded random quarter of the validation set (the same
+images for every genome of a study), thresholds chosen there too; ``full`` (or none) on
+all of it. ``c``, ``r``, ``e`` and a base schedule are refused before the study starts.
+
 In a study with a run directory each trial leaves its sliced, recalibrated network's
 ``state_dict`` in ``trials/<id>/model.pt`` (as the training evaluator does), which
 ``epnas export`` and ``epnas retrain`` start from; its thresholds are in its metrics.
@@ -51,6 +56,7 @@ import torch.nn.functional as F
 from epnas.data import Dataset, load
 from epnas.errors import EpnasError
 from epnas.evaluators.base import Evaluator
+from epnas.evaluators.proxy import Setting
 from epnas.evaluators.training import MODEL_FILE, save_weights
 from epnas.objective import Constraint
 from epnas.spaces.base import Space
@@ -149,6 +155,7 @@ class SupernetEvaluator(Evaluator):
         constraints: the study's constraints (``METRIC:LOW:HIGH[:PENALTY]``).
         dataset, data: the data set (default: the supernet's) and its files.
         device: where the sub-networks run (None: CUDA when available).
+        seed: draws the validation share a fidelity ``s=...`` rates on.
     """
 
     fidelities: ClassVar[tuple[str, ...]] = ()
@@ -158,7 +165,7 @@ class SupernetEvaluator(Evaluator):
                  thresholds: Sequence[float] | None = None, calibration_batches: int = 4,
                  batch_size: int = 128, max_avg_flops: float | None = None,
                  constraints: Sequence[str] | None = None, dataset: str | None = None,
-                 data: str | None = None, device: str | None = None) -> None:
+                 data: str | None = None, device: str | None = None, seed: int = 0) -> None:
         self.path, self.meta = str(path), read_meta(path)
         if criterion not in CRITERIA:
             raise EpnasError(f"supernet evaluator: criterion must be one of "
@@ -181,7 +188,7 @@ class SupernetEvaluator(Evaluator):
         if max_avg_flops is not None:
             caps.append(float(max_avg_flops))
         self.cap = min(caps) if caps else None
-        self.criterion, self.thresholds = criterion, thresholds
+        self.criterion, self.thresholds, self.seed = criterion, thresholds, seed
         self.calibration_batches, self.batch_size = calibration_batches, batch_size
         self.data = data if data is not None else self.meta["data"]
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -227,6 +234,21 @@ class SupernetEvaluator(Evaluator):
                          f"trained for: give --space multistage {flags}".rstrip()
                          + " (or no --space-opt at all: the supernet's own are used)")
 
+    def check_fidelity(self, fidelity: str) -> None:
+        """Only EcoNAS's sample share ``s`` (of the validation set), or ``full``."""
+        self.share(fidelity)
+
+    def share(self, fidelity: str | None) -> float:
+        """The share of the validation set ``fidelity`` rates on (see the module)."""
+        if fidelity is None:
+            return 1.0
+        setting = Setting.parse(fidelity)
+        if setting != Setting(s=setting.s):
+            raise EpnasError(f"supernet evaluator: fidelity {fidelity!r}: it trains nothing, "
+                             "so of the EcoNAS settings only s (the share of the validation "
+                             "set it rates on) applies, as in EcoNAS levels=s=0.25,full")
+        return setting.s
+
     def _check(self, genome: Genome) -> MultistageGenome:
         supernet = self.loaded[0]
         if not isinstance(genome, MultistageGenome) or genome.options != supernet.options:
@@ -251,13 +273,20 @@ class SupernetEvaluator(Evaluator):
         supernet, _, batches = self.loaded
         return recalibrate(supernet.subnet(genome), batches)
 
-    def outcome(self, genome: MultistageGenome, net: torch.nn.Module | None = None
-                ) -> tuple[Outcome, np.ndarray]:
+    def outcome(self, genome: MultistageGenome, net: torch.nn.Module | None = None,
+                share: float = 1.0) -> tuple[Outcome, np.ndarray]:
         """The early-exit simulator of ``genome`` (its :meth:`network` unless given) on the
-        validation set, and each exit's accuracy on every input."""
+        validation set (a seeded random ``share`` of it), and each exit's accuracy on
+        every input."""
         data = self.loaded[1]
         net = self.network(genome) if net is None else net
-        simulate = Outcome.of(exit_logits(net, data.val_x, data), data.val_y, self.criterion,
+        images, labels = data.val_x, data.val_y
+        if share < 1.0:
+            count = max(1, round(share * len(labels)))
+            keep = torch.randperm(len(labels), generator=torch.Generator().manual_seed(
+                self.seed))[:count].sort().values
+            images, labels = images[keep], labels[keep]
+        simulate = Outcome.of(exit_logits(net, images, data), labels, self.criterion,
                               self.exit_flops(genome))
         return simulate, simulate.correct.mean(1)
 
@@ -267,10 +296,11 @@ class SupernetEvaluator(Evaluator):
     def evaluate_trial(self, candidate: Candidate, context: TrialContext) -> Result:
         try:
             genome = self._check(candidate.genome)
+            share = self.share(candidate.fidelity)
         except EpnasError as exc:
             return Result.failure("error", str(exc))
         net = self.network(genome)
-        simulate, exit_accuracy = self.outcome(genome, net)
+        simulate, exit_accuracy = self.outcome(genome, net, share)
         if context.directory:  # what export and retrain start from
             save_weights(net, Path(context.directory) / MODEL_FILE)
         if self.thresholds is not None:
