@@ -6,13 +6,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 import epnas
 from epnas.cli import main
 from epnas.data import load
+from epnas.evaluators import DistillEvaluator
 from epnas.spaces import Block
+from epnas.spaces.multistage import MultistageOptions
+from epnas.supernet import Supernet
+from epnas.trial import Candidate
 from tests.evaluators.test_distill import one_thread  # noqa: F401  (one torch thread)
 
 OPTIONS = {"stages": 2, "widths": (8, 16), "strides": (1, 2), "depths": (1, 2),
@@ -65,3 +70,21 @@ def test_search_with_a_multistage_teacher(tmp_path: Path,
     # the teacher's 8x8 stage outputs allow only its resolution
     assert genome.resolution == 8
     assert best["metrics"]["params"] == space.cost(genome, (1, 8, 8), 10).params
+
+
+def test_a_supernet_sub_network_saved_as_a_model_is_a_teacher(tmp_path: Path) -> None:
+    # what a supernet search's trial keeps: trials/<id>/model.pt, its genome exported
+    torch.manual_seed(0)
+    supernet = Supernet(MultistageOptions(**OPTIONS), 1, 10)
+    genome = supernet.largest()
+    torch.save(supernet.subnet(genome).state_dict(), tmp_path / "model.pt")
+    (tmp_path / "genome.json").write_text(genome.to_json())
+    evaluator = DistillEvaluator(str(tmp_path / "model.pt"), samples=64, epochs=1,
+                                 teacher_genome=str(tmp_path / "genome.json"))
+    assert evaluator.block_plan() == [((1, 8, 8), (8, 12, 12)), ((8, 12, 12), (16, 6, 6))]
+    space = epnas.spaces.get("multistage", **OPTIONS)
+    rng = np.random.default_rng(0)
+    for k, (inp, out) in enumerate(evaluator.block_plan()):
+        part = space.sample_block(rng, k, 2, inp, out)
+        result = evaluator.evaluate(Candidate(part, f"block={k}", {"block": k, "part": 0}))
+        assert result.status == "done" and result.metrics["distill_loss"] >= 0
