@@ -260,8 +260,9 @@ class Study:
             settings["dataset"] = dataset.name
         config = StudyConfig.parse({"space": _name(space), "strategy": _name(strategy),
                                     "evaluator": _name(evaluator), **settings})
-        self._start(recorded_paths(config.resolved()), space, strategy, evaluator, dataset,
-                    executor, progress, force_new)
+        config = recorded_paths(config.resolved(),
+                                evaluator if isinstance(evaluator, Evaluator) else None)
+        self._start(config, space, strategy, evaluator, dataset, executor, progress, force_new)
 
     @classmethod
     def from_config(cls, config: StudyConfig, *, executor: Executor | None = None,
@@ -934,11 +935,13 @@ def with_evaluator_space(config: StudyConfig, evaluator: Evaluator | None = None
         update={"space": "layerwise"})
 
 
-def recorded_paths(config: StudyConfig) -> StudyConfig:
-    """``config`` with the paths its evaluator reads (``data`` and the evaluator's
-    :attr:`~epnas.evaluators.Evaluator.path_options`) made absolute where they exist, as
-    a new run records them: resumed from another directory, it reads the same files."""
-    _, cls = EVALUATORS.resolve(config.evaluator)  # type: ignore[arg-type]
+def recorded_paths(config: StudyConfig, evaluator: Evaluator | None = None) -> StudyConfig:
+    """``config`` with the paths its evaluator (``evaluator``, else the one it names) reads
+    (``data`` and the evaluator's :attr:`~epnas.evaluators.Evaluator.path_options`) made
+    absolute where they exist, as a new run records them: resumed from another
+    directory, it reads the same files."""
+    cls = type(evaluator) if evaluator is not None else \
+        EVALUATORS.resolve(config.evaluator)[1]  # type: ignore[arg-type]
     options = {k: _absolute(v) if k in cls.path_options else v
                for k, v in config.evaluator_options.items()}
     return config.model_copy(update={"data": _absolute(config.data),
