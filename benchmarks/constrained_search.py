@@ -17,11 +17,16 @@ the training set, 2 epochs). Rows, each a strategy with its options:
   (``filters=["max-mflops=..."]``): it never trains an infeasible network.
 
 Two comparisons, each over seeds ``0..--seeds-1`` (the seed of the strategy and of the
-training): at equal trials (``--trials`` each), and at equal wall time (each run gets
-``--time`` seconds, by default the median wall time of the equal-trials runs, and a
-trial budget too large to matter). Every search is an inline Study (``workers=1``, one
-torch thread); ``--jobs N`` runs N of them side by side in processes, so wall times
-compare only between runs made under the same ``--jobs`` on an otherwise quiet machine.
+training), read from the same searches: at equal trials (``--trials`` each), and at
+equal wall time: each search as it stood after ``--time`` seconds (by default, and at
+most, the wall time of the shortest search, so that every search was still running
+then). No strategy here looks at its budget before it is spent (EPNAS sizes its
+branches from the trial budget, 8 for any budget of 64 trials or more), so a search's
+first ``T`` seconds are the search a ``T``-second budget would have run, at half the
+cost of running them again. Every search is an inline Study (``workers=1``, one torch
+thread), its trials timed by their end; ``--jobs N`` runs N of them side by side in
+processes (seeds outermost, so every strategy meets the same load), and wall times
+compare only between runs made under the same ``--jobs``.
 
 Per strategy it reports the mean ± standard error of the best FEASIBLE accuracy at the
 search's fidelity (a run with nothing feasible counts as the worst in its table), the
@@ -43,9 +48,9 @@ it also bounds the training time of feasible networks: a 5.8k-parameter network 
 take 8 MFLOPs and 125 s of medium training, while networks within 1 MFLOPs take
 26-42 s. 13% of random networks are stem, pools and head only and meet any cap.
 
-The default run is 2 comparisons x 4 strategies x 5 seeds = 40 searches of 1-3
-minutes of one core each plus up to 40 medium trainings of 25-45 s: about an hour on
-2 quiet cores with ``--jobs 2`` (more where other work shares the cores).
+The default run is 4 strategies x 5 seeds = 20 searches of 2-5 minutes of one core each
+plus up to 40 medium trainings of 25-45 s: under an hour on 2 quiet cores with
+``--jobs 2`` (more where other work shares the cores).
 """
 
 from __future__ import annotations
@@ -84,7 +89,6 @@ MEDIUM = "prediction"  # the fixed longer training of each run's best feasible n
 MEDIUM_SEED = 0  # one weight initialisation and data order for every network
 MAX_MFLOPS = 1.0
 SHARE_SAMPLES = 4000  # random genomes that measure the constraint's feasible share
-TIME_TRIALS = 10  # equal-time runs get this many times --trials, so time is what stops them
 SMOKE = {"seeds": 1, "trials": 4, "fidelity": "full,c=0.25,r=0.5,s=0.03,e=1",
          "medium": "prediction,s=0.03,e=1"}
 
@@ -147,16 +151,24 @@ def run_search(spec: RunSpec) -> dict[str, Any]:
                out=None) as study:
         # load and reduce the data now, so that neither budget nor wall time counts it
         study.evaluator.reduced(Setting.parse(spec.fidelity))
-        start = time.perf_counter()
+        start, epoch = time.perf_counter(), time.time()
         summary = study.run()
         wall = time.perf_counter() - start
         trials = study.trials()
     evaluated = [t for t in trials if t.status in ("done", "failed")]
     curve, best = [], math.nan
-    for t in trials:  # best feasible accuracy after each trial
-        if t.status in ("done", "cached") and t.feasible and t.accuracy is not None:
-            best = np.fmax(best, 100 * t.accuracy)
+    timeline: list[dict[str, Any]] = []  # per trial, for the equal-time reading
+    found_at: dict[str, Any] | None = None
+    for t in sorted(trials, key=lambda t: (t.end_time or math.inf, t.id)):
+        if t.status in ("done", "cached") and t.feasible and t.accuracy is not None \
+                and not 100 * t.accuracy <= best:  # best feasible accuracy after each trial
+            best = 100 * t.accuracy
+            found_at = {"best_feasible": best, "best_key": t.key, "best_genome": t.genome_json,
+                        "best_mflops": t.metrics.get("flops", 0.0) / 1e6,
+                        "best_params": t.metrics.get("params")}
         curve.append(None if math.isnan(best) else float(best))
+        timeline.append({"seconds": (t.end_time or math.inf) - epoch, "status": t.status,
+                         "feasible": bool(t.feasible), **(found_at or {})})
     found = summary.best if summary.feasible else None
     return {
         "comparison": spec.comparison, "strategy": row.label, "seed": spec.seed,
@@ -172,7 +184,26 @@ def run_search(spec: RunSpec) -> dict[str, Any]:
         "best_mflops": None if found is None else found.metrics.get("flops", 0.0) / 1e6,
         "best_params": None if found is None else found.metrics.get("params"),
         "curve": curve,
+        "timeline": timeline,
     }
+
+
+def at_time(run: dict[str, Any], budget: float) -> dict[str, Any]:
+    """What an equal-trials ``run`` had found after ``budget`` seconds of its wall time:
+    the run a time budget would have stopped there (searches here never look at their
+    budget before it is spent, so a longer run's first ``budget`` seconds are that run)."""
+    done = [e for e in run["timeline"] if e["seconds"] <= budget]
+    evaluated = [e for e in done if e["status"] in ("done", "failed")]
+    last = done[-1] if done else {}
+    return {**{k: v for k, v in run.items() if k not in ("timeline", "curve")},
+            "comparison": "time", "trials": len(done), "evaluated": len(evaluated),
+            "failed": sum(e["status"] == "failed" for e in done),
+            "repeats": sum(e["status"] == "cached" for e in done),
+            "wall_seconds": budget, "stop_reason": "time",
+            "feasible_share": (sum(e["feasible"] for e in evaluated) / len(evaluated)
+                               if evaluated else None),
+            **{k: last.get(k) for k in ("best_feasible", "best_key", "best_genome",
+                                        "best_mflops", "best_params")}}
 
 
 @dataclass(frozen=True)
@@ -389,10 +420,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--trials", type=int, default=200, help="the equal-trials budget")
     parser.add_argument("--time", type=float,
-                        help="the equal-time budget in seconds (default: the median wall "
-                             "time of the equal-trials runs)")
+                        help="the equal-time budget in seconds (default, and at most: the "
+                             "shortest wall time of the equal-trials runs)")
     parser.add_argument("--comparisons", default="trials,time",
-                        help="which to run: trials, time or both")
+                        help="which to report: trials, time or both (both read the "
+                             "same equal-trials searches)")
     parser.add_argument("--strategies", default=DEFAULT_ROWS,
                         help=f"comma-separated rows of: {', '.join(known_rows())}")
     parser.add_argument("--reference", default="epnas", help="the row compared with the others")
@@ -463,21 +495,23 @@ def main() -> None:
     if args.jobs == 1:
         _worker_init()
     with pool:
-        for comparison in comparisons:
-            if comparison == "time" and time_budget is None:
-                walls = [r["wall_seconds"] for r in runs.get("trials", [])]
-                if not walls:
-                    parser.error("--comparisons time alone needs --time")
-                time_budget = float(np.median(walls))
-            specs = [RunSpec(comparison, rows_by_label[label], seed,
-                             args.trials if comparison == "trials" else TIME_TRIALS * args.trials,
-                             None if comparison == "trials" else time_budget, args.fidelity,
-                             args.max_mflops, args.dataset, args.data)
-                     for seed in range(args.seeds) for label in labels]
-            what = (f"{args.trials} trials each" if comparison == "trials"
-                    else f"{time_budget:.3g} s each")
-            console.print(f"equal {comparison}: {len(specs)} searches, {what}")
-            runs[comparison] = run_all(pool, run_search, specs, progress(len(specs)))
+        specs = [RunSpec("trials", rows_by_label[label], seed, args.trials, None,
+                         args.fidelity, args.max_mflops, args.dataset, args.data)
+                 for seed in range(args.seeds) for label in labels]
+        console.print(f"equal trials: {len(specs)} searches, {args.trials} trials each")
+        searched = run_all(pool, run_search, specs, progress(len(specs)))
+        shortest = min(r["wall_seconds"] for r in searched)
+        if time_budget is None or time_budget > shortest:
+            if time_budget is not None:
+                console.print(f"--time {time_budget:g} s is past the shortest run's end: "
+                              f"read at {shortest:.3g} s instead")
+            time_budget = shortest
+        if "trials" in comparisons:
+            runs["trials"] = searched
+        if "time" in comparisons:
+            console.print(f"equal wall time: each of those searches as it stood after "
+                          f"{time_budget:.3g} s (the shortest search's wall time)")
+            runs["time"] = [at_time(r, time_budget) for r in searched]
         if args.medium != "none":
             genomes = {r["best_key"]: r["best_genome"] for rs in runs.values() for r in rs
                        if r["best_key"] is not None}
@@ -520,7 +554,6 @@ def main() -> None:
     if args.json:
         out = {"config": {**{k: v for k, v in vars(args).items() if k != "json"},
                           "space": SPACE, "frozen_lr": frozen, "time_budget": time_budget,
-                          "time_trials": TIME_TRIALS * args.trials,
                           "medium_seed": MEDIUM_SEED},
                "constraint": {"metric": "flops", "max_mflops": args.max_mflops,
                               "random_share": share, "samples": SHARE_SAMPLES,

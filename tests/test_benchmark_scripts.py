@@ -36,6 +36,16 @@ def test_constrained_search_smoke(tmp_path: Path) -> None:
         assert [v["strategy"] for v in result["versus"]] == ROWS[1:]
     trials = [r for r in report["runs"] if r["comparison"] == "trials"]
     assert all(r["trials"] <= 4 for r in trials)
+    # equal time reads the same searches at the shortest one's wall time: a prefix of each
+    timed = {(r["strategy"], r["seed"]): r for r in report["runs"] if r["comparison"] == "time"}
+    budget = report["config"]["time_budget"]
+    assert budget == min(r["wall_seconds"] for r in trials)
+    for r in trials:
+        t = timed[r["strategy"], r["seed"]]
+        assert t["stop_reason"] == "time" and t["wall_seconds"] == budget
+        assert t["trials"] <= r["trials"]
+        if t["best_feasible"] is not None:
+            assert t["best_feasible"] <= r["best_feasible"] + 1e-9
     keys = {r["best_key"] for r in report["runs"] if r["best_key"]}
     assert keys <= set(report["medium"])
     assert all(m["test"] is not None for m in report["medium"].values())
