@@ -215,7 +215,7 @@ class Study:
         space, strategy, evaluator: registered names (or ``package.module:Class``) or
             instances. An evaluator instance runs inline only; give its name and
             options to evaluate in worker processes. No space: the evaluator's own
-            with its options where it has one (a supernet's, :meth:`Evaluator.space`) and
+            with its options where it has one (a supernet's, :meth:`Evaluator.rated_space`) and
             no ``space_options`` are given, else ``layerwise``.
         executor: an :class:`~epnas.executors.Executor` to use instead of the one
             ``workers`` and ``trial_timeout`` select.
@@ -920,15 +920,15 @@ def evaluator_spec(config: StudyConfig, dataset: Any = None) -> EvaluatorSpec:
 def with_evaluator_space(config: StudyConfig, evaluator: Evaluator | None = None
                          ) -> StudyConfig:
     """``config`` with its space decided: the evaluator's own with its options
-    (:meth:`Evaluator.space`, of ``evaluator`` or the one ``config`` names) where
+    (:meth:`Evaluator.rated_space`, of ``evaluator`` or the one ``config`` names) where
     ``config`` gives no space options and names no space or that one; else ``layerwise``
     where it names no space. Options given are kept: :meth:`Evaluator.check_space`
     judges them."""
     if evaluator is None:
         _, cls = EVALUATORS.resolve(config.evaluator)  # type: ignore[arg-type]
-        if cls.space is not Evaluator.space:  # only an evaluator with its own space is made
+        if cls.rated_space is not Evaluator.rated_space:  # make only one with its own space
             evaluator = evaluator_spec(config).create()
-    own = None if evaluator is None else evaluator.space()
+    own = None if evaluator is None else evaluator.rated_space()
     if own is not None and not config.space_options and config.space in (None, own[0]):
         return config.model_copy(update={"space": own[0], "space_options": own[1]})
     return config if config.space is not None else config.model_copy(

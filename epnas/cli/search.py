@@ -122,7 +122,7 @@ def _run_study(config: StudyConfig, args: argparse.Namespace, *, force_new: bool
                   f"{config.evaluator}{note} ({' / '.join(budget) or 'no budget'}"
                   f"{'; ' if why else ', '}{_executor_text(config)}{_precision_text(config)}"
                   f"); run: {config.out}")
-    if study.evaluator.space() is not None:  # the space it rates, which a user may not name
+    if study.evaluator.rated_space() is not None:  # the space it rates, which a user may not name
         options = " ".join(f"{k}={flag_value(v)}" for k, v in config.space_options.items())
         console.print(f"epnas: space {config.space} as the {config.evaluator} evaluator "
                       f"rates it: {options}")

@@ -62,7 +62,7 @@ class Evaluator(ABC):
         (a supernet rates only the space it was trained for); a study calls it before
         it writes anything. The default accepts every space."""
 
-    def space(self) -> tuple[str, dict[str, Any]] | None:
+    def rated_space(self) -> tuple[str, dict[str, Any]] | None:
         """The space, with its options, that this evaluator alone can rate (a supernet:
         the one it was trained for); None (the default) when it rates any space.
 

@@ -106,6 +106,7 @@ class DistillEvaluator(Evaluator):
             fidelities train with them; ``seed`` and ``device`` serve the blocks too).
     """
 
+    path_options: ClassVar[tuple[str, ...]] = ("data", "teacher", "teacher_genome")
     # the named end-to-end fidelities; ``block=K`` and EcoNAS settings are accepted too
     fidelities: ClassVar[tuple[str, ...]] = ("prediction", "full")
     default_fidelity: ClassVar[str | None] = "prediction"

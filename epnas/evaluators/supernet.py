@@ -214,7 +214,7 @@ class SupernetEvaluator(Evaluator):
             self._loaded = (supernet, data, batches)
         return self._loaded
 
-    def space(self) -> tuple[str, dict[str, Any]]:
+    def rated_space(self) -> tuple[str, dict[str, Any]]:
         """``multistage`` with the options the supernet was trained with."""
         return "multistage", MultistageOptions(**self.meta["space_options"]).model_dump(
             mode="json")

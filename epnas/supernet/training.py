@@ -154,7 +154,9 @@ def describe(supernet: Supernet, data: Dataset, dataset: str, root: str | None,
     """What ``DIR/supernet.json`` records: enough to rebuild the supernet and its data."""
     return {"format": FORMAT, "space": "multistage",
             "space_options": supernet.options.model_dump(mode="json"),
-            "dataset": dataset, "data": root, "input_shape": list(data.input_shape),
+            "dataset": dataset, "input_shape": list(data.input_shape),
+            # absolute where it exists, so a search from another directory finds it
+            "data": str(Path(root).resolve()) if root and Path(root).exists() else root,
             "num_classes": data.num_classes, "options": options.model_dump(mode="json")}
 
 

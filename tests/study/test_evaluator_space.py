@@ -31,3 +31,16 @@ def test_a_space_is_decided_where_none_is_named() -> None:
     given = with_evaluator_space(StudyConfig.parse({"evaluator": "synthetic",
                                                     "space": "nb201"}))
     assert given.space == "nb201"
+
+
+def test_a_distill_teacher_is_recorded_absolute(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "teacher").mkdir()
+    config = recorded_paths(StudyConfig.parse({
+        "evaluator": "distill",
+        "evaluator_options": {"teacher": "teacher", "loss": "mse"}}))
+    assert config.evaluator_options == {"teacher": str(tmp_path / "teacher"), "loss": "mse"}
+    module = recorded_paths(StudyConfig.parse({
+        "evaluator": "distill", "evaluator_options": {"teacher": "pkg.mod:make"}}))
+    assert module.evaluator_options == {"teacher": "pkg.mod:make"}  # not a path: as given
