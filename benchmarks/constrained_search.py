@@ -80,6 +80,7 @@ from scipy import stats
 import epnas
 from epnas.evaluators.proxy import Setting
 from epnas.evaluators.training import TrainingEvaluator, train_genome
+from epnas.executors import exit_with_parent
 from epnas.spaces.registry import load_genome
 from epnas.study import Study
 
@@ -256,6 +257,7 @@ def train_medium(spec: MediumSpec) -> dict[str, Any]:
 
 def _worker_init() -> None:
     torch.set_num_threads(1)  # each search or training is given one core
+    exit_with_parent()  # a killed benchmark leaves no searches running
 
 
 class Inline(Executor):

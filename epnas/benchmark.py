@@ -46,7 +46,7 @@ from epnas.config import default_preset
 from epnas.errors import EpnasError
 from epnas.evaluators.base import Evaluator
 from epnas.evaluators.tabular import default_path
-from epnas.executors import EvaluatorSpec, available_cores, evaluate_safely
+from epnas.executors import EvaluatorSpec, available_cores, evaluate_safely, exit_with_parent
 from epnas.flags import constraint_flags, constraint_objective, parse_options
 from epnas.objective import Constraint, Objective
 from epnas.spaces.base import Space
@@ -162,6 +162,7 @@ def _worker_init() -> None:
     import torch
 
     torch.set_num_threads(1)  # several runs share the cores; tiny models gain nothing
+    exit_with_parent()
 
 
 @dataclass

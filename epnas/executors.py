@@ -967,9 +967,7 @@ def _worker_main(conn: Connection, spec: dict[str, Any], threads: int,
 
         lend(allowance)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the Study decides how to stop
-    parent = mp.parent_process()
-    if parent is not None:  # a killed Study must not leave trainings running
-        threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True).start()
+    exit_with_parent()  # a killed Study must not leave trainings running
     trial = _TrialRunner(spec, threads)
     conn.send_bytes(b'{"ready": true}')  # set-up (loading data, say) is not trial time
 
@@ -1022,6 +1020,14 @@ class _TrialRunner:
             torch.cuda.empty_cache()
         return json.dumps({"result": result.to_dict(), "start": start,
                            "end": time.time()}).encode()
+
+
+def exit_with_parent() -> None:
+    """In a child process: end it as soon as its parent process ends (a killed parent
+    must not leave its workers running); nothing in a process without a parent."""
+    parent = mp.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True).start()
 
 
 def _exit_with(sentinel: int) -> None:
