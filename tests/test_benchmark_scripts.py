@@ -8,10 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = ["epnas", "epnas[lr=0]", "evolution", "random+filter"]
 
 
+@pytest.mark.slow  # a 4-search benchmark run in a subprocess (7 s)
 def test_constrained_search_smoke(tmp_path: Path) -> None:
     # digits is bundled, so this runs anywhere; 2 seeds so that Welch's t is defined
     out = tmp_path / "out.json"
