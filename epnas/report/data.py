@@ -18,7 +18,7 @@ from epnas.errors import EpnasError
 from epnas.objective import Objective
 from epnas.store import Store, TrialRecord, holder_pid
 from epnas.strategies.dna import rating
-from epnas.study import Summary, summarize
+from epnas.study import Summary, reported, summarize
 
 OK = ("done", "cached")
 
@@ -37,6 +37,7 @@ class Run:
             violating one when none is feasible.
         dataset: the data set trained on (None for evaluators without one).
         input_shape, num_classes: what the costs were computed for (None when unknown).
+        report_fidelity: the fidelity the run's best is chosen at (EcoNAS, DNA), if any.
     """
 
     name: str
@@ -50,6 +51,7 @@ class Run:
     dataset: str | None
     input_shape: tuple[int, int, int] | None
     num_classes: int | None
+    report_fidelity: str | None = None
 
     @property
     def objective(self) -> Objective:
@@ -95,7 +97,8 @@ def read_run(run_dir: str | Path) -> Run:
     except EpnasError:  # the data set's files (or the supernet) are elsewhere: no shapes
         dataset, shape, classes = None, None, None
     return Run(path.resolve().name, path, loaded.config, tuple(loaded.trials), tuple(episodes),
-               elapsed, holder_pid(path), summary, dataset, shape, classes)
+               elapsed, holder_pid(path), summary, dataset, shape, classes,
+               loaded.report_fidelity)
 
 
 # --- the numbers behind the plots ------------------------------------------------------
@@ -200,9 +203,12 @@ def exit_profile(trial: TrialRecord) -> list[dict[str, float]]:
 def ranked(run: Run, k: int) -> list[TrialRecord]:
     """The ``k`` best distinct architectures: feasible ones by reward, then the others by
     reward (so a run with no feasible trial still shows its closest candidates); equal
-    rewards by validation loss (:attr:`~epnas.store.TrialRecord.rank`)."""
+    rewards by validation loss (:attr:`~epnas.store.TrialRecord.rank`). Where the run's
+    best is chosen at a ``report_fidelity`` (EcoNAS's top level, DNA's assembled
+    network), only trials at it: the others' accuracies measure something else."""
     seen, out = set(), []
-    for t in sorted(run.scored, key=lambda t: (bool(t.feasible), t.rank), reverse=True):
+    pool = reported(run.trials, run.report_fidelity)
+    for t in sorted(pool, key=lambda t: (bool(t.feasible), t.rank), reverse=True):
         if t.key not in seen:
             seen.add(t.key)
             out.append(t)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from epnas.cli import main
-from epnas.report.data import dna_blocks, read_run
+from epnas.report.data import dna_blocks, ranked, read_run
 from epnas.report.html import write_report
 
 
@@ -46,6 +46,8 @@ def test_the_report_shows_every_blocks_parts_and_marks_the_chosen_one(tmp_path: 
             "part"]
         assert table.group(1).count("✓ chosen") == 1
     assert f"trial #{final.id}, sums a rating of <b>{final.info['rating']:.4f}</b>" in html
+    # the best architectures are whole networks: the parts' ratings measure something else
+    assert [t.id for t in ranked(run, 5)] == [final.id]
 
 
 def test_other_runs_have_no_block_tables(tmp_path: Path) -> None:
