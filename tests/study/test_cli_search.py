@@ -69,9 +69,10 @@ def test_defaults_of_a_search_with_no_options(capsys: pytest.CaptureFixture) -> 
 @pytest.mark.slow
 def test_search_with_no_options_runs_to_completion(tmp_path: Path) -> None:
     """The README's first command (a real search once the training evaluator exists)."""
-    # the timeout is a hang guard: about 3 minutes on 2 quiet cores, 8 on loaded ones
+    # the timeout is a hang guard: about 3 minutes on 2 quiet cores, and 23 once measured
+    # with a benchmark holding one of them
     result = subprocess.run([sys.executable, "-m", "epnas", "search", "--quiet"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=1500,
+                            capture_output=True, text=True, timeout=2700,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr
     assert "best feasible architecture" in result.stdout
