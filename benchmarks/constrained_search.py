@@ -129,11 +129,9 @@ DEFAULT_ROWS = "epnas,epnas[lr=0],evolution,random+filter"
 class RunSpec:
     """One search (picklable: it travels to a worker process)."""
 
-    comparison: str  # "trials" or "time"
     row: Row
     seed: int
     trials: int
-    time: float | None
     fidelity: str
     max_mflops: float
     dataset: str
@@ -148,7 +146,7 @@ def run_search(spec: RunSpec) -> dict[str, Any]:
     with Study(space=SPACE, strategy=row.strategy, strategy_options=row.options,
                evaluator="training", dataset=spec.dataset, data=spec.data,
                fidelity=spec.fidelity, max_mflops=spec.max_mflops, filters=filters,
-               trials=spec.trials, time=spec.time, workers=1, seed=spec.seed,
+               trials=spec.trials, workers=1, seed=spec.seed,
                out=None) as study:
         # load and reduce the data now, so that neither budget nor wall time counts it
         study.evaluator.reduced(Setting.parse(spec.fidelity))
@@ -159,20 +157,22 @@ def run_search(spec: RunSpec) -> dict[str, Any]:
     evaluated = [t for t in trials if t.status in ("done", "failed")]
     curve, best = [], math.nan
     timeline: list[dict[str, Any]] = []  # per trial, for the equal-time reading
-    found_at: dict[str, Any] | None = None
+    bests: dict[str, dict[str, Any]] = {}  # each best so far, by key
+    best_key = None
     for t in sorted(trials, key=lambda t: (t.end_time or math.inf, t.id)):
         if t.status in ("done", "cached") and t.feasible and t.accuracy is not None \
                 and not 100 * t.accuracy <= best:  # best feasible accuracy after each trial
-            best = 100 * t.accuracy
-            found_at = {"best_feasible": best, "best_key": t.key, "best_genome": t.genome_json,
-                        "best_mflops": t.metrics.get("flops", 0.0) / 1e6,
-                        "best_params": t.metrics.get("params")}
+            best, best_key = 100 * t.accuracy, t.key
+            bests[t.key] = {"best_feasible": best, "best_key": t.key,
+                            "best_genome": t.genome_json,
+                            "best_mflops": t.metrics.get("flops", 0.0) / 1e6,
+                            "best_params": t.metrics.get("params")}
         curve.append(None if math.isnan(best) else float(best))
         timeline.append({"seconds": (t.end_time or math.inf) - epoch, "status": t.status,
-                         "feasible": bool(t.feasible), **(found_at or {})})
+                         "feasible": bool(t.feasible), "best_key": best_key})
     found = summary.best if summary.feasible else None
     return {
-        "comparison": spec.comparison, "strategy": row.label, "seed": spec.seed,
+        "comparison": "trials", "strategy": row.label, "seed": spec.seed,
         "trials": len(trials), "evaluated": len(evaluated),
         "failed": sum(t.status == "failed" for t in trials),
         "repeats": sum(t.status == "cached" for t in trials), "skipped": summary.skipped,
@@ -186,6 +186,7 @@ def run_search(spec: RunSpec) -> dict[str, Any]:
         "best_params": None if found is None else found.metrics.get("params"),
         "curve": curve,
         "timeline": timeline,
+        "bests": bests,
     }
 
 
@@ -195,15 +196,15 @@ def at_time(run: dict[str, Any], budget: float) -> dict[str, Any]:
     budget before it is spent, so a longer run's first ``budget`` seconds are that run)."""
     done = [e for e in run["timeline"] if e["seconds"] <= budget]
     evaluated = [e for e in done if e["status"] in ("done", "failed")]
-    last = done[-1] if done else {}
-    return {**{k: v for k, v in run.items() if k not in ("timeline", "curve")},
+    best = run["bests"].get(done[-1]["best_key"], {}) if done else {}
+    return {**{k: v for k, v in run.items() if k not in ("timeline", "curve", "bests")},
             "comparison": "time", "trials": len(done), "evaluated": len(evaluated),
             "failed": sum(e["status"] == "failed" for e in done),
             "repeats": sum(e["status"] == "cached" for e in done),
             "wall_seconds": budget, "stop_reason": "time",
             "feasible_share": (sum(e["feasible"] for e in evaluated) / len(evaluated)
                                if evaluated else None),
-            **{k: last.get(k) for k in ("best_feasible", "best_key", "best_genome",
+            **{k: best.get(k) for k in ("best_feasible", "best_key", "best_genome",
                                         "best_mflops", "best_params")}}
 
 
@@ -497,7 +498,7 @@ def main() -> None:
     if args.jobs == 1:
         _worker_init()
     with pool:
-        specs = [RunSpec("trials", rows_by_label[label], seed, args.trials, None,
+        specs = [RunSpec(rows_by_label[label], seed, args.trials,
                          args.fidelity, args.max_mflops, args.dataset, args.data)
                  for seed in range(args.seeds) for label in labels]
         console.print(f"equal trials: {len(specs)} searches, {args.trials} trials each")
