@@ -50,9 +50,14 @@ def save_teacher(directory: Path, genome: epnas.Genome | None = None) -> Path:
     return directory
 
 
+_SCRATCH = tempfile.TemporaryDirectory(prefix="epnas-teacher-")  # removed at exit
+
+
 def contract_case() -> DistillEvaluator:
     """The evaluator contract's case (tests/evaluators/test_contract.py)."""
-    teacher = save_teacher(Path(tempfile.mkdtemp(prefix="epnas-teacher-")))
+    teacher = Path(_SCRATCH.name)
+    if not (teacher / "model.pt").exists():
+        save_teacher(teacher)
     return DistillEvaluator(str(teacher), "digits", schedule={"epochs": 1}, samples=200)
 
 
