@@ -4,11 +4,19 @@
    study's evaluator: the ``distill`` evaluator's :meth:`block_plan`. With an evaluator
    that has none (the contract suite's synthetic one) the strategy plans the blocks of
    one random genome of the space on a 3x32x32 input, as a teacher of the space would.
-2. **Rating.** For every block it samples ``per_block`` distinct parts of that block's
-   size (:meth:`~epnas.spaces.base.Space.sample_block`) and asks each at fidelity
-   ``block=K``; all are independent, so they run in parallel like any trials. A part's
-   rating is its ``distill_loss`` (lower is better); with an evaluator that reports
-   none, ``1 - accuracy``; a failed part is never chosen.
+2. **Rating.** For every block it draws ``draws`` random parts of that block's size
+   (:meth:`~epnas.spaces.base.Space.sample_block`; analytic costs only, no training)
+   and keeps ``per_block`` distinct ones aimed at the study's constraints: the
+   *reference* of a block is its drawn part with the least load (the sum over upper
+   bounds on params, flops, bytes or memory of the part's cost over the bound); a
+   part is kept when the network of it and the other blocks' references is no more in
+   violation than the references' own network (feasible, when that one is), the
+   reference first. So one feasible assembly is among the rated parts whenever the
+   references make one; when their network exceeds an upper bound, no drawn parts can
+   assemble under it and the strategy refuses before any training (one line). Each
+   kept part is asked at fidelity ``block=K``; all are independent, so they run in
+   parallel like any trials. A part's rating is its ``distill_loss`` (lower is better);
+   with an evaluator that reports none, ``1 - accuracy``; a failed part is never chosen.
 3. **Assembly.** One part per block is chosen to minimise the summed rating under the
    study's constraints. The search is exact: a dynamic program over the blocks whose
    state is the previous block's output shape (a block's costs depend on its input
@@ -57,6 +65,7 @@ DEPENDS = {"params": ("params",), "flops": ("flops",), "bytes": ("bytes",),
 
 class DNAOptions(StrategyOptions):
     per_block: int = Field(8, ge=1)  # distinct parts rated per block
+    draws: int = Field(200, ge=1)  # random parts drawn per block to aim them at constraints
     final: str = "prediction"  # fidelity of the assembled network's end-to-end trial
     beam: int | None = Field(None, ge=1)  # choices kept per block (None: exact)
 
@@ -235,16 +244,68 @@ class DNA(Strategy):
         """Plan the blocks and draw every block's parts (once, before the first ask)."""
         self.plan = self._teacher_plan()
         count = len(self.plan)
+        pools = []
         for k, (inp, out) in enumerate(self.plan):
             drawn: dict[str, Genome] = {}
-            for _ in range(20 * self.options.per_block):  # a small block space runs dry
+            for _ in range(self.options.draws):
                 part = self.space.sample_block(self.rng, k, count, inp, out)
                 drawn.setdefault(part.key, part)
-                if len(drawn) == self.options.per_block:
+            pools.append(list(drawn.values()))
+        self.parts = self._aimed(pools)
+        self.ratings = [[None] * len(row) for row in self.parts]
+        self.rewards = [[None] * len(row) for row in self.parts]
+
+    def _costs(self, genome: Genome) -> Mapping[str, float]:
+        """The study's analytic costs of an assembled genome (the plan's input without one)."""
+        if self.context.costs is not None:
+            return self.context.costs(genome)
+        assert self.plan is not None
+        return self.space.cost(genome, self.plan[0][0], 10).as_dict()
+
+    def _aimed(self, pools: list[list[Genome]]) -> list[list[Genome]]:
+        """``per_block`` parts of every block's pool aimed at the constraints (step 2).
+
+        Raises:
+            EpnasError: the references' network exceeds an upper bound.
+        """
+        n, objective = self.options.per_block, self.context.objective
+        if not objective.constraints:
+            return [pool[:n] for pool in pools]
+        plan = self.plan
+        assert plan is not None
+        bounds = [(c.metric, c.high) for c in objective.constraints
+                  if c.high is not None and c.metric in DEPENDS and c.metric != "intensity"]
+
+        def load(part: Genome, k: int) -> float:
+            cost = self.space.block_cost(part, k, plan[k][0]).as_dict()
+            return sum(cost[metric] / high for metric, high in bounds)
+
+        references = [min(pool, key=lambda part, k=k: load(part, k))
+                      for k, pool in enumerate(pools)]
+
+        def violation(parts: list[Genome]) -> tuple[float, dict[str, float]]:
+            metrics = self._costs(self.space.assemble(parts))
+            return sum(objective.violations(metrics).values()), dict(metrics)
+
+        base, metrics = violation(references)
+        over = [(metric, high) for metric, high in bounds if metrics[metric] > high]
+        if over:
+            text = ", ".join(f"{m} {metrics[m]:,.0f} > {high:,.0f}" for m, high in over)
+            raise EpnasError(f"the dna strategy can assemble no network under the constraints: "
+                             f"the cheapest of {self.options.draws} random parts per block "
+                             f"assemble to {text}; loosen the constraint, or draw more "
+                             "(--strategy-opt draws=N) or smaller parts (--space-opt)")
+        kept = []
+        for k, pool in enumerate(pools):
+            row = [references[k]]
+            for part in pool:
+                if len(row) == n:
                     break
-            self.parts.append(list(drawn.values()))
-            self.ratings.append([None] * len(drawn))
-            self.rewards.append([None] * len(drawn))
+                if part.key != references[k].key and violation(
+                        [*references[:k], part, *references[k + 1:]])[0] <= base:
+                    row.append(part)
+            kept.append(row)
+        return kept
 
     @property
     def fidelities(self) -> tuple[str, ...]:
@@ -286,9 +347,8 @@ class DNA(Strategy):
         plan = self.plan
         assert plan is not None
         ratings = [[math.inf if r is None else r for r in row] for row in self.ratings]
-        costs = self.context.costs or (lambda g: self.space.cost(g, plan[0][0], 10).as_dict())
         found = assemble(self.space, plan, self.parts, ratings, self.context.objective,
-                         costs, self.options.beam)
+                         self._costs, self.options.beam)
         if found is None:
             self.gave_up = "a block has no part that was rated (every one failed)"
             return

@@ -119,6 +119,55 @@ def test_the_strategy_rates_every_block_then_asks_the_assembled_network() -> Non
     assert strategy.report_fidelity == "full"
 
 
+def teacher_plan(space: epnas.Space, input_shape: tuple[int, int, int]) -> list:
+    """The block plan of a random network of ``space`` (a teacher's, without training)."""
+    plan, shape = [], input_shape
+    for k, part in enumerate(space.blocks(space.draw(np.random.default_rng(0)))):
+        out = space.block_shape(part, k, shape)
+        plan.append((shape, out))
+        shape = out
+    return plan
+
+
+@pytest.mark.parametrize(("name", "input_shape", "cap"),
+                         [("multistage", (1, 8, 8), "25k"), ("layerwise", (3, 16, 16), "8k")])
+def test_parts_are_aimed_at_the_constraints_so_a_tight_cap_assembles(
+        name: str, input_shape: tuple[int, int, int], cap: str) -> None:
+    # multistage: the smallest network has 18.1k params, a random one about 100k; parts
+    # drawn blind summed to far above the cap, and no assembly was feasible
+    space = epnas.spaces.get(name)
+    plan = teacher_plan(space, input_shape) if name == "multistage" else PLAN
+    objective = Objective.of([f"params::{cap}"])
+
+    class Teacher:
+        def block_plan(self) -> list:
+            return plan
+
+    for seed in range(4):
+        strategy = get("dna", space, seed=seed, per_block=4)
+        strategy.attach(SearchContext(objective=objective, evaluator=Teacher(), costs=lambda g:
+                                      space.cost(g, input_shape, 10).as_dict()))
+        run = drive(strategy, epnas.evaluators.SyntheticEvaluator(input_shape), objective, 30)
+        final = run.candidates[-1]
+        assert final.info["feasible_plan"], seed
+        assert space.cost(final.genome, input_shape, 10).params <= objective.constraints[0].high
+        assert all(len(parts) >= 2 for parts in strategy.parts)  # still a choice per block
+
+
+def test_a_cap_no_assembly_meets_is_refused_in_one_line_before_any_training() -> None:
+    space = epnas.spaces.get("multistage")
+    strategy = get("dna", space, seed=0, per_block=2)
+
+    class Teacher:
+        def block_plan(self) -> list:
+            return teacher_plan(space, (1, 8, 8))
+
+    strategy.attach(SearchContext(objective=Objective.of(["params::15k"]), evaluator=Teacher(),
+                                  costs=lambda g: space.cost(g, (1, 8, 8), 10).as_dict()))
+    with pytest.raises(EpnasError, match=r"can assemble no network .* params 18,136 > 15,000"):
+        strategy.planned_trials()
+
+
 @pytest.mark.slow
 def test_search_from_the_cli_with_a_teacher(tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
