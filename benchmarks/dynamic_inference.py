@@ -10,12 +10,16 @@ network's static FLOPs. At each cap:
 * **dynamic**: a search under ``--constraint avg_flops::CAP`` (thresholds chosen per
   network under the cap, the evaluator's rule); the most accurate of the best networks
   of the searches at this cap and the lower ones (thresholds chosen again at this cap);
-* **static**: a search under ``--constraint flops::CAP`` with no early exit (thresholds
-  no confidence reaches: the last exit answers); the most accurate of the best networks
-  of the searches at this cap and the lower ones, costed without their earlier exit
-  heads;
+* **static**: a search under ``--constraint static_flops::CAP`` with no early exit
+  (thresholds no confidence reaches: the last exit answers), each network costed without
+  its earlier exit heads; the most accurate of the best networks of the searches at this
+  cap and the lower ones;
 * **baseline**: the largest network of the space with the same exits, its thresholds
   chosen by the same rule under the cap (the hand-designed multi-exit network).
+
+Every search starts from the strategy's random samples, or with ``--start largest`` from
+the largest network of the space (evolution and random search evaluate it first; 50
+random samples rarely reach the networks above half the largest's FLOPs).
 
 Choices are made on the validation split (as the search makes them); each chosen
 network is also measured on the test split at the same thresholds, which nothing was
@@ -46,10 +50,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from epnas.costmodel import Tally
+from epnas import spaces, strategies
 from epnas.evaluators.supernet import Outcome, SupernetEvaluator
 from epnas.spaces.multistage.genome import MultistageGenome
-from epnas.spaces.registry import space_of
 from epnas.study import Study
 from epnas.supernet import SupernetTraining, recalibrate
 from epnas.supernet.training import exit_logits
@@ -57,17 +60,6 @@ from epnas.supernet.training import exit_logits
 DIGITS = {"stages": 2, "widths": (8, 16), "strides": (1, 2), "stem_channels": 8,
           "depths": (1, 2), "kernels": (3, 5), "expands": (1, 2), "resolutions": (8, 12)}
 TARGET_RATIO = 0.6
-
-
-def static_flops(genome: MultistageGenome, exit_flops: list[float], num_classes: int) -> float:
-    """FLOPs of the static network: every exit's but the earlier exit heads."""
-    space = space_of(genome)
-    heads = Tally()
-    for shape in space.stage_shapes(genome)[1:-1]:  # type: ignore[attr-defined]
-        if genome.options.exit_conv:  # type: ignore[attr-defined]
-            heads.conv_unit(shape, shape.c, 1, shape)
-        heads.head(shape, num_classes)
-    return exit_flops[-1] - heads.result().flops
 
 
 class Measured:
@@ -83,7 +75,7 @@ class Measured:
                               "test": (data.test_x, data.test_y)}.items():
             self.splits[split] = Outcome.of(exit_logits(net, x, data), y, evaluator.criterion,
                                             flops)
-        self.static = static_flops(genome, flops, evaluator.num_classes)
+        self.static = evaluator.static_flops(genome)
 
     def at(self, cap: float) -> dict[str, Any]:
         """Thresholds chosen on validation under ``cap``; both splits measured at them."""
@@ -122,9 +114,12 @@ def search(evaluator: SupernetEvaluator, constraint: str, args: argparse.Namespa
            seed: int) -> MultistageGenome | None:
     """The best feasible genome of one search of the supernet (None: none feasible)."""
     supernet = evaluator.loaded[0]
-    study = Study(space="multistage", space_options=supernet.options.model_dump(),
-                  strategy=args.strategy, evaluator=evaluator, constraints=[constraint],
-                  trials=args.trials, seed=seed)
+    space = spaces.get("multistage", **supernet.options.model_dump())
+    strategy = strategies.get(args.strategy, space=space, seed=seed)
+    if args.start == "largest":  # the first member; its mutations reach the large networks
+        strategy.start_from([supernet.largest()])
+    study = Study(strategy=strategy, evaluator=evaluator, constraints=[constraint],
+                  trials=args.trials)
     summary = study.run()
     best = summary.best
     return best.genome if best is not None and best.feasible else None  # type: ignore[return-value]
@@ -151,7 +146,7 @@ def curve(dynamic: SupernetEvaluator, static: SupernetEvaluator, args: argparse.
         dynamic.cap = cap
         found = search(dynamic, f"avg_flops::{cap:.0f}", args, args.seed + i)
         dynamic_found += [measure(found)] if found is not None else []
-        found = search(static, f"flops::{cap:.0f}", args, args.seed + i)
+        found = search(static, f"static_flops::{cap:.0f}", args, args.seed + i)
         static_found += [measure(found)] if found is not None else []
         # what the searches up to this budget found (a network found under a lower cap
         # meets this one; a dynamic one's thresholds are chosen again under this cap)
@@ -217,6 +212,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--trials", type=int, default=40, help="trials per search")
     p.add_argument("--caps", default="0.3,0.45,0.6,0.75,0.9,1.0",
                    help="FLOPs caps as fractions of the largest network's")
+    p.add_argument("--start", default="random", choices=("random", "largest"),
+                   help="how every search starts: the strategy's random samples, or the "
+                   "largest network of the space first (random search and evolution "
+                   "evaluate it first)")
     p.add_argument("--criterion", default="max_softmax", choices=("max_softmax", "entropy"))
     p.add_argument("--epochs-per-phase", default="4,2,2,2",
                    help="when training the default supernet")
@@ -235,6 +234,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     started = time.time()
     table = curve(evaluator, static, args, caps)
     result = {"supernet": str(path), "strategy": args.strategy, "trials": args.trials,
+              "start": args.start,
               "criterion": args.criterion,
               "largest_static_flops": full, "seconds": time.time() - started,
               "targets": {split: targets(table, split) for split in ("val", "test")},

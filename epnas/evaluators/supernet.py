@@ -13,7 +13,8 @@ the threshold).
 Metrics: ``accuracy`` (dynamic, at the chosen thresholds), ``avg_flops`` (the mean over
 inputs of the FLOPs each paid: ``sum_k share_k * exit_costs[k].flops``, where exit ``k``'s
 cost counts the stem, stages ``0..k`` and exit heads ``0..k``), ``static_accuracy`` (the
-last exit on every input), and per exit ``k``: ``exit{k}_accuracy`` (exit ``k`` on every
+last exit on every input), ``static_flops`` (the static network's: the last exit's
+path without the earlier exit heads), and per exit ``k``: ``exit{k}_accuracy`` (exit ``k`` on every
 input), ``exit{k}_share`` (the share of inputs leaving there), ``exit{k}_flops``; and per
 exit but the last ``threshold{k}``. The analytic costs (``params``, ``flops``, ...) are
 those of the whole network with every exit.
@@ -53,6 +54,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from epnas.costmodel import Tally
 from epnas.data import Dataset, load
 from epnas.errors import EpnasError
 from epnas.evaluators.base import Evaluator
@@ -196,7 +198,7 @@ class SupernetEvaluator(Evaluator):
         self.num_classes = int(self.meta["num_classes"])
         per_exit = [f"exit{k}_{m}" for k in range(self.exits)
                     for m in ("accuracy", "share", "flops")]
-        self.metrics = ("accuracy", "avg_flops", "static_accuracy", *per_exit,
+        self.metrics = ("accuracy", "avg_flops", "static_accuracy", "static_flops", *per_exit,
                         *(f"threshold{k}" for k in range(self.exits - 1)))
         self._loaded: tuple[Supernet, Dataset, list[torch.Tensor]] | None = None
 
@@ -263,10 +265,21 @@ class SupernetEvaluator(Evaluator):
         return [c.flops for c in space_of(genome).exit_costs(  # type: ignore[attr-defined]
             genome, self.input_shape, self.num_classes)]
 
+    def static_flops(self, genome: Genome) -> float:
+        """The FLOPs of the static network: the last exit's path without the earlier
+        exit heads."""
+        space = space_of(genome)
+        heads = Tally()
+        for shape in space.stage_shapes(genome)[1:-1]:  # type: ignore[attr-defined]
+            space.tally_exit(heads, shape, self.num_classes)  # type: ignore[attr-defined]
+        return self.exit_flops(genome)[-1] - heads.result().flops
+
     def costs(self, genome: Genome) -> dict[str, float]:
-        """The analytic costs, and ``avg_flops`` at its lower bound (exit 0's cost)."""
+        """The analytic costs, ``static_flops``, and ``avg_flops`` at its lower bound (exit
+        0's cost)."""
         costs = cost(genome, self.input_shape, self.num_classes).as_dict()
-        return {**costs, "avg_flops": self.exit_flops(genome)[0]}
+        return {**costs, "avg_flops": self.exit_flops(genome)[0],
+                "static_flops": self.static_flops(genome)}
 
     def network(self, genome: MultistageGenome) -> torch.nn.Module:
         """``genome``'s network sliced from the supernet, BatchNorm recalibrated."""
@@ -311,7 +324,8 @@ class SupernetEvaluator(Evaluator):
         accuracy, avg_flops, share = simulate(taus)
         metrics = {**cost(genome, self.input_shape, self.num_classes).as_dict(),
                    "accuracy": accuracy, "avg_flops": avg_flops,
-                   "static_accuracy": float(exit_accuracy[-1])}
+                   "static_accuracy": float(exit_accuracy[-1]),
+                   "static_flops": self.static_flops(genome)}
         for k in range(self.exits):
             metrics.update({f"exit{k}_accuracy": float(exit_accuracy[k]),
                             f"exit{k}_share": float(share[k]),

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from epnas import spaces
 from epnas.errors import EpnasError
@@ -48,6 +50,23 @@ def test_avg_flops_is_the_mixture_of_exit_costs(supernet_dir: Path, space) -> No
     assert m["flops"] == pytest.approx(flops[-1])
     assert evaluator.costs(genome)["avg_flops"] == pytest.approx(flops[0])
     assert flops[0] <= m["avg_flops"]
+
+
+@pytest.mark.parametrize("exit_conv", [False, True])
+def test_static_flops_skip_the_earlier_exit_heads(supernet_dir: Path, exit_conv: bool) -> None:
+    s = spaces.get("multistage", **{**TINY, "exit_conv": exit_conv})
+    genome = _genome(s, 3)
+    with torch.device("meta"):  # what the static network computes: no earlier exit
+        model = s.build(genome, (1, 8, 8), 10).eval()
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            x = model.stem(model.resize(torch.empty(1, 1, 8, 8)))
+            for blocks in model.stages:
+                for block in blocks:
+                    x = block(x)
+            model.exits[-1](x)
+    evaluator = SupernetEvaluator(str(supernet_dir), device="cpu")
+    assert evaluator.static_flops(genome) == counter.get_total_flops()
+    assert evaluator.static_flops(genome) < evaluator.costs(genome)["flops"]
 
 
 def test_early_exit_and_threshold_choice_under_a_cap() -> None:

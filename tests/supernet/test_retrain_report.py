@@ -96,3 +96,19 @@ def test_dynamic_inference_benchmark_runs_end_to_end(tmp_path: Path) -> None:
     assert set(result["targets"]) == {"val", "test"}
     assert json.loads((tmp_path / "out" / "dynamic_inference.json").read_text()) == result
     assert (tmp_path / "out" / "dynamic_inference.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_dynamic_inference_benchmark_starts_from_the_largest(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location(
+        "dynamic_inference", ROOT / "benchmarks" / "dynamic_inference.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    supernet = save_tiny(tmp_path / "supernet")
+    # one trial per search: the largest network, so only the full cap finds a static one
+    result = bench.main(["--supernet", str(supernet), "--out", str(tmp_path / "out"),
+                         "--trials", "1", "--caps", "0.6,1.0", "--strategy", "random",
+                         "--start", "largest"])
+    low, full = result["table"]
+    assert low["static"] is None
+    assert full["static"]["val"]["avg_flops"] == result["largest_static_flops"]
