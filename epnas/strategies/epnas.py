@@ -11,6 +11,10 @@ branches. The first episode starts from random networks, or from the seed genome
 given to ``start_from`` (cycled over the branches, like the top-k seeds of later
 episodes).
 
+Critic (``screen`` > 1, off by default): each branch draws ``screen`` proposals and
+evaluates the one an ensemble of small MLPs, fit on every network evaluated so far,
+ranks highest (mean + ``optimism`` x the members' spread); fresh networks likewise.
+
 Reward: the Study fills ``Result.reward`` with the objective's soft-penalty reward
 (``accuracy * prod p_i ** v_i``), so constraints shape the policy directly.
 
@@ -36,6 +40,7 @@ from epnas.spaces.base import Space
 from epnas.spaces.genome import SCALE_CHOICES, ActionSpace, Decision, Genome
 from epnas.spaces.registry import load_genome
 from epnas.strategies.base import SearchContext, Strategy, StrategyOptions
+from epnas.strategies.surrogate import Encoder, Surrogate
 from epnas.trial import Candidate, Result
 
 LEAF_BUDGET = 256  # decision-tree nodes counted per decision for the neighbour prior
@@ -72,6 +77,10 @@ class EPNASOptions(StrategyOptions):
     #                                       a network this search already evaluated
     avoid_infeasible: int = Field(20, ge=0)  # ... or one the cost model finds outside a
     #                                           constraint (before it costs an evaluation)
+    screen: int = Field(1, ge=1)  # proposals drawn per branch; a critic fit on every result
+    #                               picks the one evaluated (1: no critic)
+    critic_after: int = Field(16, ge=2)  # networks evaluated before the critic screens
+    optimism: float = Field(3.0, ge=0)  # the critic ranks by mean + optimism x its ensemble's std
     embed: int = Field(32, ge=1)  # token / decision embedding width
     encoder_hidden: int = Field(32, ge=1)  # LSTM over the layers (network embedding)
     head_hidden: int = Field(128, ge=1)  # scale and insert LSTM heads
@@ -382,6 +391,7 @@ class EPNAS(Strategy):
         self.episode_results: list[dict[str, Any]] = []
         self.history: list[dict[str, Any]] = []  # best results so far (seeds_from=history)
         self.rewards: dict[str, float] = {}  # reward of every network evaluated, by key
+        self.encoded: dict[str, list[int]] = {}  # its tokens (the critic's inputs)
         self.novelty: dict[str, _Novelty] = {}  # rejected decision paths, by parent key
         self.seeds: list[Genome] = []  # start networks of the first episode (start_from)
         self.baseline: float | None = None
@@ -452,6 +462,7 @@ class EPNAS(Strategy):
         entry["reward"] = float(result.reward if result.reward is not None else result.accuracy)
         entry["feasible"] = bool(result.feasible if result.feasible is not None else result.ok)
         self.rewards[candidate.key] = entry["reward"]
+        self.encoded[candidate.key] = self.space.encode(candidate.genome)
         if not self.queue and all(p is None or "reward" in p for p in self.pending):
             self._finish_step()
 
@@ -473,33 +484,90 @@ class EPNAS(Strategy):
             self.parent_rewards = [None] * b_count
         parents: list[Genome | None] = list(self.branches)
         rewards = list(self.parent_rewards)
-        proposals: list[tuple[Genome, dict[str, Any] | None] | None] = [None] * len(parents)
         for b, parent in enumerate(parents):
             parents[b], rewards[b] = self._live_parent(parent, rewards[b])
-        live = [b for b, parent in enumerate(parents) if parent is not None]
-        for attempt in range(max(o.avoid_repeats, o.avoid_infeasible) + 1):
-            for b, proposal in zip(live, self._propose([parents[b] for b in live])):
-                proposals[b] = proposal
-            if attempt == max(o.avoid_repeats, o.avoid_infeasible):
-                break
-            live = [b for b in self._rejects(proposals) if parents[b] is not None]
-            for b in live:  # draw again from the policy without the rejected path
-                self.novelty.setdefault(parents[b].key, _Novelty()).kill(proposals[b][1])
-            for b in live:  # (after every kill: branches may share a parent)
-                parents[b], rewards[b] = self._live_parent(parents[b], rewards[b])
-                if parents[b] is None:
-                    proposals[b] = None
-            live = [b for b in live if parents[b] is not None]
-            if not live:
-                break
+        screen = o.screen if len(self.encoded) >= o.critic_after else 1
+        slots = [b for b in range(len(parents)) for _ in range(screen)]
+        slot_parents = [parents[b] for b in slots]
+        slot_rewards = [rewards[b] for b in slots]
+        drawn = self._draw(slot_parents, slot_rewards, slots)
+        critic = self._critic(drawn) if screen > 1 else None
+        chosen = self._screen(critic, [d and d[0] for d in drawn], slots) if critic \
+            else list(range(len(slots)))
+        proposals: list[tuple[Genome, dict[str, Any] | None] | None] = [None] * len(parents)
+        for i in chosen:
+            b = slots[i]
+            proposals[b], parents[b], rewards[b] = drawn[i], slot_parents[i], slot_rewards[i]
         taken = {p[0].key for p in proposals if p is not None}
         for b in range(len(proposals)):
             # a branch with no live parent, and a share ``explore`` of the others, start from
             # fresh random networks (these keep the elites from settling in one basin)
             if proposals[b] is None or (o.explore and self.rng.random() < o.explore):
-                proposals[b], parents[b], rewards[b] = (self._start_network(taken), None), \
-                    None, None
+                fresh = [self._start_network(taken) for _ in range(screen)]
+                pick = self._screen(critic, fresh, [0] * screen)[0] if critic else 0
+                for i, genome in enumerate(fresh):
+                    if i != pick:
+                        taken.discard(genome.key)
+                proposals[b], parents[b], rewards[b] = (fresh[pick], None), None, None
         self._queue(proposals, [None if g is None else g.key for g in parents], rewards)
+
+    def _draw(self, parents: list[Genome | None], rewards: list[float | None],
+              groups: list[int]) -> list[tuple[Genome, dict[str, Any]] | None]:
+        """One proposal per parent (None for a parent None), re-sampled while it is a repeat
+        or predicted infeasible; ``parents`` and ``rewards`` change in place where a parent
+        whose neighbourhood is known walks on. A proposal equal to an earlier one of its own
+        ``groups`` entry (another draw for the same branch) is dropped, not re-sampled."""
+        o = self.options
+        tries = max(o.avoid_repeats, o.avoid_infeasible)
+        proposals: list[tuple[Genome, dict[str, Any]] | None] = [None] * len(parents)
+        live = [i for i, parent in enumerate(parents) if parent is not None]
+        for attempt in range(tries + 1):
+            for i, proposal in zip(live, self._propose([parents[i] for i in live])):
+                proposals[i] = proposal
+            if attempt == tries:
+                break
+            again, twins = self._rejects(proposals, groups)
+            for i in twins:
+                proposals[i], parents[i] = None, None
+            live = [i for i in again if parents[i] is not None]
+            for i in live:  # draw again from the policy without the rejected path
+                self.novelty.setdefault(parents[i].key, _Novelty()).kill(proposals[i][1])
+            for i in live:  # (after every kill: branches may share a parent)
+                parents[i], rewards[i] = self._live_parent(parents[i], rewards[i])
+                if parents[i] is None:
+                    proposals[i] = None
+            live = [i for i in live if parents[i] is not None]
+            if not live:
+                break
+        return proposals
+
+    def _critic(self, drawn: list[tuple[Genome, dict[str, Any]] | None]
+                ) -> Callable[[list[Genome]], np.ndarray]:
+        """The reward predictor that screens proposals: an ensemble of small MLPs fit on
+        every network evaluated so far."""
+        known = [k for k in self.rewards if k in self.encoded]
+        rows = [self.encoded[k] for k in known]
+        longest = max(len(self.space.encode(d[0])) for d in drawn if d is not None) \
+            if any(d is not None for d in drawn) else 0
+        encoder = Encoder(self.space, positions=max(longest, *map(len, rows)), counts=True)
+        surrogate = Surrogate(seed=int(self.rng.integers(2**31))).fit(
+            encoder.tokens(rows), np.array([self.rewards[k] for k in known]))
+        return lambda genomes: surrogate.predict(encoder(genomes), self.options.optimism)
+
+    @staticmethod
+    def _screen(critic: Callable[[list[Genome]], np.ndarray], genomes: list[Genome | None],
+                groups: list[int]) -> list[int]:
+        """Per group (branch), the index of the genome ``critic`` predicts the highest
+        reward for."""
+        candidates = [i for i, g in enumerate(genomes) if g is not None]
+        if not candidates:
+            return []
+        predicted = dict(zip(candidates, critic([genomes[i] for i in candidates]).tolist()))
+        best: dict[int, int] = {}
+        for i in candidates:
+            if groups[i] not in best or predicted[i] > predicted[best[groups[i]]]:
+                best[groups[i]] = i
+        return sorted(best.values())
 
     def _live_parent(self, parent: Genome | None, reward: float | None
                      ) -> tuple[Genome | None, float | None]:
@@ -547,18 +615,24 @@ class EPNAS(Strategy):
             return "infeasible"
         return None
 
-    def _rejects(self, proposals: list[tuple[Genome, Any] | None]) -> list[int]:
-        """Branches whose proposal is a repeat (of an evaluated network or of another
-        branch's proposal this step) or predicted infeasible."""
-        proposed: set[str] = set()
-        again = []
-        for b, proposal in enumerate(proposals):
+    def _rejects(self, proposals: list[tuple[Genome, Any] | None],
+                 groups: list[int]) -> tuple[list[int], list[int]]:
+        """(proposals to draw again: repeats of an evaluated network or of another group's
+        proposal, or predicted infeasible; proposals equal to an earlier one of their own
+        group)."""
+        proposed: dict[str, int] = {}
+        again, twins = [], []
+        for i, proposal in enumerate(proposals):
             if proposal is None:
                 continue
-            if self._reason(proposal[0], proposed) is not None:
-                again.append(b)
-            proposed.add(proposal[0].key)
-        return again
+            reason = self._reason(proposal[0], set(proposed))
+            if reason == "repeat" and proposed.get(proposal[0].key) == groups[i] \
+                    and proposal[0].key not in self.rewards:
+                twins.append(i)
+            elif reason is not None:
+                again.append(i)
+            proposed.setdefault(proposal[0].key, groups[i])
+        return again, twins
 
     def _predicted_feasible(self, genome: Genome) -> bool:
         """Whether the analytic costs satisfy every constraint on a metric they give
@@ -696,6 +770,7 @@ class EPNAS(Strategy):
             "episode_results": self.episode_results,
             "history": self.history,
             "rewards": self.rewards,
+            "encoded": self.encoded,
             "novelty": {k: sorted(n.dead) for k, n in self.novelty.items()},
             "baseline": self.baseline,
             "stats": self._stats,
@@ -720,6 +795,7 @@ class EPNAS(Strategy):
         self.episode_results = state["episode_results"]
         self.history = state["history"]
         self.rewards = dict(state["rewards"])
+        self.encoded = dict(state.get("encoded", {}))
         self.novelty = {k: _Novelty(dead) for k, dead in state.get("novelty", {}).items()}
         self.baseline = state["baseline"]
         self._stats = state["stats"]

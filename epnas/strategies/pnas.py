@@ -16,17 +16,17 @@ the reward, so constraints steer it through the soft penalty.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import Field
-from threadpoolctl import threadpool_limits
 
 from epnas.spaces.base import Space
 from epnas.spaces.genome import Genome
 from epnas.spaces.registry import load_genome
 from epnas.strategies.base import Strategy, StrategyOptions
+from epnas.strategies.surrogate import Encoder, Surrogate
 from epnas.trial import Candidate, Result
 
 
@@ -39,100 +39,6 @@ class PNASOptions(StrategyOptions):
     fit_steps: int = Field(100, ge=1)  # full-batch Adam steps per refit
     lr: float = Field(0.05, gt=0)  # Adam learning rate of the surrogate
     fidelity: str | None = None  # evaluator fidelity (None: the evaluator's default)
-
-
-class Surrogate:
-    """An ensemble of one-hidden-layer MLPs, trained together by full-batch Adam.
-
-    Plain numpy with hand-written gradients: the nets are tiny and are refit every
-    round, where torch's or scikit-learn's per-step overhead costs ~10x the arithmetic.
-
-    Args:
-        members: MLPs, each from its own random initial weights; the prediction is
-            their mean.
-        hidden: hidden units per MLP.
-        steps: Adam steps per fit (on the whole data, MSE on standardised targets).
-        lr: Adam learning rate.
-        weight_decay: L2 penalty on the weights.
-        seed: seeds the initial weights.
-    """
-
-    def __init__(self, members: int = 5, hidden: int = 64, steps: int = 100,
-                 lr: float = 0.05, weight_decay: float = 1e-4, seed: int = 0) -> None:
-        self.members, self.hidden, self.steps = members, hidden, steps
-        self.lr, self.weight_decay, self.seed = lr, weight_decay, seed
-        self.params: list[np.ndarray] = []
-        self.columns = np.zeros(0, dtype=bool)
-        self.mean, self.std = 0.0, 1.0
-
-    def _forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        w1, b1, w2, b2 = self.params
-        z = x @ w1 + b1  # [members, N, hidden]
-        return (np.maximum(z, 0) @ w2 + b2)[..., 0], z
-
-    def fit(self, x: np.ndarray, y: np.ndarray) -> Surrogate:
-        self.columns = x.std(0) > 0  # a constant feature carries nothing to learn
-        x = x[:, self.columns].astype(np.float32)
-        self.mean, self.std = float(np.mean(y)), float(np.std(y)) or 1.0
-        target = ((np.asarray(y) - self.mean) / self.std).astype(np.float32)
-        rng = np.random.default_rng(self.seed)
-        e, d, h = self.members, x.shape[1], self.hidden
-
-        def uniform(*shape: int, bound: float) -> np.ndarray:
-            return rng.uniform(-bound, bound, shape).astype(np.float32)
-
-        self.params = [uniform(e, d, h, bound=max(d, 1) ** -0.5), np.zeros((e, 1, h), np.float32),
-                       uniform(e, h, 1, bound=h ** -0.5), np.zeros((e, 1, 1), np.float32)]
-        moments = [(np.zeros_like(p), np.zeros_like(p)) for p in self.params]
-        with threadpool_limits(1):  # tiny matrices: BLAS threads only contend
-            self._adam(x, target, moments)
-        return self
-
-    def _adam(self, x: np.ndarray, target: np.ndarray,
-              moments: list[tuple[np.ndarray, np.ndarray]]) -> None:
-        beta1, beta2, n = 0.9, 0.999, len(x)
-        for step in range(1, self.steps + 1):
-            w1, _, w2, _ = self.params
-            out, z = self._forward(x)
-            g_out = (2 / n) * (out - target)[..., None]  # [members, N, 1]
-            a = np.maximum(z, 0)
-            g_z = (g_out @ w2.transpose(0, 2, 1)) * (z > 0)
-            grads = [x.T @ g_z + self.weight_decay * w1, g_z.sum(1, keepdims=True),
-                     a.transpose(0, 2, 1) @ g_out + self.weight_decay * w2,
-                     g_out.sum(1, keepdims=True)]
-            for p, g, (m, v) in zip(self.params, grads, moments):
-                m *= beta1
-                m += (1 - beta1) * g
-                v *= beta2
-                v += (1 - beta2) * g * g
-                p -= (self.lr * np.sqrt(1 - beta2 ** step) / (1 - beta1 ** step)
-                      * m / (np.sqrt(v) + 1e-8))
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """The ensemble's mean prediction, in the units of the fitted targets."""
-        out, _ = self._forward(x[:, self.columns].astype(np.float32))
-        return out.mean(0) * self.std + self.mean
-
-
-class Encoder:
-    """One-hot features of ``space.encode``: one block per token position, padded."""
-
-    def __init__(self, space: Space) -> None:
-        self.space = space
-        units = getattr(space.options, "max_branches", None)  # cellwise: fixed maximum
-        sample = space.encode(space.sample(np.random.default_rng(0)))
-        self.positions = units * len(space.token_fields) if units else len(sample)
-        self.width = space.vocab_size + 1  # the last id pads short cells
-
-    def __call__(self, genomes: Sequence[Genome]) -> np.ndarray:
-        return self.tokens([self.space.encode(g) for g in genomes])
-
-    def tokens(self, rows: Sequence[Sequence[int]]) -> np.ndarray:
-        """Features of ``space.encode`` token lists."""
-        ids = np.full((len(rows), self.positions), self.width - 1)
-        for i, tokens in enumerate(rows):
-            ids[i, : len(tokens)] = tokens
-        return np.eye(self.width, dtype=np.float32)[ids].reshape(len(rows), -1)
 
 
 def expansions(space: Space, genome: Genome, rng: np.random.Generator, limit: int,

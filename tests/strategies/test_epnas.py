@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import epnas
+import epnas.testing
 from epnas.objective import Objective
 from epnas.strategies.epnas import EPNAS, Policy, _masked_log_probs, _Novelty, _Row, run_policy
 from epnas.trial import Result
@@ -243,3 +244,46 @@ def test_the_transform_advantage_credits_the_gain_over_the_parent() -> None:
     batch = tell_all(strategy, lambda c: 0.6)  # every transformation gains 0.1
     assert all(c.info.get("parent") for c in batch if strategy.options.explore == 0)
     assert strategy.baseline == pytest.approx(0.1)  # the mean gain, not the mean reward
+
+
+def test_the_critic_picks_each_screened_branch_s_proposal() -> None:
+    """With ``screen`` draws per branch, the proposal evaluated is the draw the critic
+    scores highest; a twin draw (the same network again) is dropped, not re-sampled."""
+    strategy = epnas.strategies.get("epnas", "nb201", seed=0, branches=4, screen=3,
+                                    critic_after=4, explore=0)
+    score = {}
+
+    def critic(genomes):
+        return np.array([score.setdefault(g.key, float(np.random.default_rng(
+            abs(hash(g.key)) % 2**32).random())) for g in genomes])
+
+    strategy._critic = lambda drawn: critic
+    draws: list[tuple[list[int], list]] = []
+    draw = strategy._draw
+
+    def spy(parents, rewards, groups):
+        out = draw(parents, rewards, groups)
+        draws.append((list(groups), out))
+        return out
+
+    strategy._draw = spy
+    checked = 0
+    for _ in range(6):
+        draws.clear()
+        batch = tell_all(strategy, lambda c: 0.5)
+        if not draws or len(draws[0][0]) == 4:  # the start step, or before the critic
+            continue
+        groups, out = draws[0]
+        for candidate in batch:
+            b = candidate.info["branch"]
+            mine = [d[0] for g, d in zip(groups, out) if g == b and d is not None]
+            assert len({g.key for g in mine}) == len(mine)  # twins were dropped
+            assert score[candidate.key] == max(score[g.key] for g in mine)
+            checked += 1
+    assert checked >= 8
+
+
+def test_screened_searches_resume_exactly() -> None:
+    epnas.testing.check_strategy("epnas", "nb201", options={
+        "branches": 4, "episodes": 4, "screen": 2, "critic_after": 4, "optimism": 1.0},
+        properties=["seeded", "resume", "resume-outstanding"])

@@ -12,7 +12,7 @@ import epnas
 from epnas import EpnasError, strategies
 from epnas.evaluators import SyntheticEvaluator, TabularEvaluator, tabular
 from epnas.objective import Objective
-from epnas.strategies.pnas import Encoder, Surrogate
+from epnas.strategies.surrogate import Encoder, Surrogate
 from epnas.testing import drive
 from epnas.trial import Candidate
 
