@@ -32,14 +32,15 @@ curves) and prints the table.
 
 Tiny default (digits, a supernet trained here for about a minute; a few minutes in all):
     python benchmarks/dynamic_inference.py
-Full run (Fashion-MNIST, the supernet of docs/dynamic.md; about an hour on 2 cores):
+Full run (Fashion-MNIST, the supernet of docs/dynamic.md; about 35 minutes of training
+and 30 of searching on one core):
     epnas supernet train --dataset fashion-mnist --out runs/supernet-fmnist \\
-        --space-opt widths=8,16,24,32 --space-opt stem_channels=8 \\
-        --space-opt expands=2,3,4 --space-opt kernels=3,5 --space-opt depths=1,2 \\
-        --space-opt resolutions=20,24,28 --epochs-per-phase 4,2,2,2 \\
-        --opt samples=4000 --opt subnets=1
-    python benchmarks/dynamic_inference.py --supernet runs/supernet-fmnist --trials 100 \\
-        --out runs/bench-dynamic-fmnist
+        --space-opt widths=16,32,48,64 --space-opt strides=2,2,1,1 \\
+        --space-opt stem_channels=8 --space-opt expands=2,3,4 --space-opt kernels=3,5 \\
+        --space-opt depths=1,2 --space-opt resolutions=20,24,28 \\
+        --epochs-per-phase 3,2,2,2 --opt subnets=1 --opt precision=fp32
+    python benchmarks/dynamic_inference.py --supernet runs/supernet-fmnist --trials 50 \\
+        --caps 0.3,0.5,0.75,1.0 --start largest --out runs/bench-dynamic-fmnist
 """
 
 from __future__ import annotations

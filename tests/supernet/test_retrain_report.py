@@ -78,12 +78,18 @@ def test_report_draws_the_avg_flops_curve_and_the_best_network_s_exits(searched:
     assert "Exits of the best network" in page
 
 
-@pytest.mark.slow
-def test_dynamic_inference_benchmark_runs_end_to_end(tmp_path: Path) -> None:
+def _benchmark():
+    """``benchmarks/dynamic_inference.py`` as a module."""
     spec = importlib.util.spec_from_file_location(
         "dynamic_inference", ROOT / "benchmarks" / "dynamic_inference.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+@pytest.mark.slow
+def test_dynamic_inference_benchmark_runs_end_to_end(tmp_path: Path) -> None:
+    bench = _benchmark()
     supernet = save_tiny(tmp_path / "supernet")
     result = bench.main(["--supernet", str(supernet), "--out", str(tmp_path / "out"),
                          "--trials", "3", "--caps", "0.6,1.0", "--strategy", "random"])
@@ -100,10 +106,7 @@ def test_dynamic_inference_benchmark_runs_end_to_end(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_dynamic_inference_benchmark_starts_from_the_largest(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location(
-        "dynamic_inference", ROOT / "benchmarks" / "dynamic_inference.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _benchmark()
     supernet = save_tiny(tmp_path / "supernet")
     # one trial per search: the largest network, so only the full cap finds a static one
     result = bench.main(["--supernet", str(supernet), "--out", str(tmp_path / "out"),
