@@ -11,9 +11,10 @@ branches. The first episode starts from random networks, or from the seed genome
 given to ``start_from`` (cycled over the branches, like the top-k seeds of later
 episodes).
 
-Critic (``screen`` > 1, off by default): each branch draws ``screen`` proposals and
-evaluates the one an ensemble of small MLPs, fit on every network evaluated so far,
-ranks highest (mean + ``optimism`` x the members' spread); fresh networks likewise.
+Critic (``screen`` > 1; by default on where the objective has no constraint and the
+policy learns): each branch draws ``screen`` proposals and evaluates the one an ensemble
+of small MLPs, fit on every network evaluated so far, ranks highest (mean + ``optimism``
+x the members' spread); fresh networks likewise.
 
 Reward: the Study fills ``Result.reward`` with the objective's soft-penalty reward
 (``accuracy * prod p_i ** v_i``), so constraints shape the policy directly.
@@ -46,6 +47,7 @@ from epnas.trial import Candidate, Result
 LEAF_BUDGET = 256  # decision-tree nodes counted per decision for the neighbour prior
 WALK_TRIES = 100  # random steps tried from a parent whose neighbourhood is all known
 PRIOR_LR_FACTOR = 50  # output biases learn this much faster than the rest by default
+CRITIC_SCREEN = 4  # proposals per branch the critic ranks, where it is on by default
 
 
 class EPNASOptions(StrategyOptions):
@@ -77,8 +79,9 @@ class EPNASOptions(StrategyOptions):
     #                                       a network this search already evaluated
     avoid_infeasible: int = Field(20, ge=0)  # ... or one the cost model finds outside a
     #                                           constraint (before it costs an evaluation)
-    screen: int = Field(1, ge=1)  # proposals drawn per branch; a critic fit on every result
-    #                               picks the one evaluated (1: no critic)
+    screen: int | None = Field(None, ge=1)  # proposals drawn per branch; a critic fit on
+    #   every result picks the one evaluated (1: no critic; None: 4 when the objective has
+    #   no constraint and the policy learns, else 1)
     critic_after: int = Field(16, ge=2)  # networks evaluated before the critic screens
     optimism: float = Field(3.0, ge=0)  # the critic ranks by mean + optimism x its ensemble's std
     embed: int = Field(32, ge=1)  # token / decision embedding width
@@ -91,7 +94,7 @@ PAPER = {"branches": 8, "episodes": 15, "top_k": 8, "seeds_from": "episode",
          "neighbour_prior": False,
          "prefer_feasible": False, "evaluate_start": False, "explore": 0.0, "lr": 6e-4,
          "prior_lr": 6e-4, "advantage": "reward", "normalize_advantages": False,
-         "update_every": "episode", "avoid_repeats": 0, "avoid_infeasible": 0}
+         "update_every": "episode", "avoid_repeats": 0, "avoid_infeasible": 0, "screen": 1}
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,7 @@ class Schedule:
     steps: int
     episodes: int | None  # None: until the study's budget is spent
     top_k: int
+    screen: int = 1  # proposals drawn per branch for the critic to rank (1: no critic)
 
     @classmethod
     def of(cls, options: EPNASOptions, space: Space, context: SearchContext) -> Schedule:
@@ -115,7 +119,11 @@ class Schedule:
         steps = options.steps or (1 if options.seeds_from == "history"
                                   else space.steps_per_episode)
         top_k = options.top_k or max(1, branches // 2)
-        return cls(branches, steps, options.episodes, top_k)
+        # the critic helps without constraints and traps searches in one basin of a hard
+        # cap (docs/epnas.md); with lr=0 nothing learns: the frozen control has no critic
+        screen = options.screen or (CRITIC_SCREEN if options.lr > 0
+                                    and not context.objective.constraints else 1)
+        return cls(branches, steps, options.episodes, top_k, screen)
 
 
 class Policy(nn.Module):
@@ -486,7 +494,7 @@ class EPNAS(Strategy):
         rewards = list(self.parent_rewards)
         for b, parent in enumerate(parents):
             parents[b], rewards[b] = self._live_parent(parent, rewards[b])
-        screen = o.screen if len(self.encoded) >= o.critic_after else 1
+        screen = self.schedule.screen if len(self.encoded) >= o.critic_after else 1
         slots = [b for b in range(len(parents)) for _ in range(screen)]
         slot_parents = [parents[b] for b in slots]
         slot_rewards = [rewards[b] for b in slots]

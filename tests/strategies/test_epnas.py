@@ -114,7 +114,7 @@ def test_ask_waits_for_the_whole_step() -> None:
 
 
 def count_repeats(avoid: int) -> int:
-    options = {**EPNAS.presets["tabular"], "avoid_repeats": avoid}
+    options = {**EPNAS.presets["tabular"], "avoid_repeats": avoid, "screen": 1}
     strategy = epnas.strategies.get("epnas", "nb201", seed=0, **options)
     seen, repeats = set(), 0
     for _ in range(5):  # 40 children of the best 4: far fewer than their ~96 neighbours
@@ -195,6 +195,24 @@ def test_schedule_is_sized_from_the_budget_and_workers() -> None:
     assert small.schedule.branches == 3  # selection every few queries on a small budget
     fixed = epnas.strategies.get("epnas", "nb201", seed=0, **EPNAS.presets["quick"])
     assert fixed.planned_trials() == (4 * (4 * 3 + 1), "4 episodes x 3 steps x 4 branches")
+
+
+def test_the_critic_is_on_where_nothing_constrains_and_the_policy_learns() -> None:
+    from epnas.objective import Constraint
+    from epnas.strategies.base import SearchContext
+
+    capped = SearchContext(trials=100, objective=Objective((Constraint("params", high=1e5),)))
+
+    def screen(context: SearchContext, **options) -> int:
+        strategy = epnas.strategies.get("epnas", "nb201", seed=0, **options)
+        strategy.attach(context)
+        return strategy.schedule.screen
+
+    assert screen(SearchContext(trials=100)) == 4
+    assert screen(capped) == 1
+    assert screen(SearchContext(trials=100), lr=0) == 1  # the frozen control learns nothing
+    assert screen(capped, screen=3) == 3
+    assert screen(SearchContext(trials=100), **EPNAS.presets["paper"]) == 1
 
 
 def test_default_epnas_uses_the_whole_budget_and_a_fixed_schedule_warns(
