@@ -27,6 +27,11 @@ chosen on. Targets (issue 17): at the accuracy of the best static sub-network th
 dynamic network needs at most 60 % of its FLOPs; the dynamic network beats the
 baseline at every cap. Both are judged on validation and on test.
 
+``--profile N`` only profiles the exits (no searches): for the largest network and N
+random ones, each exit's validation accuracy and FLOPs, the oracle's average FLOPs at
+the static accuracy (each input out at the first exit that gets it right: a bound for
+any thresholds) and what the evaluator's thresholds reach without a cap.
+
 Writes ``OUT/dynamic_inference.json`` (the table) and ``OUT/dynamic_inference.png`` (the
 curves) and prints the table.
 
@@ -50,6 +55,8 @@ import json
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from epnas import spaces, strategies
 from epnas.evaluators.supernet import Outcome, SupernetEvaluator
@@ -95,6 +102,49 @@ class Measured:
             row[split] = {"accuracy": float(outcome.correct[-1].mean()),
                           "avg_flops": self.static}
         return row
+
+
+def oracle_flops(outcome: Outcome) -> float:
+    """The least average FLOPs at which any assignment of inputs to exits keeps the last
+    exit's accuracy: each input pays for the first exit that classifies it right (one
+    that none does, exit 0's), and only the cheapest of the right ones are kept, as many as
+    the last exit gets right. A bound for every threshold rule."""
+    right = outcome.correct.any(0)
+    first = np.where(right, outcome.correct.argmax(0), 0)
+    need = int(np.ceil(outcome.correct[-1].sum()))
+    paid = np.sort(outcome.flops[first][right])[:need].sum()
+    return float((paid + (len(first) - need) * outcome.flops[0]) / len(first))
+
+
+def exit_profile(evaluator: SupernetEvaluator, count: int, seed: int) -> list[dict[str, Any]]:
+    """The largest network and ``count`` random ones (drawn with ``seed``) on validation:
+    each exit's accuracy and FLOPs, the oracle's FLOPs at the static accuracy, and the
+    evaluator's thresholds without a cap."""
+    supernet = evaluator.loaded[0]
+    space = spaces.get("multistage", **supernet.options.model_dump())
+    rng = np.random.default_rng(seed)
+    rows = []
+    for name, genome in [("largest", supernet.largest()),
+                         *((f"random {i}", space.sample(rng)) for i in range(count))]:
+        outcome = Measured(evaluator, genome).splits["val"]
+        accuracy, avg_flops, _ = outcome(outcome.choose(None))
+        rows.append({"network": name, "genome": genome.key,
+                     "exit_accuracy": [float(a) for a in outcome.correct.mean(1)],
+                     "exit_flops": [float(f) for f in outcome.flops],
+                     "oracle_flops": oracle_flops(outcome),
+                     "chosen_accuracy": accuracy, "chosen_flops": avg_flops})
+    return rows
+
+
+def print_profile(rows: list[dict[str, Any]]) -> None:
+    print("network   | exits' accuracy % | exit MFLOPs | oracle at static accuracy "
+          "(% of the network) | evaluator's thresholds, no cap")
+    for r in rows:
+        whole = r["exit_flops"][-1]
+        print(f"{r['network']:9} | {' '.join(f'{a * 100:.1f}' for a in r['exit_accuracy'])} | "
+              f"{' '.join(f'{f / 1e6:.2f}' for f in r['exit_flops'])} | "
+              f"{r['oracle_flops'] / whole * 100:.0f} % | {r['chosen_accuracy'] * 100:.1f} % "
+              f"at {r['chosen_flops'] / whole * 100:.0f} %")
 
 
 def supernet_dir(args: argparse.Namespace) -> Path:
@@ -221,6 +271,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--epochs-per-phase", default="4,2,2,2",
                    help="when training the default supernet")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--profile", type=int, metavar="N", default=None,
+                   help="only profile the exits of the largest network and N random ones "
+                   "(drawn with seed + 1): no searches; writes OUT/exit_profile.json")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -230,6 +283,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     never = [2.0 if args.criterion == "max_softmax" else -1.0] * (exits - 1)
     static = SupernetEvaluator(str(path), criterion=args.criterion, thresholds=never,
                                device="cpu")
+    if args.profile is not None:
+        rows = exit_profile(evaluator, args.profile, args.seed + 1)
+        (out / "exit_profile.json").write_text(json.dumps(rows, indent=1) + "\n")
+        print_profile(rows)
+        return {"profile": rows}
     full = Measured(evaluator, evaluator.loaded[0].largest()).static
     caps = [float(c) * full for c in args.caps.split(",")]
     started = time.time()

@@ -8,6 +8,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -115,3 +116,26 @@ def test_dynamic_inference_benchmark_starts_from_the_largest(tmp_path: Path) -> 
     low, full = result["table"]
     assert low["static"] is None
     assert full["static"]["val"]["avg_flops"] == result["largest_static_flops"]
+
+
+def test_the_oracle_pays_the_first_right_exit_of_the_cheapest_right_inputs() -> None:
+    from epnas.evaluators.supernet import Outcome
+
+    bench = _benchmark()
+    correct = np.array([[1, 0, 0, 1, 0],    # exit 0
+                        [1, 1, 1, 0, 0]])   # exit 1: three right, so three are kept
+    outcome = Outcome(np.zeros((2, 5)), correct.astype(bool), [1.0, 3.0])
+    # inputs 0 and 3 out at exit 0 (1 each), one of 1 and 2 at exit 1 (3), two at exit 0
+    assert bench.oracle_flops(outcome) == pytest.approx((1 + 1 + 3 + 1 + 1) / 5)
+
+
+def test_the_benchmark_profiles_exits_without_searching(tmp_path: Path) -> None:
+    bench = _benchmark()
+    supernet = save_tiny(tmp_path / "supernet")
+    rows = bench.main(["--supernet", str(supernet), "--out", str(tmp_path / "out"),
+                       "--profile", "1"])["profile"]
+    assert [r["network"] for r in rows] == ["largest", "random 0"]
+    for r in rows:
+        assert r["exit_flops"][0] <= r["oracle_flops"] <= r["exit_flops"][-1]
+        assert r["chosen_accuracy"] >= r["exit_accuracy"][-1]  # no cap: never below static
+    assert json.loads((tmp_path / "out" / "exit_profile.json").read_text()) == rows
