@@ -9,13 +9,15 @@ network's static FLOPs. At each cap:
 
 * **dynamic**: a search under ``--constraint avg_flops::CAP`` (thresholds chosen per
   network under the cap, the evaluator's rule); the most accurate of the best networks
-  of the searches at this cap and the lower ones (thresholds chosen again at this cap);
+  of the searches at this cap and the lower ones, with the thresholds chosen for it at
+  this cap or a lower one (the coordinate search may end lower under a looser cap);
 * **static**: a search under ``--constraint static_flops::CAP`` with no early exit
   (thresholds no confidence reaches: the last exit answers), each network costed without
   its earlier exit heads; the most accurate of the best networks of the searches at this
   cap and the lower ones;
 * **baseline**: the largest network of the space with the same exits, its thresholds
-  chosen by the same rule under the cap (the hand-designed multi-exit network).
+  chosen by the same rule under the cap or a lower one (the hand-designed multi-exit
+  network).
 
 Every search starts from the strategy's random samples, or with ``--start largest`` from
 the largest network of the space (evolution and random search evaluate it first; 50
@@ -52,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -147,6 +150,14 @@ def print_profile(rows: list[dict[str, Any]]) -> None:
               f"at {r['chosen_flops'] / whole * 100:.0f} %")
 
 
+def round_up(value: float) -> float:
+    """``value`` rounded up to 6 significant digits: a study keeps its constraints' bounds
+    at that precision (``Constraint.__str__``), so an unrounded cap of exactly the largest
+    network's FLOPs would come back below them."""
+    step = 10.0 ** (math.floor(math.log10(value)) - 5)
+    return math.ceil(value / step) * step
+
+
 def supernet_dir(args: argparse.Namespace) -> Path:
     if args.supernet:
         return Path(args.supernet)
@@ -193,6 +204,10 @@ def curve(dynamic: SupernetEvaluator, static: SupernetEvaluator, args: argparse.
     table: list[dict[str, Any]] = []
     dynamic_found: list[Measured] = []
     static_found: list[Measured] = []
+    # rows (network and thresholds) chosen under the lower caps: they meet this one too,
+    # and the thresholds' coordinate search under a looser cap may end lower
+    dynamic_rows: list[dict[str, Any]] = []
+    baseline_rows: list[dict[str, Any]] = []
     for i, cap in enumerate(sorted(caps)):
         dynamic.cap = cap
         found = search(dynamic, f"avg_flops::{cap:.0f}", args, args.seed + i)
@@ -201,12 +216,12 @@ def curve(dynamic: SupernetEvaluator, static: SupernetEvaluator, args: argparse.
         static_found += [measure(found)] if found is not None else []
         # what the searches up to this budget found (a network found under a lower cap
         # meets this one; a dynamic one's thresholds are chosen again under this cap)
-        rows = [r for r in (m.at(cap) for m in dynamic_found) if r["feasible"]]
-        baseline = largest.at(cap)
-        table.append({"cap": cap, "dynamic": most_accurate(rows),
+        dynamic_rows += [r for r in (m.at(cap) for m in dynamic_found) if r["feasible"]]
+        baseline_rows += [r for r in [largest.at(cap)] if r["feasible"]]
+        table.append({"cap": cap, "dynamic": most_accurate(dynamic_rows),
                       "static": most_accurate([m.static_row() for m in static_found
                                                if m.static <= cap]),
-                      "baseline": baseline if baseline["feasible"] else None})
+                      "baseline": most_accurate(baseline_rows)})
         print(f"cap {cap:,.0f}: searched", flush=True)
     return table
 
@@ -289,7 +304,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print_profile(rows)
         return {"profile": rows}
     full = Measured(evaluator, evaluator.loaded[0].largest()).static
-    caps = [float(c) * full for c in args.caps.split(",")]
+    caps = [round_up(float(c) * full) for c in args.caps.split(",")]
     started = time.time()
     table = curve(evaluator, static, args, caps)
     result = {"supernet": str(path), "strategy": args.strategy, "trials": args.trials,
