@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -65,21 +66,28 @@ def trained(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[P
     return run_dir, trial.id
 
 
+Export = Callable[[str], tuple[Path, dict]]  # format -> (path, the CLI's --json report)
+
+
 @pytest.fixture(scope="module")
-def exported(trained: tuple[Path, int], tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The trained trial exported once in every format by the CLI: format -> (path, the
-    command's --json report)."""
+def exported(trained: tuple[Path, int], tmp_path_factory: pytest.TempPathFactory) -> Export:
+    """Exports the trained trial by the CLI in a format, once per format (on first use):
+    format -> (path, the command's --json report)."""
     run_dir, trial = trained
     root = tmp_path_factory.mktemp("exported")
     outs = {"onnx": root / "model.onnx", "torchscript": root / "model.pt",
             "pytorch": root / "deploy", "json": root / "best.json"}
-    done = {}
-    for fmt, out in outs.items():
-        result = epnas_cli("export", str(run_dir), "--trial", str(trial), "--format", fmt,
-                           "--out", str(out), "--json")
-        assert result.returncode == 0, result.stderr
-        done[fmt] = (out, json.loads(result.stdout))
-    return done
+    done: dict[str, tuple[Path, dict]] = {}
+
+    def export(fmt: str) -> tuple[Path, dict]:
+        if fmt not in done:
+            result = epnas_cli("export", str(run_dir), "--trial", str(trial), "--format", fmt,
+                               "--out", str(outs[fmt]), "--json")
+            assert result.returncode == 0, result.stderr
+            done[fmt] = (outs[fmt], json.loads(result.stdout))
+        return done[fmt]
+
+    return export
 
 
 def batch(shape: tuple[int, ...], n: int = 3) -> torch.Tensor:
@@ -92,9 +100,9 @@ def reference(run_dir: Path, trial: int, x: torch.Tensor) -> torch.Tensor:
 
 
 def test_onnx_export_matches_torch_and_carries_metadata(trained: tuple[Path, int],
-                                                        exported: dict) -> None:
+                                                        exported: Export) -> None:
     run_dir, trial = trained
-    out, report = exported["onnx"]
+    out, report = exported("onnx")
     assert report["max_abs_diff"] < 1e-4 and report["metadata"]["weights"] == "trial"
     props = {p.key: json.loads(p.value) for p in onnx.load(str(out)).metadata_props}
     assert props["input_shape"] == [1, 8, 8] and props["classes"] == [str(d) for d in range(10)]
@@ -109,10 +117,11 @@ def test_onnx_export_matches_torch_and_carries_metadata(trained: tuple[Path, int
     assert np.abs(got - reference(run_dir, trial, x).numpy()).max() < 1e-4
 
 
+@pytest.mark.slow  # the everyday subset exports ONNX and plain PyTorch
 def test_torchscript_export_loads_with_torch_jit_and_matches(trained: tuple[Path, int],
-                                                             exported: dict) -> None:
+                                                             exported: Export) -> None:
     run_dir, trial = trained
-    out, _ = exported["torchscript"]
+    out, _ = exported("torchscript")
     extra = {"metadata.json": ""}
     module = torch.jit.load(str(out), _extra_files=extra)
     assert json.loads(extra["metadata.json"])["input_shape"] == [1, 8, 8]
@@ -122,9 +131,9 @@ def test_torchscript_export_loads_with_torch_jit_and_matches(trained: tuple[Path
 
 
 def test_pytorch_export_runs_in_a_fresh_interpreter_without_epnas(
-        trained: tuple[Path, int], exported: dict, tmp_path: Path) -> None:
+        trained: tuple[Path, int], exported: Export, tmp_path: Path) -> None:
     run_dir, trial = trained
-    out, _ = exported["pytorch"]
+    out, _ = exported("pytorch")
     header = (out / "model.py").read_text()
     assert "import epnas" not in header and "from epnas" not in header
     assert "MEAN = (" in header and "CLASSES = ('0'" in header and "INPUT_SHAPE = (1, 8, 8)" \
@@ -151,10 +160,11 @@ def test_pytorch_export_runs_in_a_fresh_interpreter_without_epnas(
     assert torch.allclose(got, reference(run_dir, trial, x), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_json_export_is_a_genome_file_with_costs(trained: tuple[Path, int],
-                                                 exported: dict) -> None:
+                                                 exported: Export) -> None:
     run_dir, trial = trained
-    out, _ = exported["json"]
+    out, _ = exported("json")
     data = json.loads(out.read_text())
     genome = epnas.load_genome(out.read_text())
     assert genome == epnas.load_run(run_dir).genome(trial)
@@ -191,10 +201,10 @@ def expected_top(run_dir: Path, trial: int, paths: list[Path], k: int) -> list[l
 
 
 def test_predict_agrees_on_run_dir_onnx_and_pytorch_export(trained: tuple[Path, int],
-                                                           exported: dict,
+                                                           exported: Export,
                                                            images: list[Path]) -> None:
     run_dir, trial = trained
-    onnx_file, deployed = exported["onnx"][0], exported["pytorch"][0]
+    onnx_file, deployed = exported("onnx")[0], exported("pytorch")[0]
     want = expected_top(run_dir, trial, images, 2)
     answers = []
     for model in (onnx_file, deployed):
