@@ -27,7 +27,7 @@ baseline from before the update.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar, Literal
@@ -614,7 +614,7 @@ class EPNAS(Strategy):
             self.pending.append({"genome": {"key": genome.key, "json": genome.to_json()},
                                  "record": record, "parent_reward": parent_rewards[b]})
 
-    def _reason(self, genome: Genome, proposed: set[str]) -> str | None:
+    def _reason(self, genome: Genome, proposed: Collection[str]) -> str | None:
         """Why a proposal should be drawn again (None: it is worth an evaluation)."""
         o = self.options
         if o.avoid_repeats and (genome.key in self.rewards or genome.key in proposed):
@@ -633,7 +633,7 @@ class EPNAS(Strategy):
         for i, proposal in enumerate(proposals):
             if proposal is None:
                 continue
-            reason = self._reason(proposal[0], set(proposed))
+            reason = self._reason(proposal[0], proposed.keys())
             if reason == "repeat" and proposed.get(proposal[0].key) == groups[i] \
                     and proposal[0].key not in self.rewards:
                 twins.append(i)
