@@ -86,9 +86,16 @@ class Constraint:
         return v
 
     def __str__(self) -> str:
-        low = "" if self.low is None else f"{self.low:g}"
-        high = "" if self.high is None else f"{self.high:g}"
-        return f"{self.metric}:{low}:{high}:{self.penalty:g}"
+        low = "" if self.low is None else _exact(self.low)
+        high = "" if self.high is None else _exact(self.high)
+        return f"{self.metric}:{low}:{high}:{_exact(self.penalty)}"
+
+
+def _exact(value: float) -> str:
+    """The shortest text that reads back as ``value`` (``:g`` keeps 6 digits: a study
+    recording ``flops::2432123`` as ``2.43212e+06`` moved the bound)."""
+    text = repr(float(value))
+    return text[:-2] if text.endswith(".0") else text
 
 
 @dataclass(frozen=True)

@@ -124,3 +124,11 @@ def test_parse_size_errors(text: str) -> None:
 def test_unreadable_penalty_is_a_clear_error() -> None:
     with pytest.raises(EpnasError, match="penalty"):
         Constraint.parse("params::100k:abc")
+
+
+@pytest.mark.parametrize("bounds", [(None, 2432123.0, 0.9), (0.1, 316346.0, 0.5),
+                                    (1e-05, None, 0.95), (None, 1234567.891, 0.9)])
+def test_a_constraint_reads_back_from_its_text_exactly(bounds) -> None:
+    low, high, penalty = bounds
+    constraint = Constraint("flops", low=low, high=high, penalty=penalty)
+    assert Constraint.parse(str(constraint)) == constraint
