@@ -9,7 +9,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.table import Table
@@ -103,29 +103,11 @@ def _run_study(config: StudyConfig, args: argparse.Namespace, *, force_new: bool
     stream = sys.stderr if to_stdout else sys.stdout
     console = Console(file=stream, highlight=False, soft_wrap=True)
     study = Study.from_config(config, force_new=force_new, extend=extend)
-    if study.worker_limit is not None and study.worker_limit.reason is not None:
-        console.print(f"epnas: {study.worker_limit}")
-    config = study.config  # what the run uses (its workers capped to the machine)
-    start = study.summary()
-    trials, why = study.trial_budget()
-    live = stream.isatty() and not args.quiet
-    reporter = (LiveReporter(config, start, stream, config.out, budget=trials) if live
-                else LineReporter(config, start, stream, budget=trials))
-    study.progress = reporter.trial
-    study.trial_progress = reporter.epoch
-    budget = [f"{trials} trials" + (f": {why}" if why else "")] if trials else []
-    budget += [f"{duration(config.time)}"] if config.time else []
-    verb = "resuming" if start.trials else "searching"
-    task = pretext_of(config.fidelity)
-    note = f", accuracy = the {task} pretext task's, no label read" if task else ""
-    console.print(f"epnas: {verb} {config.space} with {config.strategy}, evaluator "
-                  f"{config.evaluator}{note} ({' / '.join(budget) or 'no budget'}"
-                  f"{'; ' if why else ', '}{_executor_text(config)}{_precision_text(config)}"
-                  f"); run: {config.out}")
-    if study.evaluator.rated_space() is not None:  # the space it rates, which a user may not name
-        options = " ".join(f"{k}={flag_value(v)}" for k, v in config.space_options.items())
-        console.print(f"epnas: space {config.space} as the {config.evaluator} evaluator "
-                      f"rates it: {options}")
+    try:
+        config, reporter = _announce(study, args, stream, console)
+    except BaseException:  # an error before the run starts still releases the run directory
+        study.close()
+        raise
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     code = 0
     try:
@@ -149,6 +131,35 @@ def _run_study(config: StudyConfig, args: argparse.Namespace, *, force_new: bool
     else:
         _print_summary(summary, console, study.early_stop_warning())
     return code
+
+
+def _announce(study: Study, args: argparse.Namespace, stream: TextIO,
+              console: Console) -> tuple[StudyConfig, LiveReporter | LineReporter]:
+    """Print the run's header; (the configuration the run uses, its progress reporter)."""
+    if study.worker_limit is not None and study.worker_limit.reason is not None:
+        console.print(f"epnas: {study.worker_limit}")
+    config = study.config  # what the run uses (its workers capped to the machine)
+    start = study.summary()
+    trials, why = study.trial_budget()
+    live = stream.isatty() and not args.quiet
+    reporter = (LiveReporter(config, start, stream, config.out, budget=trials) if live
+                else LineReporter(config, start, stream, budget=trials))
+    study.progress = reporter.trial
+    study.trial_progress = reporter.epoch
+    budget = [f"{trials} trials" + (f": {why}" if why else "")] if trials else []
+    budget += [f"{duration(config.time)}"] if config.time else []
+    verb = "resuming" if start.trials else "searching"
+    task = pretext_of(config.fidelity)
+    note = f", accuracy = the {task} pretext task's, no label read" if task else ""
+    console.print(f"epnas: {verb} {config.space} with {config.strategy}, evaluator "
+                  f"{config.evaluator}{note} ({' / '.join(budget) or 'no budget'}"
+                  f"{'; ' if why else ', '}{_executor_text(config)}{_precision_text(config)}"
+                  f"); run: {config.out}")
+    if study.evaluator.rated_space() is not None:  # the space it rates, which a user may not name
+        options = " ".join(f"{k}={flag_value(v)}" for k, v in config.space_options.items())
+        console.print(f"epnas: space {config.space} as the {config.evaluator} evaluator "
+                      f"rates it: {options}")
+    return config, reporter
 
 
 def _precision_text(config: StudyConfig) -> str:

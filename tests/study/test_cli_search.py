@@ -475,3 +475,18 @@ def test_bad_image_folders_stop_the_run_before_its_first_trial(
                "--trials", "2", "--quiet", "--out", str(out)], capsys)
     assert message in err
     assert not out.exists()
+
+
+def test_an_error_before_the_run_starts_releases_the_run_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from epnas.errors import EpnasError
+
+    def refuse(self: Study) -> tuple[int | None, str | None]:
+        raise EpnasError("refused before the first trial")
+
+    args = ["search", "--strategy", "random", "--evaluator", "tests.study.helpers:Sleepy",
+            "--trials", "2", "--quiet", "--out", str(tmp_path / "run")]
+    monkeypatch.setattr(Study, "trial_budget", refuse)
+    assert main(args) == 2
+    monkeypatch.undo()
+    assert main(args) == 0  # the refused run held no lock: the same process runs it now
