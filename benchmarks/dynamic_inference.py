@@ -150,14 +150,6 @@ def print_profile(rows: list[dict[str, Any]]) -> None:
               f"at {r['chosen_flops'] / whole * 100:.0f} %")
 
 
-def round_up(value: float) -> float:
-    """``value`` rounded up to 6 significant digits: a study keeps its constraints' bounds
-    at that precision (``Constraint.__str__``), so an unrounded cap of exactly the largest
-    network's FLOPs would come back below them."""
-    step = 10.0 ** (math.floor(math.log10(value)) - 5)
-    return math.ceil(value / step) * step
-
-
 def supernet_dir(args: argparse.Namespace) -> Path:
     if args.supernet:
         return Path(args.supernet)
@@ -304,7 +296,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print_profile(rows)
         return {"profile": rows}
     full = Measured(evaluator, evaluator.loaded[0].largest()).static
-    caps = [round_up(float(c) * full) for c in args.caps.split(",")]
+    caps = [math.ceil(float(c) * full) for c in args.caps.split(",")]
     started = time.time()
     table = curve(evaluator, static, args, caps)
     result = {"supernet": str(path), "strategy": args.strategy, "trials": args.trials,
