@@ -555,12 +555,18 @@ class EPNAS(Strategy):
         every network evaluated so far."""
         known = [k for k in self.rewards if k in self.encoded]
         rows = [self.encoded[k] for k in known]
-        longest = max(len(self.space.encode(d[0])) for d in drawn if d is not None) \
-            if any(d is not None for d in drawn) else 0
-        encoder = Encoder(self.space, positions=max(longest, *map(len, rows)), counts=True)
+        drawn_tokens = {d[0].key: self.space.encode(d[0]) for d in drawn if d is not None}
+        longest = max(map(len, [*rows, *drawn_tokens.values()]))
+        encoder = Encoder(self.space, positions=longest, counts=True)
         surrogate = Surrogate(seed=int(self.rng.integers(2**31))).fit(
             encoder.tokens(rows), np.array([self.rewards[k] for k in known]))
-        return lambda genomes: surrogate.predict(encoder(genomes), self.options.optimism)
+
+        def predict(genomes: list[Genome]) -> np.ndarray:
+            tokens = [drawn_tokens[g.key] if g.key in drawn_tokens else self.space.encode(g)
+                      for g in genomes]
+            return surrogate.predict(encoder.tokens(tokens), self.options.optimism)
+
+        return predict
 
     @staticmethod
     def _screen(critic: Callable[[list[Genome]], np.ndarray], genomes: list[Genome | None],
