@@ -28,6 +28,7 @@ Full run (Fashion-MNIST, the Table-3 channel table, 30 architectures):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -39,11 +40,12 @@ import numpy as np
 import torch
 
 import epnas
+from epnas.data import Dataset, load
 from epnas.evaluators import DistillEvaluator, TrainingEvaluator
 from epnas.objective import Objective
 from epnas.proxy_study import measure, rank_consistency
 from epnas.spaces.layerwise import Layer
-from epnas.strategies.dna import assemble
+from epnas.strategies.dna import aggregated, assemble
 from epnas.trial import Candidate, TrialContext
 
 
@@ -99,18 +101,71 @@ def rate_parts(distill: DistillEvaluator, parts: list[list[epnas.Genome]], cache
     return rated
 
 
+def dataset(args: argparse.Namespace) -> Dataset:
+    """The data set at ``--image-size`` with ``--val-fraction`` held out, then a seeded
+    ``--train-samples`` of its training and ``--val-samples`` of its validation images."""
+    data = load(args.dataset, args.data, val_fraction=args.val_fraction,
+                image_size=args.image_size)
+    generator = torch.Generator().manual_seed(args.seed)
+    picks = {}
+    for split, count in (("train", args.train_samples), ("val", args.val_samples)):
+        y = getattr(data, f"{split}_y")
+        index = torch.randperm(len(y), generator=generator)[:count] if count else None
+        if index is not None:
+            picks |= {f"{split}_x": getattr(data, f"{split}_x")[index], f"{split}_y": y[index]}
+    return dataclasses.replace(data, **picks)
+
+
+def ties(accuracies: list[float]) -> dict[str, float]:
+    """How coarse a reference is: its distinct values and the share of pairs it ties."""
+    pairs = list(itertools.combinations(accuracies, 2))
+    return {"distinct": len(set(accuracies)),
+            "tied_pairs": sum(a == b for a, b in pairs) / max(len(pairs), 1)}
+
+
+def block_diagnosis(ratings: list[list[float]], choices: list[tuple[int, ...]],
+                    reference: list[float]) -> list[dict[str, float]]:
+    """Per block: the spread of its parts' ratings, and how its part's rating alone
+    (minus, lower is better) ranks the assemblies against ``reference``."""
+    rows = []
+    for k, row in enumerate(ratings):
+        finite = [r for r in row if math.isfinite(r)]
+        alone = [-ratings[k][c[k]] for c in choices]
+        rank = rank_consistency(alone, reference) if len(set(alone)) > 1 else {
+            "kendall_tau": math.nan, "spearman_rho": math.nan}
+        rows.append({"block": k, "min": min(finite, default=math.nan),
+                     "median": float(np.median(finite)) if finite else math.nan,
+                     "max": max(finite, default=math.nan),
+                     "std": float(np.std(finite)) if finite else math.nan,
+                     "kendall_tau": rank["kendall_tau"], "spearman_rho": rank["spearman_rho"]})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", default="digits")
+    parser.add_argument("--dataset", default="fashion-mnist")
     parser.add_argument("--data", help="data set directory (default: the usual places)")
+    parser.add_argument("--image-size", type=int, help="resize images (default: native)")
+    parser.add_argument("--val-fraction", type=float, default=0.1,
+                        help="share of the official training set held out for validation")
+    parser.add_argument("--train-samples", type=int, default=3000,
+                        help="training images kept (0: all)")
+    parser.add_argument("--val-samples", type=int, default=1500,
+                        help="validation images kept (0: all)")
     parser.add_argument("--teacher", help="teacher directory (default: train one here)")
     parser.add_argument("--archs", type=int, default=30)
     parser.add_argument("--per-block", type=int, default=4)
-    parser.add_argument("--channels", default="8,16,32,64", help="the space's channel table")
+    parser.add_argument("--channels", default="4,8,16,32", help="the space's channel table")
     parser.add_argument("--max-layers", type=int, default=9)
     parser.add_argument("--epochs", type=int, default=4, help="distillation epochs per part")
+    parser.add_argument("--batch-size", type=int, default=128, help="distillation batch size")
+    parser.add_argument("--lr", type=float, default=1e-2, help="distillation learning rate")
     parser.add_argument("--samples", type=int, help="training images for distillation")
     parser.add_argument("--loss", default="mse_norm", choices=("mse", "mse_norm"))
+    parser.add_argument("--readout", default="fit", choices=("fit", "affine"),
+                        help="the distill evaluator's read-out of a part's output")
+    parser.add_argument("--aggregate", default="sum", choices=("sum", "log", "zscore", "rank"),
+                        help="how DNA adds the blocks' ratings (the others are shown too)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/bench-dna-ranking")
@@ -120,12 +175,18 @@ def main() -> None:
     out = Path(args.out)
     channels = tuple(int(c) for c in args.channels.split(","))
     space = epnas.spaces.get("layerwise", channels=channels, max_layers=args.max_layers)
-    training = TrainingEvaluator(args.dataset, args.data, seed=args.seed, share=False)
-    data = training.loaded
+    data = dataset(args)
+    training = TrainingEvaluator(data, seed=args.seed, share=False)
+    setting = {"dataset": args.dataset, "data": args.data, "image_size": args.image_size,
+               "val_fraction": args.val_fraction, "train_samples": args.train_samples,
+               "val_samples": args.val_samples, "seed": args.seed}
+    train_cache = out / ("train-" + hashlib.sha256(
+        json.dumps(setting, sort_keys=True).encode()).hexdigest()[:10])
     teacher_dir = Path(args.teacher) if args.teacher else out / "teacher"
     teacher = {} if args.teacher else train_teacher(space, training, teacher_dir)
-    distill = DistillEvaluator(str(teacher_dir), args.dataset, args.data, seed=args.seed,
-                               epochs=args.epochs, samples=args.samples, loss=args.loss)
+    distill = DistillEvaluator(str(teacher_dir), data, seed=args.seed,
+                               epochs=args.epochs, samples=args.samples, loss=args.loss,
+                               readout=args.readout, batch_size=args.batch_size, lr=args.lr)
     plan = distill.block_plan()
     rng = np.random.default_rng(args.seed)
     parts = []
@@ -135,22 +196,22 @@ def main() -> None:
             part = space.sample_block(rng, k, len(plan), inp, outp)
             drawn.setdefault(part.key, part)
         parts.append(list(drawn.values()))
-    print(f"{data.name}: teacher {teacher_dir} ({len(plan)} blocks: "
+    print(f"{data.name}: {len(data.train_y)} training, {len(data.val_y)} validation images; "
+          f"teacher {teacher_dir} ({len(plan)} blocks: "
           f"{' -> '.join('x'.join(map(str, o)) for _, o in plan)}); {args.per_block} parts "
           f"per block, {torch.get_num_threads()} thread(s)")
-    identity = {"teacher": str(teacher_dir), "dataset": args.dataset, "seed": args.seed,
-                "epochs": args.epochs, "samples": args.samples, "loss": args.loss}
+    identity = {"teacher": str(teacher_dir), **setting, "epochs": args.epochs,
+                "samples": args.samples, "loss": args.loss}
+    # options at their first defaults stay out, so the ratings cached before them stay valid
+    identity |= {key: value for key, value in (("readout", args.readout), (
+        "batch_size", args.batch_size), ("lr", args.lr)) if value != parser.get_default(key)}
     rated = rate_parts(distill, parts, out / "dna", identity)
     ratings = [[r["distill_loss"] if r["status"] == "done" else math.inf for r in row]
                for row in rated]
 
     choices = list(itertools.product(*(range(len(row)) for row in parts)))
-    picked = rng.permutation(len(choices))[: args.archs]
-    archs, scores = [], []
-    for index in picked:
-        choice = choices[index]
-        archs.append(space.assemble([parts[k][j] for k, j in enumerate(choice)]))
-        scores.append(-sum(ratings[k][j] for k, j in enumerate(choice)))
+    picked = [choices[i] for i in rng.permutation(len(choices))[: args.archs]]
+    archs = [space.assemble([parts[k][j] for k, j in enumerate(c)]) for c in picked]
     print(f"{len(archs)} assembled architectures of {len(choices)} possible")
 
     def progress(side: str):
@@ -160,12 +221,15 @@ def main() -> None:
                       f"in {m.metrics.get('train_seconds', 0):.1f}s")
         return report
 
-    full = measure(training, archs, "full", out / "train", progress("full"))
-    prediction = measure(training, archs, "prediction", out / "train", progress("prediction"))
+    full = measure(training, archs, "full", train_cache, progress("full"))
+    prediction = measure(training, archs, "prediction", train_cache, progress("prediction"))
+    scores = {how: [-sum(table[k][j] for k, j in enumerate(c)) for c in picked]
+              for how in ("sum", "log", "zscore", "rank") for table in [aggregated(ratings, how)]}
     ok = [i for i in range(len(archs)) if full[i].accuracy is not None
-          and prediction[i].accuracy is not None and math.isfinite(scores[i])]
+          and prediction[i].accuracy is not None and math.isfinite(scores["sum"][i])]
     reference = [full[i].accuracy for i in ok]
-    dna_rank = rank_consistency([scores[i] for i in ok], reference)
+    ranks = {how: rank_consistency([s[i] for i in ok], reference) for how, s in scores.items()}
+    dna_rank = ranks[args.aggregate]
     pred_rank = rank_consistency([prediction[i].accuracy for i in ok], reference)
 
     def total(rows: list, what: str) -> float:
@@ -181,23 +245,39 @@ def main() -> None:
     # the strategy's own choice: the best-rated assembly with at most the teacher's params
     teacher_genome = epnas.load_genome((teacher_dir / "genome.json").read_text())
     teacher_params = epnas.cost(teacher_genome, data.input_shape, data.num_classes).params
-    chosen = assemble(space, plan, parts, ratings, Objective.of([f"params::{teacher_params}"]),
-                      training.costs)
+    chosen = assemble(space, plan, parts, aggregated(ratings, args.aggregate),
+                      Objective.of([f"params::{teacher_params}"]), training.costs)
     assembled = None
     if chosen is not None:
-        trained = measure(training, [chosen.genome], "full", out / "train")[0]
+        trained = measure(training, [chosen.genome], "full", train_cache)[0]
         assembled = {"accuracy": trained.accuracy, "params": training.costs(chosen.genome)[
             "params"], "describe": space.describe(chosen.genome), "rating": chosen.rating}
+    diagnosis = block_diagnosis(ratings, [picked[i] for i in ok], reference)
+    dna_scores = scores[args.aggregate]
     summary = {
-        "dataset": data.name, "archs": len(ok), "blocks": len(plan),
-        "per_block": args.per_block, "block_trials": len(blocks),
+        "dataset": data.name, "train_images": len(data.train_y),
+        "val_images": len(data.val_y), "archs": len(ok), "blocks": len(plan),
+        "per_block": args.per_block, "block_trials": len(blocks), "aggregate": args.aggregate,
         "dna": {**dna_rank, **dna_cost}, "prediction": {**pred_rank, **pred_cost},
-        "full": full_cost, "teacher": teacher,
-        "dna_top_full_accuracy": reference[int(np.argmax([scores[i] for i in ok]))],
+        "dna_by_aggregate": ranks, "full": full_cost, "teacher": teacher,
+        "reference_ties": ties(reference), "per_block_diagnosis": diagnosis,
+        "dna_top_full_accuracy": reference[int(np.argmax([dna_scores[i] for i in ok]))],
         "best_full_accuracy": best_full, "teacher_params": teacher_params,
         "assembled": assembled,
+        "ratings": ratings, "rows": [
+            {"choice": list(picked[i]), "full": full[i].accuracy,
+             "prediction": prediction[i].accuracy, "params": full[i].metrics.get("params")}
+            for i in ok],
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    tied = summary["reference_ties"]
+    print(f"full accuracies: {tied['distinct']} distinct of {len(ok)}, "
+          f"{100 * tied['tied_pairs']:.1f}% of pairs tied")
+    for row in diagnosis:
+        print(f"  block {row['block']}: ratings {row['min']:.3f}..{row['max']:.3f} (std "
+              f"{row['std']:.3f}); alone, Kendall tau {row['kendall_tau']:.3f} against full")
+    print("DNA by aggregate: " + ", ".join(f"{how} tau {r['kendall_tau']:.3f}"
+                                           for how, r in ranks.items()))
     print(f"{'':12}{'Kendall tau':>12}{'Spearman':>10}{'wall s':>9}{'CPU s':>9}")
     for name, rank, cost in (("DNA", dna_rank, dna_cost), ("prediction", pred_rank, pred_cost),
                              ("full", None, full_cost)):

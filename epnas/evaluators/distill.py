@@ -92,6 +92,9 @@ class DistillOptions(BaseModel):
     lr: float = Field(1e-2, gt=0)  # Adam's learning rate
     samples: int | None = Field(None, ge=1)  # training images used (None: all)
     cache: bool = True  # keep the teacher's features in memory (per worker and block)
+    # what reads the part's output out: "fit" only where the shape differs, "affine"
+    # adds a per-channel scale and shift where the channels already match
+    readout: Literal["fit", "affine"] = "fit"
 
 
 class DistillEvaluator(Evaluator):
@@ -99,7 +102,8 @@ class DistillEvaluator(Evaluator):
     trains whole genomes end to end at the training fidelities (module docs).
 
     Args:
-        teacher, teacher_genome, blocks, loss, epochs, batch_size, lr, samples, cache:
+        teacher, teacher_genome, blocks, loss, epochs, batch_size, lr, samples, cache,
+        readout:
             see :class:`DistillOptions`.
         dataset, data, seed, schedule, time_limit, device, val_fraction, max_memory: as
             for :class:`~epnas.evaluators.training.TrainingEvaluator` (the end-to-end
@@ -116,7 +120,7 @@ class DistillEvaluator(Evaluator):
                  seed: int = 0, *, teacher_genome: str | None = None,
                  blocks: str | list[str] | None = None, loss: str = "mse_norm",
                  epochs: int = 4, batch_size: int = 128, lr: float = 1e-2,
-                 samples: int | None = None, cache: bool = True,
+                 samples: int | None = None, cache: bool = True, readout: str = "fit",
                  schedule: dict[str, Any] | None = None, time_limit: float | None = None,
                  device: str | None = None, val_fraction: float = 0.1,
                  max_memory: float | None = None) -> None:
@@ -126,7 +130,8 @@ class DistillEvaluator(Evaluator):
             self.options = DistillOptions(
                 teacher=str(teacher), teacher_genome=teacher_genome,
                 blocks=tuple(blocks) if blocks else None, loss=loss, epochs=epochs,
-                batch_size=batch_size, lr=lr, samples=samples, cache=cache)
+                batch_size=batch_size, lr=lr, samples=samples, cache=cache,
+                readout=readout)
         except ValidationError as exc:
             raise EpnasError(validation_message("distill evaluator options", exc)) from None
         self.training = TrainingEvaluator(dataset, data=data, seed=seed, schedule=schedule,
@@ -224,7 +229,8 @@ class DistillEvaluator(Evaluator):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             model = nn.Sequential(space.build_block(part, index, in_shape),
-                                  _regressor(got, out_shape)).to(self.device)
+                                  _regressor(got, out_shape, self.options.readout == "affine")
+                                  ).to(self.device)
         start = time.perf_counter()
         stats = self._stats(index)
         trained = self._train(model, index, stats)
@@ -363,13 +369,19 @@ class DistillEvaluator(Evaluator):
         return loss / count, baseline / count
 
 
-def _regressor(got: Shape3, want: Shape3) -> nn.Module:
+def _regressor(got: Shape3, want: Shape3, affine: bool = False) -> nn.Module:
     """Average pooling to the teacher's size when the part's output is finer, and a 1x1
-    convolution (with bias) to the teacher's channels when their numbers differ; an
-    identity when the part already outputs the teacher's shape."""
+    convolution (with bias) to the teacher's channels when their numbers differ; where
+    they match, a per-channel scale and shift (starting as the identity) when
+    ``affine``, else nothing."""
     parts: list[nn.Module] = []
     if got[1:] != want[1:]:
         parts.append(nn.AdaptiveAvgPool2d(want[1:]))
     if got[0] != want[0]:
         parts.append(nn.Conv2d(got[0], want[0], 1))
+    elif affine:
+        scale = nn.Conv2d(got[0], got[0], 1, groups=got[0])
+        nn.init.ones_(scale.weight)
+        nn.init.zeros_(scale.bias)
+        parts.append(scale)
     return nn.Sequential(*parts) if parts else nn.Identity()

@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -68,6 +68,8 @@ class DNAOptions(StrategyOptions):
     draws: int = Field(200, ge=1)  # random parts drawn per block to aim them at constraints
     final: str = "prediction"  # fidelity of the assembled network's end-to-end trial
     beam: int | None = Field(None, ge=1)  # choices kept per block (None: exact)
+    # how the blocks' ratings add up: raw losses, or each block's standardised first
+    aggregate: Literal["sum", "log", "zscore", "rank"] = "sum"
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,36 @@ def _pareto(labels: list[_Label], modes: Mapping[str, str]) -> list[_Label]:
         if not any(dominates(other, label) for other in kept):
             kept.append(label)
     return kept
+
+
+def aggregated(ratings: Sequence[Sequence[float]], how: str) -> list[list[float]]:
+    """Every block's ratings made comparable between blocks before they are summed:
+    ``sum`` keeps them; ``log`` takes their logarithm (the sum then ranks by the product
+    of the losses, which no block's unit or scale sways); ``zscore`` subtracts the
+    block's mean rating and divides by its standard deviation (over its finite
+    ratings); ``rank`` replaces each by its rank within its block scaled to [0, 1]
+    (ties share their mean rank). A failed part (inf) stays inf; a block whose finite
+    ratings are all equal contributes 0."""
+    if how == "sum":
+        return [list(row) for row in ratings]
+    out = []
+    for row in ratings:
+        values = np.array(row, dtype=float)
+        finite = np.isfinite(values)
+        scaled = np.full(len(values), math.inf)
+        kept = values[finite]
+        if how == "log":
+            scaled[finite] = np.log(np.maximum(kept, 1e-12))
+        elif how == "zscore":
+            spread = kept.std()
+            scaled[finite] = (kept - kept.mean()) / spread if spread > 0 else 0.0
+        elif how == "rank":
+            from scipy.stats import rankdata
+            scaled[finite] = (rankdata(kept) - 1) / (len(kept) - 1) if len(kept) > 1 else 0.0
+        else:
+            raise EpnasError(f"aggregate must be sum, log, zscore or rank, got {how!r}")
+        out.append(scaled.tolist())
+    return out
 
 
 def rating(result: Result) -> float:
@@ -347,14 +379,16 @@ class DNA(Strategy):
         plan = self.plan
         assert plan is not None
         ratings = [[math.inf if r is None else r for r in row] for row in self.ratings]
-        found = assemble(self.space, plan, self.parts, ratings, self.context.objective,
+        found = assemble(self.space, plan, self.parts,
+                         aggregated(ratings, self.options.aggregate), self.context.objective,
                          self._costs, self.options.beam)
         if found is None:
             self.gave_up = "a block has no part that was rated (every one failed)"
             return
         info = {"origin": "assembled", "parts": list(found.choice),
                 "ratings": [ratings[k][j] for k, j in enumerate(found.choice)],
-                "rating": found.rating, "assembly": found.method,
+                "rating": found.rating, "aggregate": self.options.aggregate,
+                "assembly": found.method,
                 "feasible_plan": found.feasible}
         self.final = Candidate(found.genome, self.options.final, info)
 

@@ -119,6 +119,19 @@ def test_losses_caching_and_a_coarser_part(teacher: Path) -> None:
     assert coarse.status == "failed" and "coarser than the teacher's 2x2" in coarse.error
 
 
+def test_an_affine_readout_fits_the_scale_of_a_parameter_free_part(teacher: Path) -> None:
+    lone_pool = Candidate(part(Layer(1, "maxpool", 0, -1, 2)), "block=1", {})  # 16x4x4 -> 2x2
+    plain = DistillEvaluator(str(teacher), samples=128, epochs=2).evaluate(lone_pool)
+    affine = DistillEvaluator(str(teacher), samples=128, epochs=2,
+                              readout="affine").evaluate(lone_pool)
+    assert plain.status == affine.status == "done"
+    assert plain.metrics["epochs"] == 0 and affine.metrics["epochs"] == 2  # nothing to train
+    assert affine.metrics["distill_loss"] < plain.metrics["distill_loss"]
+    assert affine.metrics["params"] == plain.metrics["params"] == 0  # the part's own costs
+    with pytest.raises(EpnasError, match="readout"):
+        DistillEvaluator(str(teacher), readout="conv")
+
+
 def test_a_user_module_teacher_with_named_blocks(tmp_path: Path) -> None:
     source = tmp_path / "teacher.py"
     source.write_text(

@@ -18,7 +18,7 @@ from epnas.cli import main
 from epnas.objective import Objective
 from epnas.strategies import get
 from epnas.strategies.base import SearchContext
-from epnas.strategies.dna import assemble, rating
+from epnas.strategies.dna import aggregated, assemble, rating
 from epnas.testing import drive
 from epnas.trial import Result
 from tests.evaluators.test_distill import save_teacher
@@ -91,6 +91,20 @@ def test_ratings_prefer_the_distillation_loss() -> None:
     assert rating(Result.failure("error", "x")) == math.inf
 
 
+def test_ratings_are_made_comparable_between_blocks_before_they_add_up() -> None:
+    ratings = [[0.2, 0.4, 0.6], [10.0, 50.0, math.inf], [3.0, 3.0, 3.0]]
+    assert aggregated(ratings, "sum") == ratings
+    z = aggregated(ratings, "zscore")
+    for row in z[:2]:
+        finite = [r for r in row if math.isfinite(r)]
+        assert np.mean(finite) == pytest.approx(0) and np.std(finite) == pytest.approx(1)
+    assert z[1][2] == math.inf and z[2] == [0.0, 0.0, 0.0]
+    assert aggregated(ratings, "rank") == [[0.0, 0.5, 1.0], [0.0, 1.0, math.inf],
+                                           [0.5, 0.5, 0.5]]
+    with pytest.raises(EpnasError, match="aggregate"):
+        aggregated(ratings, "mean")
+
+
 class Plan:
     """An evaluator-like object with a teacher's block plan (what ``distill`` offers)."""
 
@@ -117,6 +131,22 @@ def test_the_strategy_rates_every_block_then_asks_the_assembled_network() -> Non
     assert costs(final.genome)["params"] <= 50_000
     assert [row["block"] for row in strategy.stats()] == [0.0, 1.0, 2.0]
     assert strategy.report_fidelity == "full"
+
+
+@pytest.mark.parametrize("how", ["zscore", "rank"])
+def test_the_strategy_assembles_on_the_aggregated_ratings(how: str) -> None:
+    objective = Objective.of(["params::40k"])
+    strategy = get("dna", SPACE, seed=3, per_block=4, aggregate=how)
+    plan = Plan()
+    strategy.attach(SearchContext(objective=objective, costs=plan.costs, evaluator=plan))
+    evaluator = epnas.evaluators.SyntheticEvaluator((3, 16, 16))
+    drive(strategy, evaluator, objective, 20)
+    final = strategy.final
+    assert final is not None and final.info["aggregate"] == how
+    table = aggregated(strategy.ratings, how)  # type: ignore[arg-type]
+    assert final.info["rating"] == pytest.approx(brute_force(strategy.parts, table, objective))
+    assert final.info["ratings"] == [strategy.ratings[k][j]
+                                     for k, j in enumerate(final.info["parts"])]
 
 
 def teacher_plan(space: epnas.Space, input_shape: tuple[int, int, int]) -> list:
@@ -193,13 +223,17 @@ def test_search_from_the_cli_with_a_teacher(tmp_path: Path,
 @pytest.mark.slow
 def test_the_ranking_benchmark_runs(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "dna_ranking.py"), "--archs", "4",
-         "--per-block", "2", "--channels", "8,16", "--max-layers", "6", "--samples", "200",
+        [sys.executable, str(ROOT / "benchmarks" / "dna_ranking.py"), "--dataset", "digits",
+         "--train-samples", "400", "--val-samples", "100", "--archs", "4", "--per-block", "2",
+         "--channels", "8,16", "--max-layers", "6", "--aggregate", "zscore",
          "--out", str(tmp_path / "bench")],
         cwd=tmp_path, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600)
     assert done.returncode == 0, done.stderr
     summary = json.loads((tmp_path / "bench" / "summary.json").read_text())
     assert summary["archs"] == 4 and summary["block_trials"] == 6
+    assert summary["train_images"] == 400 and summary["val_images"] == 100
+    assert summary["dna"]["kendall_tau"] == summary["dna_by_aggregate"]["zscore"]["kendall_tau"]
+    assert [row["block"] for row in summary["per_block_diagnosis"]] == [0, 1, 2]
     assert -1 <= summary["dna"]["kendall_tau"] <= 1 and summary["dna"]["cpu_seconds"] > 0
     assert summary["assembled"]["params"] <= summary["teacher_params"]
 
