@@ -52,3 +52,24 @@ def test_constrained_search_smoke(tmp_path: Path) -> None:
     keys = {r["best_key"] for r in report["runs"] if r["best_key"]}
     assert keys <= set(report["medium"])
     assert all(m["test"] is not None for m in report["medium"].values())
+
+
+@pytest.mark.slow  # two tiny searches and two retrainings in a subprocess
+def test_label_free_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "out.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "label_free.py"), "--trials", "2",
+         "--max-layers", "2", "--fidelity-items", "e=1", "--retrain-epochs", "1",
+         "--json", str(out), "--out", str(tmp_path / "runs")],
+        cwd=tmp_path, env={**os.environ, "CI": "true"}, capture_output=True, text=True,
+        stdin=subprocess.DEVNULL, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    rotation, labels = report["runs"]  # the label-free search first, then the supervised
+    assert rotation["fidelity"].startswith("pretext=rotation")
+    assert "pretext" not in labels["fidelity"]
+    for run in report["runs"]:
+        assert 0 <= run["test_accuracy"] <= 1 and run["best"]
+    assert len(list((tmp_path / "runs").iterdir())) == 2  # --out keeps both searches
+    assert report["gaps"] == [pytest.approx(
+        100 * (rotation["test_accuracy"] - labels["test_accuracy"]))]
