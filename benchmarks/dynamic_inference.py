@@ -88,10 +88,15 @@ class Measured:
                                             flops)
         self.static = evaluator.static_flops(genome)
 
+    def identity(self) -> dict[str, Any]:
+        """The genome's key and its JSON (so a found network can be rebuilt, sliced or
+        retrained from the table: the benchmark's studies keep no run directory)."""
+        return {"genome": self.genome.key, "json": json.loads(self.genome.to_json())}
+
     def at(self, cap: float) -> dict[str, Any]:
         """Thresholds chosen on validation under ``cap``; both splits measured at them."""
         taus = self.splits["val"].choose(cap)
-        row: dict[str, Any] = {"genome": self.genome.key}
+        row: dict[str, Any] = self.identity()
         for split, outcome in self.splits.items():
             accuracy, avg_flops, share = outcome(taus)
             row[split] = {"accuracy": accuracy, "avg_flops": avg_flops,
@@ -100,7 +105,7 @@ class Measured:
         return row
 
     def static_row(self) -> dict[str, Any]:
-        row: dict[str, Any] = {"genome": self.genome.key}
+        row: dict[str, Any] = self.identity()
         for split, outcome in self.splits.items():
             row[split] = {"accuracy": float(outcome.correct[-1].mean()),
                           "avg_flops": self.static}

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from epnas import load_genome
 from epnas.data import Dataset
 from epnas.report.data import exit_profile, ranked, read_run
 from epnas.report.html import write_report
@@ -116,6 +117,9 @@ def test_dynamic_inference_benchmark_starts_from_the_largest(tmp_path: Path) -> 
     low, full = result["table"]
     assert low["static"] is None
     assert full["static"]["val"]["avg_flops"] == result["largest_static_flops"]
+    # the table keeps each network's JSON: the largest network rebuilds from it
+    genome = load_genome(json.dumps(full["static"]["json"]))
+    assert genome.key == full["static"]["genome"]
 
 
 def test_the_oracle_pays_the_first_right_exit_of_the_cheapest_right_inputs() -> None:
