@@ -86,6 +86,8 @@ def main() -> None:
                         "the search's)")
     parser.add_argument("--retrain-data", help="its files")
     parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds run are FIRST..FIRST+SEEDS-1 (to add seeds to a run)")
     parser.add_argument("--out", help="keep the runs here (default: a temporary folder)")
     parser.add_argument("--json", help="write the figures to this file")
     args = parser.parse_args()
@@ -96,7 +98,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(args.out or scratch)
         rows = []
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             rows.append(search_and_retrain(args, label_free, seed, args.dataset, args.data,
                                            root))
             # the supervised side needs labels: it searches on the data it retrains on

@@ -60,7 +60,7 @@ def test_label_free_smoke(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "label_free.py"), "--trials", "2",
          "--max-layers", "2", "--fidelity-items", "e=1", "--retrain-epochs", "1",
-         "--json", str(out), "--out", str(tmp_path / "runs")],
+         "--first-seed", "1", "--json", str(out), "--out", str(tmp_path / "runs")],
         cwd=tmp_path, env={**os.environ, "CI": "true"}, capture_output=True, text=True,
         stdin=subprocess.DEVNULL, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -69,7 +69,7 @@ def test_label_free_smoke(tmp_path: Path) -> None:
     assert rotation["fidelity"].startswith("pretext=rotation")
     assert "pretext" not in labels["fidelity"]
     for run in report["runs"]:
-        assert 0 <= run["test_accuracy"] <= 1 and run["best"]
+        assert 0 <= run["test_accuracy"] <= 1 and run["best"] and run["seed"] == 1
     assert len(list((tmp_path / "runs").iterdir())) == 2  # --out keeps both searches
     assert report["gaps"] == [pytest.approx(
         100 * (rotation["test_accuracy"] - labels["test_accuracy"]))]
