@@ -158,13 +158,13 @@ def main() -> None:
     parser.add_argument("--channels", default="4,8,16,32", help="the space's channel table")
     parser.add_argument("--max-layers", type=int, default=9)
     parser.add_argument("--epochs", type=int, default=4, help="distillation epochs per part")
-    parser.add_argument("--batch-size", type=int, default=128, help="distillation batch size")
+    parser.add_argument("--batch-size", type=int, default=32, help="distillation batch size")
     parser.add_argument("--lr", type=float, default=1e-2, help="distillation learning rate")
     parser.add_argument("--samples", type=int, help="training images for distillation")
     parser.add_argument("--loss", default="mse_norm", choices=("mse", "mse_norm"))
     parser.add_argument("--readout", default="fit", choices=("fit", "affine"),
                         help="the distill evaluator's read-out of a part's output")
-    parser.add_argument("--aggregate", default="sum", choices=("sum", "log", "zscore", "rank"),
+    parser.add_argument("--aggregate", default="zscore", choices=("sum", "log", "zscore", "rank"),
                         help="how DNA adds the blocks' ratings (the others are shown too)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--seed", type=int, default=0)
@@ -202,17 +202,24 @@ def main() -> None:
           f"per block, {torch.get_num_threads()} thread(s)")
     identity = {"teacher": str(teacher_dir), **setting, "epochs": args.epochs,
                 "samples": args.samples, "loss": args.loss}
-    # options at their first defaults stay out, so the ratings cached before them stay valid
-    identity |= {key: value for key, value in (("readout", args.readout), (
-        "batch_size", args.batch_size), ("lr", args.lr)) if value != parser.get_default(key)}
+    # options at the values they had before they were options stay out of the identity,
+    # so the ratings cached then stay valid
+    identity |= {key: value for key, value, before in (
+        ("readout", args.readout, "fit"), ("batch_size", args.batch_size, 128),
+        ("lr", args.lr, 1e-2)) if value != before}
     rated = rate_parts(distill, parts, out / "dna", identity)
     ratings = [[r["distill_loss"] if r["status"] == "done" else math.inf for r in row]
                for row in rated]
 
     choices = list(itertools.product(*(range(len(row)) for row in parts)))
-    picked = [choices[i] for i in rng.permutation(len(choices))[: args.archs]]
-    archs = [space.assemble([parts[k][j] for k, j in enumerate(c)]) for c in picked]
-    print(f"{len(archs)} assembled architectures of {len(choices)} possible")
+    picked, archs, seen = [], [], set()
+    for index in rng.permutation(len(choices)):  # distinct networks: parts may coincide
+        genome = space.assemble([parts[k][j] for k, j in enumerate(choices[index])])
+        if len(archs) < args.archs and genome.key not in seen:
+            seen.add(genome.key)
+            picked.append(choices[index])
+            archs.append(genome)
+    print(f"{len(archs)} distinct assembled architectures of {len(choices)} choices")
 
     def progress(side: str):
         def report(index: int, m: epnas.proxy_study.Measurement) -> None:

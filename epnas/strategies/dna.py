@@ -17,8 +17,11 @@
    kept part is asked at fidelity ``block=K``; all are independent, so they run in
    parallel like any trials. A part's rating is its ``distill_loss`` (lower is better);
    with an evaluator that reports none, ``1 - accuracy``; a failed part is never chosen.
-3. **Assembly.** One part per block is chosen to minimise the summed rating under the
-   study's constraints. The search is exact: a dynamic program over the blocks whose
+3. **Assembly.** Each block's ratings are first made comparable between blocks
+   (``aggregate``, :func:`aggregated`: by default standardised within the block, so a
+   block whose losses spread widely, e.g. over a parameter-free part, does not
+   outweigh the others), then one part per block is chosen to minimise their sum under
+   the study's constraints. The search is exact: a dynamic program over the blocks whose
    state is the previous block's output shape (a block's costs depend on its input
    channels), keeping per state only the choices no other choice dominates (a lower or
    equal summed rating and, for every cost a constraint bounds from above, lower or
@@ -68,8 +71,9 @@ class DNAOptions(StrategyOptions):
     draws: int = Field(200, ge=1)  # random parts drawn per block to aim them at constraints
     final: str = "prediction"  # fidelity of the assembled network's end-to-end trial
     beam: int | None = Field(None, ge=1)  # choices kept per block (None: exact)
-    # how the blocks' ratings add up: raw losses, or each block's standardised first
-    aggregate: Literal["sum", "log", "zscore", "rank"] = "sum"
+    # how the blocks' ratings add up: each block's standardised (default), their raw
+    # losses, their logarithms, or their ranks within the block (see ``aggregated``)
+    aggregate: Literal["sum", "log", "zscore", "rank"] = "zscore"
 
 
 @dataclass(frozen=True)
@@ -385,9 +389,10 @@ class DNA(Strategy):
         if found is None:
             self.gave_up = "a block has no part that was rated (every one failed)"
             return
-        info = {"origin": "assembled", "parts": list(found.choice),
-                "ratings": [ratings[k][j] for k, j in enumerate(found.choice)],
-                "rating": found.rating, "aggregate": self.options.aggregate,
+        chosen = [ratings[k][j] for k, j in enumerate(found.choice)]
+        info = {"origin": "assembled", "parts": list(found.choice), "ratings": chosen,
+                "rating": sum(chosen), "aggregate": self.options.aggregate,
+                "aggregated_rating": found.rating,
                 "assembly": found.method,
                 "feasible_plan": found.feasible}
         self.final = Candidate(found.genome, self.options.final, info)

@@ -144,9 +144,11 @@ def test_the_strategy_assembles_on_the_aggregated_ratings(how: str) -> None:
     final = strategy.final
     assert final is not None and final.info["aggregate"] == how
     table = aggregated(strategy.ratings, how)  # type: ignore[arg-type]
-    assert final.info["rating"] == pytest.approx(brute_force(strategy.parts, table, objective))
+    assert final.info["aggregated_rating"] == pytest.approx(
+        brute_force(strategy.parts, table, objective))
     assert final.info["ratings"] == [strategy.ratings[k][j]
                                      for k, j in enumerate(final.info["parts"])]
+    assert final.info["rating"] == pytest.approx(sum(final.info["ratings"]))
 
 
 def teacher_plan(space: epnas.Space, input_shape: tuple[int, int, int]) -> list:
