@@ -8,7 +8,8 @@ Every strategy searches the ``layerwise`` space on Fashion-MNIST under a FLOPs c
 satisfy; the share is measured with the space's sampler and printed) with the soft
 penalty of DESIGN.md, each candidate trained under an EcoNAS reduced setting (default
 ``full,c=0.25,r=0.5,s=0.1,e=2``: a quarter of the channels, 14x14 images, a tenth of
-the training set, 2 epochs). Rows, each a strategy with its options:
+the training set, 2 epochs). Rows are strategy specs (``--strategies``, any
+``NAME[KEY=VALUE,...][+filter]``, e.g. ``epnas[screen=4]``); the default rows:
 
 * ``epnas``: EPNAS as a Study runs it when nothing is named (the study picks the preset);
 * ``epnas[lr=0]``: the same with a frozen policy (the control: what the learning adds);
@@ -71,17 +72,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from scipy import stats
 
 import epnas
+from epnas.errors import EpnasError
 from epnas.evaluators.proxy import Setting
 from epnas.evaluators.training import TrainingEvaluator, train_genome
 from epnas.executors import exit_with_parent
 from epnas.spaces.registry import load_genome
+from epnas.strategies.spec import parse as parse_spec
+from epnas.strategies.spec import split as split_specs
 from epnas.study import Study
 
 SPACE = "layerwise"
@@ -94,17 +97,6 @@ SMOKE = {"seeds": 1, "trials": 4, "fidelity": "full,c=0.25,r=0.5,s=0.03,e=1",
          "medium": "prediction,s=0.03,e=1"}
 
 
-def _frozen_lr() -> float:
-    """0 when EPNAS accepts it as the frozen-policy control, else a learning rate so
-    small that Adam's steps (about lr each) leave the policy as it was drawn."""
-    _, cls = epnas.strategies.STRATEGIES.resolve("epnas")
-    try:
-        cls.Options(lr=0.0)
-    except ValidationError:
-        return 1e-12
-    return 0.0
-
-
 @dataclass(frozen=True)
 class Row:
     """A strategy as one table row: its registered name, options and EEEA filter."""
@@ -114,12 +106,11 @@ class Row:
     options: dict[str, Any] = field(default_factory=dict)
     use_filter: bool = False
 
-
-def known_rows() -> dict[str, Row]:
-    rows = [Row("epnas", "epnas"), Row("epnas[lr=0]", "epnas", {"lr": _frozen_lr()}),
-            Row("evolution", "evolution"), Row("random+filter", "random", use_filter=True),
-            Row("random", "random")]
-    return {row.label: row for row in rows}
+    @classmethod
+    def of(cls, label: str) -> Row:
+        """The row of a strategy spec (``NAME[KEY=VALUE,...][+filter]``), named as written."""
+        spec = parse_spec(label)
+        return cls(label, spec.name, dict(spec.options), spec.filter)
 
 
 DEFAULT_ROWS = "epnas,epnas[lr=0],evolution,random+filter"
@@ -429,7 +420,8 @@ def main() -> None:
                         help="which to report: trials, time or both (both read the "
                              "same equal-trials searches)")
     parser.add_argument("--strategies", default=DEFAULT_ROWS,
-                        help=f"comma-separated rows of: {', '.join(known_rows())}")
+                        help="comma-separated strategy specs, each a row named as written "
+                             "(NAME[KEY=VALUE,...][+filter], e.g. 'epnas[screen=4]')")
     parser.add_argument("--reference", default="epnas", help="the row compared with the others")
     parser.add_argument("--max-mflops", type=float, default=MAX_MFLOPS,
                         help="the constraint: forward MFLOPs at the data set's input size")
@@ -450,11 +442,11 @@ def main() -> None:
         for key, value in SMOKE.items():
             if getattr(args, key) == parser.get_default(key):
                 setattr(args, key, value)
-    rows_by_label = known_rows()
-    labels = [s.strip() for s in args.strategies.split(",") if s.strip()]
-    unknown = [s for s in labels if s not in rows_by_label]
-    if unknown:
-        parser.error(f"unknown strategies {unknown}; known: {', '.join(rows_by_label)}")
+    labels = split_specs(args.strategies)
+    try:
+        rows_by_label = {label: Row.of(label) for label in labels}
+    except EpnasError as exc:
+        parser.error(str(exc))
     comparisons = [c.strip() for c in args.comparisons.split(",")]
     if not set(comparisons) <= {"trials", "time"} or not comparisons:
         parser.error("--comparisons takes trials, time or trials,time")
@@ -467,14 +459,12 @@ def main() -> None:
     started = time.perf_counter()
     data = TrainingEvaluator(args.dataset, args.data).loaded
     share = constraint_share(args.max_mflops, data.input_shape, data.num_classes)
-    frozen = rows_by_label["epnas[lr=0]"].options["lr"]
     console.print(
         f"{platform.processor() or platform.machine()}, {args.jobs} job(s) of 1 thread; "
         f"{data.name} {'x'.join(map(str, data.input_shape))}, space {SPACE}; constraint "
         f"flops <= {args.max_mflops:g} MFLOPs, met by {share:.1%} of {SHARE_SAMPLES} random "
         f"{SPACE} networks (the space's sampler); search fidelity {args.fidelity!r}; medium "
-        f"training {args.medium!r}; {args.seeds} seeds; epnas[lr=0] runs with lr={frozen:g}"
-        + ("" if frozen == 0 else " (EPNAS refuses lr=0 so far)"), markup=False)
+        f"training {args.medium!r}; {args.seeds} seeds", markup=False)
 
     runs: dict[str, list[dict[str, Any]]] = {}
     medium: dict[str, dict[str, Any]] = {}
@@ -556,7 +546,7 @@ def main() -> None:
     console.print(f"total {total / 60:.1f} min")
     if args.json:
         out = {"config": {**{k: v for k, v in vars(args).items() if k != "json"},
-                          "space": SPACE, "frozen_lr": frozen, "time_budget": time_budget,
+                          "space": SPACE, "time_budget": time_budget,
                           "medium_seed": MEDIUM_SEED},
                "constraint": {"metric": "flops", "max_mflops": args.max_mflops,
                               "random_share": share, "samples": SHARE_SAMPLES,
