@@ -267,6 +267,12 @@ class Inline(Executor):
 def run_all(pool: Executor, fn: Callable[[Any], dict[str, Any]], specs: Sequence[Any],
             report: Callable[[dict[str, Any]], None]) -> list[dict[str, Any]]:
     """``fn`` over ``specs`` on ``pool``; results in spec order, reported as they finish."""
+    if isinstance(pool, Inline):  # (its submit runs the search: report each at once)
+        results = []
+        for spec in specs:
+            results.append(pool.submit(fn, spec).result())
+            report(results[-1])
+        return results
     futures = [pool.submit(fn, spec) for spec in specs]
     for future in as_completed(futures):
         report(future.result())

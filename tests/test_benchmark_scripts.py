@@ -73,3 +73,23 @@ def test_label_free_smoke(tmp_path: Path) -> None:
     assert len(list((tmp_path / "runs").iterdir())) == 2  # --out keeps both searches
     assert report["gaps"] == [pytest.approx(
         100 * (rotation["test_accuracy"] - labels["test_accuracy"]))]
+
+
+def test_inline_searches_are_reported_as_each_finishes() -> None:
+    # --jobs 1 runs every search in this process: each is reported before the next starts
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "constrained_search", ROOT / "benchmarks" / "constrained_search.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    events: list[str] = []
+
+    def search(n: int) -> dict:
+        events.append(f"run {n}")
+        return {"n": n}
+
+    results = bench.run_all(bench.Inline(), search, [1, 2],
+                            lambda r: events.append(f"report {r['n']}"))
+    assert results == [{"n": 1}, {"n": 2}]
+    assert events == ["run 1", "report 1", "run 2", "report 2"]
