@@ -82,7 +82,11 @@ def test_inline_searches_are_reported_as_each_finishes() -> None:
     spec = importlib.util.spec_from_file_location(
         "constrained_search", ROOT / "benchmarks" / "constrained_search.py")
     bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    sys.modules[spec.name] = bench  # (its dataclasses look their module up)
+    try:
+        spec.loader.exec_module(bench)
+    finally:
+        del sys.modules[spec.name]
     events: list[str] = []
 
     def search(n: int) -> dict:
