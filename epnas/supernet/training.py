@@ -46,7 +46,13 @@ from epnas.store import LOCK_NAME, RunLock
 from epnas.supernet.elastic import DIMENSIONS, Supernet, recalibrate
 from epnas.train import schedules
 from epnas.train.sharing import save_atomic, write_atomic
-from epnas.train.trainer import autocast_dtype, decide_precision, keep_freed_memory
+from epnas.train.trainer import (
+    BF16_MARGIN,
+    autocast_dtype,
+    decide_precision,
+    keep_freed_memory,
+    model_bf16_speedup,
+)
 
 PHASES = ("largest", "kernel", "depth", "expand")
 ELASTIC = {"largest": (), "kernel": ("kernel", "resolution"),
@@ -251,11 +257,11 @@ class SupernetTraining:
             locate(dataset, data)
             self.data = load(dataset, data)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if self.options.precision == "auto":  # decided once, then read from DIR
-            self.options = self.options.model_copy(update={"precision": self._auto_precision()})
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.options.seed)
             self.supernet = Supernet(space, self.data.input_shape[0], self.data.num_classes)
+        if self.options.precision == "auto":  # decided once, then read from DIR
+            self.options = self.options.model_copy(update={"precision": self._auto_precision()})
         self.meta = describe(self.supernet, self.data, dataset, data, self.options)
         self.state: dict[str, Any] | None = None
         if (self.out / META_FILE).exists():
@@ -275,10 +281,25 @@ class SupernetTraining:
     def _auto_precision(self) -> str:
         """What ``precision="auto"`` is for this supernet: the decision DIR recorded, else
         :func:`~epnas.train.trainer.decide_precision` now (recorded in ``supernet.json``),
-        so a resumed training, or another user's, keeps the precision it started with."""
+        so a resumed training, or another user's, keeps the precision it started with.
+
+        Where that picks bf16 on a CPU, this supernet's own training step decides: its
+        elastic layers (kernels sliced and transformed, channels selected at every step)
+        ran at 0.57-1.05 times their fp32 speed in bf16 (by batch and memory format) on
+        a CPU whose plain convolutions ran 1.5 times faster in it, so bf16 is kept only
+        where the largest network's forward and backward measure at least
+        ``BF16_MARGIN`` times faster in it (about two seconds, once).
+        """
         if (self.out / META_FILE).exists():
             return str(read_meta(self.out)["options"].get("precision", "auto"))
-        return decide_precision(self.device)[0]
+        precision = decide_precision(self.device)[0]
+        if precision == "bf16" and self.device.type == "cpu":
+            side = self.supernet.options.resolutions[-1]
+            example = torch.randn(min(self.options.batch_size, 32),
+                                  self.data.input_shape[0], side, side)
+            if model_bf16_speedup(self.supernet, example) < BF16_MARGIN:
+                return "fp32"
+        return precision
 
     @property
     def finished(self) -> bool:

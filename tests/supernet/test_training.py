@@ -167,3 +167,36 @@ def test_auto_precision_is_decided_once_and_read_back_from_the_directory(
                              device="cpu")
     assert again.options.precision == "fp32"
     assert again.finished  # the phases of 0 epochs after the last epoch count as done
+
+
+@pytest.mark.parametrize(("speedup", "expected"), [(1.0, "fp32"), (2.0, "bf16")])
+def test_bf16_on_a_cpu_is_kept_only_where_this_supernet_trains_faster_in_it(
+        tmp_path: Path, small: Dataset, monkeypatch: pytest.MonkeyPatch, speedup: float,
+        expected: str) -> None:
+    from epnas.supernet import training
+
+    monkeypatch.setattr(training, "decide_precision", lambda device: ("bf16", "test"))
+    timed = []
+
+    def measured(model: torch.nn.Module, example: torch.Tensor) -> float:
+        timed.append((model, tuple(example.shape)))
+        return speedup
+
+    monkeypatch.setattr(training, "model_bf16_speedup", measured)
+    options = {**OPTIONS, "precision": "auto"}
+    made = SupernetTraining(tmp_path, small, space_options=TINY, options=options,
+                            device="cpu")
+    assert made.options.precision == expected
+    side = made.supernet.options.resolutions[-1]
+    assert timed == [(made.supernet, (32, small.input_shape[0], side, side))]
+
+
+def test_timing_a_model_in_both_precisions_leaves_it_as_it_was() -> None:
+    from epnas.train.trainer import model_bf16_speedup
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert model_bf16_speedup(model, torch.randn(2, 1, 8, 8), pairs=1) > 0
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # BN statistics too
+    assert all(p.grad is None for p in model.parameters())
