@@ -53,7 +53,7 @@ from epnas.evaluators import DistillEvaluator, TrainingEvaluator
 from epnas.objective import Objective
 from epnas.proxy_study import measure, rank_consistency
 from epnas.spaces.layerwise import Layer
-from epnas.strategies.dna import aggregated, assemble
+from epnas.strategies.dna import AGGREGATES, aggregated, assemble
 from epnas.trial import Candidate, TrialContext
 
 
@@ -173,7 +173,7 @@ def main() -> None:
     parser.add_argument("--loss", default="mse_norm", choices=("mse", "mse_norm"))
     parser.add_argument("--readout", default="fit", choices=("fit", "affine"),
                         help="the distill evaluator's read-out of a part's output")
-    parser.add_argument("--aggregate", default="zscore", choices=("sum", "log", "zscore", "rank"),
+    parser.add_argument("--aggregate", default="zscore", choices=AGGREGATES,
                         help="how DNA adds the blocks' ratings (the others are shown too)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--seed", type=int, default=0)
@@ -240,7 +240,7 @@ def main() -> None:
     full = measure(training, archs, "full", train_cache, progress("full"))
     prediction = measure(training, archs, "prediction", train_cache, progress("prediction"))
     scores = {how: [-sum(table[k][j] for k, j in enumerate(c)) for c in picked]
-              for how in ("sum", "log", "zscore", "rank") for table in [aggregated(ratings, how)]}
+              for how in AGGREGATES for table in [aggregated(ratings, how)]}
     ok = [i for i in range(len(archs)) if full[i].accuracy is not None
           and prediction[i].accuracy is not None and math.isfinite(scores["sum"][i])]
     reference = [full[i].accuracy for i in ok]

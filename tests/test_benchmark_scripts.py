@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import load_benchmark
+
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = ["epnas", "epnas[lr=0]", "evolution", "random+filter"]
 
@@ -77,16 +79,7 @@ def test_label_free_smoke(tmp_path: Path) -> None:
 
 def test_inline_searches_are_reported_as_each_finishes() -> None:
     # --jobs 1 runs every search in this process: each is reported before the next starts
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "constrained_search", ROOT / "benchmarks" / "constrained_search.py")
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench  # (its dataclasses look their module up)
-    try:
-        spec.loader.exec_module(bench)
-    finally:
-        del sys.modules[spec.name]
+    bench = load_benchmark("constrained_search")
     events: list[str] = []
 
     def search(n: int) -> dict:

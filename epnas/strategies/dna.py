@@ -44,7 +44,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 from pydantic import Field
@@ -66,6 +66,10 @@ DEPENDS = {"params": ("params",), "flops": ("flops",), "bytes": ("bytes",),
            "memory": ("params", "activations"), "intensity": ("flops", "bytes")}
 
 
+Aggregate = Literal["sum", "log", "zscore", "rank"]  # how the blocks' ratings add up
+AGGREGATES: tuple[str, ...] = get_args(Aggregate)
+
+
 class DNAOptions(StrategyOptions):
     per_block: int = Field(8, ge=1)  # distinct parts rated per block
     draws: int = Field(200, ge=1)  # random parts drawn per block to aim them at constraints
@@ -73,7 +77,7 @@ class DNAOptions(StrategyOptions):
     beam: int | None = Field(None, ge=1)  # choices kept per block (None: exact)
     # how the blocks' ratings add up: each block's standardised (default), their raw
     # losses, their logarithms, or their ranks within the block (see ``aggregated``)
-    aggregate: Literal["sum", "log", "zscore", "rank"] = "zscore"
+    aggregate: Aggregate = "zscore"
 
 
 @dataclass(frozen=True)
@@ -206,7 +210,7 @@ def aggregated(ratings: Sequence[Sequence[float]], how: str) -> list[list[float]
             from scipy.stats import rankdata
             scaled[finite] = (rankdata(kept) - 1) / (len(kept) - 1) if len(kept) > 1 else 0.0
         else:
-            raise EpnasError(f"aggregate must be sum, log, zscore or rank, got {how!r}")
+            raise EpnasError(f"aggregate must be one of {', '.join(AGGREGATES)}, got {how!r}")
         out.append(scaled.tolist())
     return out
 

@@ -204,16 +204,7 @@ def _measure_bf16_speedup(pairs: int = 11) -> float:
     """
     conv = nn.Conv2d(32, 32, 3, padding=1, bias=False).to(memory_format=torch.channels_last)
     x = torch.randn(64, 32, 16, 16).contiguous(memory_format=torch.channels_last)
-    x.requires_grad_(True)
-
-    def seconds(bf16: bool) -> float:
-        start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            y = conv(x)
-        y.float().sum().backward()
-        return time.perf_counter() - start
-
-    return _interleaved_speedup(seconds, pairs)
+    return model_bf16_speedup(conv, x.requires_grad_(True), pairs)
 
 
 def model_bf16_speedup(model: nn.Module, example: torch.Tensor, pairs: int = 5) -> float:

@@ -4,7 +4,6 @@ each exit's share)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -21,9 +20,8 @@ from epnas.runs import load_run
 from epnas.study import Study
 from epnas.supernet import SupernetTraining
 from epnas.supernet.training import exit_logits
+from tests.conftest import load_benchmark
 from tests.supernet.conftest import TINY, save_tiny, subset
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +80,7 @@ def test_report_draws_the_avg_flops_curve_and_the_best_network_s_exits(searched:
 
 def _benchmark():
     """``benchmarks/dynamic_inference.py`` as a module."""
-    spec = importlib.util.spec_from_file_location(
-        "dynamic_inference", ROOT / "benchmarks" / "dynamic_inference.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
+    return load_benchmark("dynamic_inference")
 
 
 @pytest.mark.slow
