@@ -35,13 +35,36 @@ whose features do not fit.
 
 Every other fidelity (``prediction``, ``full``, EcoNAS settings) trains a whole genome
 end to end with labels, as the ``training`` evaluator does: the ``dna`` strategy's last
-trial, its assembled network, is one of those.
+trial, its assembled network, is one of those. Two options change that training at
+``prediction`` and ``full``:
+
+* ``init=parts``: a block trial leaves its trained block in its trial directory
+  (:func:`part_file`, with the part's genome), and an assembled genome whose candidate
+  names its parts (info ``part_keys``, as the ``dna`` strategy's does) starts every
+  block from its part's distilled weights, found in the run's other trial directories
+  (or in this evaluator's memory, for a study without a run directory). The regressor
+  is not part of the network; where a part's input channels are the teacher's and the
+  assembled block reads fewer (the previous part's), a convolution reading them is
+  folded with the previous part's 1x1 regressor (its bias left out: a batch norm
+  follows); any other tensor whose shape differs keeps its fresh initialisation, and
+  so does the head (every exit of a ``multistage`` network). Metrics ``init_blocks``
+  (blocks started from their parts) and ``init_tensors`` (the share of the blocks'
+  tensors loaded).
+* ``kd=a`` (``kd_temperature=T``): the training loss is ``(1 - a) CE(labels) + a T^2
+  KL(softmax(teacher / T) || softmax(student / T))`` on the teacher's logits for the
+  same augmented batch (computed once for the whole training split when the schedule
+  does not augment); a network with several exits (``multistage``) is trained so at
+  every exit. Validation stays plain cross-entropy accuracy.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 import time
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -52,11 +75,15 @@ from torch import nn
 from epnas.data import Dataset
 from epnas.errors import EpnasError, validation_message
 from epnas.evaluators.base import Evaluator
+from epnas.evaluators.proxy import Setting
 from epnas.evaluators.teacher import Teacher, load_teacher
 from epnas.evaluators.training import TrainingEvaluator
 from epnas.spaces.genome import Genome
-from epnas.spaces.registry import space_of
+from epnas.spaces.registry import load_genome, space_of
+from epnas.train.schedules import Schedule
+from epnas.train.sharing import save_atomic
 from epnas.train.threads import follow
+from epnas.train.trainer import Criterion
 from epnas.trial import Candidate, Result, TrialContext
 
 BLOCK = "block="
@@ -76,6 +103,13 @@ def block_index(fidelity: str | None) -> int | None:
     except ValueError:
         raise EpnasError(f"fidelity {fidelity!r}: expected block=K with K a block number") \
             from None
+
+
+def part_file(index: int, key: str) -> str:
+    """The file a block trial leaves its trained block in: ``part-K-KEY.pt``, holding
+    ``block``, ``part`` (its genome JSON), ``input_channels`` (the teacher's), ``weights``
+    (the block's state_dict) and ``regressor`` (the regressor's)."""
+    return f"part-{index}-{key}.pt"
 
 
 Shape3 = tuple[int, int, int]
@@ -98,6 +132,12 @@ class DistillOptions(BaseModel):
     # what reads the part's output out: "fit" only where the shape differs, "affine"
     # adds a per-channel scale and shift where the channels already match
     readout: Literal["fit", "affine"] = "fit"
+    # the end-to-end trial of an assembled genome: its blocks from scratch or from its
+    # parts' distilled weights; the weight of knowledge distillation from the teacher's
+    # logits (0: labels only) and its temperature
+    init: Literal["scratch", "parts"] = "scratch"
+    kd: float = Field(0.0, ge=0, le=1)
+    kd_temperature: float = Field(4.0, gt=0)
 
 
 class DistillEvaluator(Evaluator):
@@ -106,8 +146,8 @@ class DistillEvaluator(Evaluator):
 
     Args:
         teacher, teacher_genome, blocks, loss, epochs, batch_size, lr, samples, cache,
-        readout:
-            see :class:`DistillOptions`.
+        readout, init, kd, kd_temperature:
+            see :class:`DistillOptions` and the module docs.
         dataset, data, seed, schedule, time_limit, device, val_fraction, max_memory: as
             for :class:`~epnas.evaluators.training.TrainingEvaluator` (the end-to-end
             fidelities train with them; ``seed`` and ``device`` serve the blocks too).
@@ -124,6 +164,7 @@ class DistillEvaluator(Evaluator):
                  blocks: str | list[str] | None = None, loss: str = "mse_norm",
                  epochs: int = 4, batch_size: int = 32, lr: float = 1e-2,
                  samples: int | None = None, cache: bool = True, readout: str = "fit",
+                 init: str = "scratch", kd: float = 0.0, kd_temperature: float = 4.0,
                  schedule: dict[str, Any] | None = None, time_limit: float | None = None,
                  device: str | None = None, val_fraction: float = 0.1,
                  max_memory: float | None = None) -> None:
@@ -134,7 +175,7 @@ class DistillEvaluator(Evaluator):
                 teacher=str(teacher), teacher_genome=teacher_genome,
                 blocks=tuple(blocks) if blocks else None, loss=loss, epochs=epochs,
                 batch_size=batch_size, lr=lr, samples=samples, cache=cache,
-                readout=readout)
+                readout=readout, init=init, kd=kd, kd_temperature=kd_temperature)
         except ValidationError as exc:
             raise EpnasError(validation_message("distill evaluator options", exc)) from None
         self.training = TrainingEvaluator(dataset, data=data, seed=seed, schedule=schedule,
@@ -147,6 +188,8 @@ class DistillEvaluator(Evaluator):
         self._plan: list[tuple[Shape3, Shape3]] | None = None
         self._features: dict[int, tuple[torch.Tensor, ...]] = {}
         self._moments: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._parts: dict[tuple[int, str], dict[str, Any]] = {}  # trained blocks, by (K, key)
+        self._logits: torch.Tensor | None = None  # the teacher's on the training split
 
     # --- the teacher -------------------------------------------------------------
 
@@ -206,14 +249,44 @@ class DistillEvaluator(Evaluator):
         except EpnasError as exc:
             return Result.failure("error", str(exc))
         if index is None:
-            return self.training.evaluate_trial(candidate, context)
+            return self.end_to_end(candidate, context)
         try:
-            return self.distill(candidate.genome, index)
+            return self.distill(candidate.genome, index, context.directory)
         except torch.OutOfMemoryError as exc:
             return Result.failure("oom", str(exc).splitlines()[0])
 
-    def distill(self, part: Genome, index: int) -> Result:
-        """Train block ``index`` built from ``part`` to the teacher's features; its result."""
+    def end_to_end(self, candidate: Candidate, context: TrialContext) -> Result:
+        """Train a whole genome with labels (the training evaluator's trial), from its
+        parts' weights (``init=parts``) and with the teacher's logits (``kd``) at the
+        full-size fidelities (module docs)."""
+        o = self.options
+        try:
+            setting = Setting.parse(candidate.fidelity or self.default_fidelity)
+        except EpnasError as exc:
+            return Result.failure("error", str(exc))
+        if setting.reduced or setting.pretext is not None:
+            return self.training.evaluate_trial(candidate, context)
+        keys = candidate.info.get("part_keys")
+        init = None
+        if o.init == "parts" and keys:
+            init = functools.partial(self._init_parts, candidate.genome, list(keys),
+                                     context.directory)
+        criterion = None
+        if o.kd > 0:
+            try:
+                criterion = self._kd_criterion(self.training.schedule(str(setting), self.data))
+            except EpnasError as exc:
+                return Result.failure("error", str(exc))
+        try:
+            return self.training.evaluate_trial(candidate, context, init=init,
+                                                criterion=criterion)
+        except EpnasError as exc:
+            return Result.failure("error", str(exc))
+
+    def distill(self, part: Genome, index: int, directory: str | None = None) -> Result:
+        """Train block ``index`` built from ``part`` to the teacher's features; its result.
+        The trained block is kept for ``init=parts`` (in ``directory`` too, when given:
+        :func:`part_file`)."""
         plan = self.block_plan()
         if not 0 <= index < len(plan):
             return Result.failure("error", f"block {index}: the teacher has blocks "
@@ -250,7 +323,81 @@ class DistillEvaluator(Evaluator):
         if not math.isfinite(loss):
             return Result.failure("diverged", f"the validation loss is {loss}", metrics)
         accuracy = min(1.0, max(0.0, 1.0 - loss / baseline)) if baseline > 0 else 0.0
+        self._keep(part, index, in_shape[0], model, directory)
         return Result("done", {**metrics, "distill_loss": loss, "accuracy": accuracy})
+
+    # --- the end-to-end trial: parts' weights and the teacher's logits --------------
+
+    def _keep(self, part: Genome, index: int, channels: int, model: nn.Module,
+              directory: str | None) -> None:
+        """Keep a trained block (and its regressor) in memory and in ``directory``."""
+        def cpu(module: nn.Module) -> dict[str, torch.Tensor]:
+            return {k: v.detach().to("cpu").clone() for k, v in module.state_dict().items()}
+
+        state = {"block": index, "part": part.to_json(), "input_channels": channels,
+                 "weights": cpu(model[0]), "regressor": cpu(model[1])}
+        self._parts[(index, part.key)] = state
+        if directory is not None:
+            save_atomic(state, Path(directory) / part_file(index, part.key))
+
+    def part_state(self, index: int, key: str,
+                   directory: str | None = None) -> dict[str, Any] | None:
+        """The trained block of part ``key`` of block ``index``: kept in memory, or left by
+        a block trial in a sibling of the trial directory ``directory``; None if neither."""
+        state = self._parts.get((index, key))
+        if state is None and directory is not None:
+            for path in sorted(Path(directory).parent.glob(f"*/{part_file(index, key)}")):
+                state = torch.load(path, map_location="cpu", weights_only=True)
+                break
+        return state
+
+    def _init_parts(self, genome: Genome, keys: list[str], directory: str | None,
+                    model: nn.Module) -> dict[str, float]:
+        """Load every block of ``model`` (built from the assembled ``genome``) from its
+        part's trained block, in order, up to the first part not found; its metrics."""
+        states = []
+        for k, key in enumerate(keys):
+            state = self.part_state(k, str(key), directory)
+            if state is None:
+                logging.getLogger(__name__).warning(
+                    "init=parts: the trained block of part %s of block %d is not found; "
+                    "blocks %d.. start from scratch", key, k, k)
+                break
+            states.append(state)
+        return load_parts(genome, model, states, self.data.input_shape)
+
+    def _kd_criterion(self, schedule: Schedule) -> Criterion:
+        """The knowledge-distillation loss (module docs) for a training run at ``schedule``.
+
+        Raises:
+            TeacherError: the teacher's forward pass gives no logits of the data's classes.
+        """
+        a, t = self.options.kd, self.options.kd_temperature
+        classes = self.data.num_classes
+        augments = bool(schedule.crop_padding or schedule.flip or schedule.brightness
+                        or schedule.contrast or schedule.cutout)
+        cached = None if augments else self._train_logits()
+        if augments:
+            self.teacher.logits(self._inputs(self.data.train_x[:2]), classes)  # its shape
+        smoothing = schedule.label_smoothing
+
+        def criterion(z: torch.Tensor, y: torch.Tensor, x: torch.Tensor,
+                      idx: torch.Tensor) -> torch.Tensor:
+            target = self.teacher.logits(x, classes) if cached is None else cached[idx]
+            kl = F.kl_div(F.log_softmax(z / t, 1), F.log_softmax(target / t, 1),
+                          reduction="batchmean", log_target=True)
+            return (1 - a) * F.cross_entropy(z, y, label_smoothing=smoothing) + a * t * t * kl
+
+        return criterion
+
+    def _train_logits(self) -> torch.Tensor:
+        """The teacher's logits on the whole (unaugmented) training split, once."""
+        if self._logits is None:
+            x = self.data.train_x
+            self._logits = torch.cat([self.teacher.logits(self._inputs(x[s:s + 512]),
+                                                          self.data.num_classes)
+                                      for s in range(0, len(x), 512)])
+        return self._logits
 
     # --- features and training ---------------------------------------------------
 
@@ -370,6 +517,64 @@ class DistillEvaluator(Evaluator):
             baseline += float(self._loss(mean.expand_as(y), y, stats)) * n
             count += n
         return loss / count, baseline / count
+
+
+@torch.no_grad()
+def load_parts(genome: Genome, model: nn.Module, states: list[Mapping[str, Any]],
+               input_shape: Shape3) -> dict[str, float]:
+    """Copy trained blocks (:func:`part_file`'s contents, blocks 0, 1, ... in order) into
+    ``model``, the network of the assembled ``genome`` on ``input_shape``. Its
+    state_dict must begin with its blocks', in order (as the built-in spaces build);
+    a tensor whose shape differs only in the input channels of a block after the first
+    is folded with the previous part's 1x1 regressor, any other keeps its value.
+
+    Returns:
+        ``init_blocks`` and ``init_tensors`` (the share of the loaded blocks' tensors).
+
+    Raises:
+        EpnasError: ``model``'s state_dict does not follow the parts' blocks.
+    """
+    space = space_of(genome)
+    full = list(model.state_dict().items())
+    position, loaded, total = 0, 0, 0
+    shape, regressor = input_shape, None
+    for k, state in enumerate(states):
+        part = load_genome(state["part"])
+        saved = state["weights"]
+        teacher_channels = int(state["input_channels"])
+        for name, value in space.build_block(part, k, shape).state_dict().items():
+            if position >= len(full) or full[position][1].shape != value.shape or \
+                    full[position][0].rsplit(".", 1)[-1] != name.rsplit(".", 1)[-1]:
+                raise EpnasError(f"init=parts: the network of {genome.key} does not begin "
+                                 f"with its blocks' weights (block {k}, {name}); use "
+                                 "init=scratch")
+            target = full[position][1]
+            position += 1
+            total += 1
+            source = saved.get(name)
+            if source is None:
+                continue
+            if source.shape != target.shape:
+                source = _folded(source, target.shape, teacher_channels, regressor)
+            if source is not None:
+                target.copy_(source)
+                loaded += 1
+        shape = space.block_shape(part, k, shape)
+        regressor = next((v for v in state["regressor"].values() if v.dim() == 4
+                          and v.shape[1] == shape[0] and v.shape[0] != shape[0]), None)
+    return {"init_blocks": float(len(states)), "init_tensors": loaded / max(total, 1)}
+
+
+def _folded(weight: torch.Tensor, shape: torch.Size, channels: int,
+            regressor: torch.Tensor | None) -> torch.Tensor | None:
+    """A convolution ``weight`` reading the teacher's ``channels`` made to read the
+    previous part's output through its 1x1 ``regressor`` (teacher x part channels);
+    None when it is not such a weight."""
+    if regressor is None or weight.dim() != 4 or weight.shape[1] != channels or \
+            (weight.shape[0], *weight.shape[2:]) != (shape[0], *shape[2:]) or \
+            tuple(regressor.shape[:2]) != (channels, shape[1]):
+        return None
+    return torch.einsum("otij,ts->osij", weight, regressor[:, :, 0, 0])
 
 
 def _regressor(got: Shape3, want: Shape3, affine: bool = False) -> nn.Module:

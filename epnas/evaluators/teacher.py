@@ -111,6 +111,24 @@ class Teacher:
                                f"{self.outputs[len(seen)]!r}")
         return seen
 
+    @torch.no_grad()
+    def logits(self, x: torch.Tensor, num_classes: int) -> torch.Tensor:
+        """The network's float logits for the batch ``x`` (the last exit's, when its
+        forward pass returns several), for knowledge distillation.
+
+        Raises:
+            TeacherError: its output is not ``N x num_classes``.
+        """
+        out = self.module(x)
+        if isinstance(out, (list, tuple)) and out:
+            out = out[-1]
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (len(x), num_classes):
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise TeacherError(f"teacher {self.source}: knowledge distillation (kd) needs "
+                               f"logits of shape N x {num_classes}, its forward pass gives "
+                               f"{shape}")
+        return out.float()
+
     def to(self, device: torch.device | str) -> Teacher:
         self.module.to(device)
         return self

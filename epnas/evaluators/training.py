@@ -21,6 +21,7 @@ and leaves its trained weights in its trial directory as ``model.pt``: the
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -36,6 +37,7 @@ from epnas.spaces.registry import build, cost
 from epnas.train import TrainResult, schedules, train
 from epnas.train.graphs import GRAPH_MODES
 from epnas.train.sharing import UnitState, save_atomic, snapshot, unit_states
+from epnas.train.trainer import Criterion
 from epnas.trial import Candidate, Result, TrialContext
 
 MODEL_FILE = "model.pt"
@@ -207,7 +209,12 @@ class TrainingEvaluator(Evaluator):
     def evaluate(self, candidate: Candidate) -> Result:
         return self.evaluate_trial(candidate, TrialContext())
 
-    def evaluate_trial(self, candidate: Candidate, context: TrialContext) -> Result:
+    def evaluate_trial(self, candidate: Candidate, context: TrialContext, *,
+                       init: Callable[[torch.nn.Module], dict[str, float]] | None = None,
+                       criterion: Criterion | None = None) -> Result:
+        """Train ``candidate``; ``init`` (the seeded network -> metrics) sets its starting
+        weights and ``criterion`` replaces the training loss (:func:`epnas.train.train`):
+        the ``distill`` evaluator's end-to-end trial passes both."""
         try:
             setting = Setting.parse(candidate.fidelity or self.default_fidelity)
             data, task = self.prepared(setting)
@@ -233,9 +240,12 @@ class TrainingEvaluator(Evaluator):
             stats = snapshot(context.weights).load_into(genome, model)
             total = stats.exact + stats.resized + stats.missing
             warm["warm_start"] = (stats.exact + stats.resized) / max(total, 1)
+        if init is not None:
+            warm.update(init(model))
         try:
             run = train(model, data, schedule, seed=self.seed, device=self.device,
                         time_limit=self.time_limit, task=task, cuda_graphs=self.cuda_graphs,
+                        criterion=criterion,
                         progress=lambda epoch, figures: context.report(
                             epoch, schedule.train_epochs, figures))
         except torch.OutOfMemoryError as exc:

@@ -36,7 +36,9 @@
 
 The run's trials hold every part's rating (fidelity ``block=K``, metric
 ``distill_loss``, info ``block``); :meth:`stats` gives one row per block (best and
-median rating), and the final trial's info records the chosen parts and their ratings.
+median rating), and the final trial's info records the chosen parts (``parts``, their
+indices; ``part_keys``, their genomes' keys, by which the ``distill`` evaluator's
+``init=parts`` finds their trained blocks) and their ratings.
 """
 
 from __future__ import annotations
@@ -394,7 +396,9 @@ class DNA(Strategy):
             self.gave_up = "a block has no part that was rated (every one failed)"
             return
         chosen = [ratings[k][j] for k, j in enumerate(found.choice)]
-        info = {"origin": "assembled", "parts": list(found.choice), "ratings": chosen,
+        info = {"origin": "assembled", "parts": list(found.choice),
+                "part_keys": [self.parts[k][j].key for k, j in enumerate(found.choice)],
+                "ratings": chosen,
                 "rating": sum(chosen), "aggregate": self.options.aggregate,
                 "aggregated_rating": found.rating,
                 "assembly": found.method,

@@ -36,13 +36,16 @@ from epnas.train.graphs import GRAPH_MODES, GraphedEval, StaticStep
 from epnas.train.schedules import Schedule
 from epnas.train.threads import follow
 
-__all__ = ["Checkpoint", "Progress", "TrainResult", "autocast_dtype", "decide_precision",
-           "evaluate", "train"]
+__all__ = ["Checkpoint", "Criterion", "Progress", "TrainResult", "autocast_dtype",
+           "decide_precision", "evaluate", "train"]
 
 Progress = Callable[[int, dict[str, float]], None]
 Checkpoint = Callable[[dict[str, Any]], None]
 # A pretext task: uint8 batch and generator -> (inputs, labels) (epnas.data.pretext).
 Task = Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+# A loss in place of cross-entropy (knowledge distillation): one exit's float logits, the
+# labels, the augmented normalised inputs and their indices in train_x -> the loss.
+Criterion = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class _Data(Protocol):
@@ -310,6 +313,7 @@ def train(
     resume: Mapping[str, Any] | None = None,
     task: Task | None = None,
     cuda_graphs: str = "off",
+    criterion: Criterion | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``data`` with ``schedule`` and measure it.
 
@@ -348,6 +352,10 @@ def train(
             through ``torch.compile(mode="reduce-overhead")`` on CUDA; ``"off"``: eager.
             Same batches and LR schedule in every mode; the captured update rounds
             ``lr * grad`` separately (see :mod:`epnas.train.graphs`).
+        criterion: The training loss of one exit's logits in place of cross-entropy with
+            the schedule's label smoothing: called with the float logits, the labels,
+            the augmented normalised batch and its indices in ``data.train_x`` (a
+            teacher's logits for knowledge distillation; validation stays cross-entropy).
 
     Returns:
         The measured :class:`TrainResult`.
@@ -409,12 +417,15 @@ def train(
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None,
                             cache_enabled=not static):
             logits = forward(x.contiguous(memory_format=memory_format))
+        if criterion is not None:
+            def loss_of(z: torch.Tensor) -> torch.Tensor:
+                return criterion(z.float(), y, x, idx)
+        else:
+            def loss_of(z: torch.Tensor) -> torch.Tensor:
+                return F.cross_entropy(z.float(), y, label_smoothing=schedule.label_smoothing)
         if isinstance(logits, (list, tuple)):  # several exits: the mean of their losses
-            loss = sum(F.cross_entropy(z.float(), y, label_smoothing=schedule.label_smoothing)
-                       for z in logits) / len(logits)
-            return loss, logits[-1], y
-        return F.cross_entropy(logits.float(), y, label_smoothing=schedule.label_smoothing), \
-            logits, y
+            return sum(loss_of(z) for z in logits) / len(logits), logits[-1], y
+        return loss_of(logits), logits, y
 
     runner = StaticStep(model, optimizer, compute, batch_size=batch_size, device=device,
                         capture=cuda, generator=generator) if static else None
