@@ -17,10 +17,14 @@ against the full accuracies, and the compute of each side: DNA's is all of its b
 trials (shared by every assembly of the rated parts, however many), the prediction
 schedule's one training per architecture; the teacher's one training is shown apart.
 Last, the ``dna`` strategy's own assembly of the rated parts under a params bound of
-the teacher's size, trained with ``full``, against the teacher. CPU seconds are printed
+the teacher's size, trained with ``full``, against the teacher: from scratch with labels
+only, or as the ``distill`` evaluator's end-to-end trial with ``--init parts`` (its
+blocks start from their parts' distilled weights) and ``--kd A`` (knowledge distillation
+from the teacher's logits, ``--kd-temperature``). CPU seconds are printed
 next to wall seconds (a busy machine inflates the latter). Results are cached in
 ``--out``, so a rerun only trains what is missing, and a rerun with other rating
-options (``--batch-size``, ``--aggregate``, ``--readout``, ...) only rates the parts.
+options (``--batch-size``, ``--aggregate``, ``--readout``, ...) only rates the parts, and
+one with other ``--init``/``--kd`` only trains the assembly.
 
 Default (Fashion-MNIST cut to 3,000 training and 1,500 validation images, channels
 4,8,16,32; about 15 minutes on one core):
@@ -50,6 +54,7 @@ import torch
 import epnas
 from epnas.data import Dataset, load
 from epnas.evaluators import DistillEvaluator, TrainingEvaluator
+from epnas.evaluators.distill import part_file
 from epnas.objective import Objective
 from epnas.proxy_study import measure, rank_consistency
 from epnas.spaces.layerwise import Layer
@@ -83,21 +88,27 @@ def train_teacher(space: epnas.Space, evaluator: TrainingEvaluator, out: Path) -
     return metrics
 
 
+def digest(identity: dict, length: int = 16) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:length]
+
+
 def rate_parts(distill: DistillEvaluator, parts: list[list[epnas.Genome]], cache: Path,
-               identity: dict) -> list[list[dict]]:
-    """Every part's distillation result (``distill_loss``, seconds), cached per part."""
+               identity: dict, weights: Path) -> list[list[dict]]:
+    """Every part's distillation result (``distill_loss``, seconds), cached per part; its
+    trained block in ``weights/<k>-<key>/`` (a part cached without one is rated again)."""
     cache.mkdir(parents=True, exist_ok=True)
     rated = []
     for k, row in enumerate(parts):
         results = []
         for part in row:
-            ident = json.dumps({**identity, "block": k, "part": part.key}, sort_keys=True)
-            path = cache / f"{k}-{hashlib.sha256(ident.encode()).hexdigest()[:16]}.json"
-            if path.is_file():
+            path = cache / f"{k}-{digest({**identity, 'block': k, 'part': part.key})}.json"
+            directory = weights / f"{k}-{part.key}"
+            if path.is_file() and (directory / part_file(k, part.key)).is_file():
                 results.append(json.loads(path.read_text()))
                 continue
             cpu = time.process_time()
-            result = distill.evaluate(Candidate(part, f"block={k}"))
+            result = distill.evaluate_trial(Candidate(part, f"block={k}"),
+                                            TrialContext(str(directory)))
             record = {"status": result.status, "error": result.error,
                       **result.metrics, "cpu_seconds": time.process_time() - cpu}
             path.write_text(json.dumps(record))
@@ -107,6 +118,24 @@ def rate_parts(distill: DistillEvaluator, parts: list[list[epnas.Genome]], cache
                   f"{record.get('train_seconds', 0):.1f}s")
         rated.append(results)
     return rated
+
+
+def train_assembly(distill: DistillEvaluator, genome: epnas.Genome, keys: list[str],
+                   weights: Path, cache: Path, identity: dict) -> dict:
+    """The assembled ``genome`` trained with ``full`` by the distill evaluator's end-to-end
+    trial (its init and kd options; its parts' blocks in ``weights``); cached."""
+    path = cache / f"assembly-{genome.key}-{digest(identity, 12)}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    cpu = time.process_time()
+    result = distill.evaluate_trial(Candidate(genome, "full", {"part_keys": keys}),
+                                    TrialContext(str(weights / "assembled")))
+    if not result.ok:
+        raise SystemExit(f"training the assembly failed: {result.error}")
+    metrics = {**result.metrics, "cpu_seconds": time.process_time() - cpu}
+    cache.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metrics))
+    return metrics
 
 
 def dataset(args: argparse.Namespace) -> Dataset:
@@ -175,6 +204,12 @@ def main() -> None:
                         help="the distill evaluator's read-out of a part's output")
     parser.add_argument("--aggregate", default="zscore", choices=AGGREGATES,
                         help="how DNA adds the blocks' ratings (the others are shown too)")
+    parser.add_argument("--init", default="scratch", choices=("scratch", "parts"),
+                        help="the assembly under the teacher's params starts from scratch or "
+                             "from its parts' distilled weights (the distill evaluator's init)")
+    parser.add_argument("--kd", type=float, default=0.0,
+                        help="its knowledge-distillation weight (the distill evaluator's kd)")
+    parser.add_argument("--kd-temperature", type=float, default=4.0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/bench-dna-ranking")
@@ -195,7 +230,8 @@ def main() -> None:
     teacher = {} if args.teacher else train_teacher(space, training, teacher_dir)
     distill = DistillEvaluator(str(teacher_dir), data, seed=args.seed,
                                epochs=args.epochs, samples=args.samples, loss=args.loss,
-                               readout=args.readout, batch_size=args.batch_size, lr=args.lr)
+                               readout=args.readout, batch_size=args.batch_size, lr=args.lr,
+                               init=args.init, kd=args.kd, kd_temperature=args.kd_temperature)
     plan = distill.block_plan()
     rng = np.random.default_rng(args.seed)
     parts = []
@@ -216,7 +252,8 @@ def main() -> None:
     identity |= {key: value for key, value, before in (
         ("readout", args.readout, "fit"), ("batch_size", args.batch_size, 128),
         ("lr", args.lr, 1e-2)) if value != before}
-    rated = rate_parts(distill, parts, out / "dna", identity)
+    weights = out / "dna" / f"parts-{digest(identity, 10)}"
+    rated = rate_parts(distill, parts, out / "dna", identity, weights)
     ratings = [[r["distill_loss"] if r["status"] == "done" else math.inf for r in row]
                for row in rated]
 
@@ -264,10 +301,19 @@ def main() -> None:
     chosen = assemble(space, plan, parts, aggregated(ratings, args.aggregate),
                       Objective.of([f"params::{teacher_params}"]), training.costs)
     assembled = None
+    end_to_end = {"init": args.init, "kd": args.kd, "kd_temperature": args.kd_temperature}
     if chosen is not None:
-        trained = measure(training, [chosen.genome], "full", train_cache)[0]
-        assembled = {"accuracy": trained.accuracy, "params": training.costs(chosen.genome)[
-            "params"], "describe": space.describe(chosen.genome), "rating": chosen.rating}
+        keys = [parts[k][j].key for k, j in enumerate(chosen.choice)]
+        if args.init == "scratch" and args.kd == 0:
+            metrics = measure(training, [chosen.genome], "full", train_cache)[0].metrics
+        else:
+            metrics = train_assembly(distill, chosen.genome, keys, weights, train_cache,
+                                     {**setting, **end_to_end, "parts": identity})
+        assembled = {"accuracy": metrics.get("accuracy"), "params": training.costs(
+            chosen.genome)["params"], "describe": space.describe(chosen.genome),
+            "rating": chosen.rating, **end_to_end,
+            **{k: metrics[k] for k in ("init_blocks", "init_tensors", "cpu_seconds")
+               if k in metrics}}
     diagnosis = block_diagnosis(ratings, [picked[i] for i in ok], reference)
     dna_scores = scores[args.aggregate]
     summary = {
@@ -305,8 +351,9 @@ def main() -> None:
         print(f"teacher (once): {100 * teacher['accuracy']:.2f}% in "
               f"{teacher['train_seconds']:.1f}s wall, {teacher['cpu_seconds']:.1f}s CPU")
     if assembled is not None:
+        how = ", ".join(f"{k} {v}" for k, v in end_to_end.items())
         print(f"assembled by dna under params <= the teacher's {teacher_params:,}: "
-              f"{100 * (assembled['accuracy'] or 0):.2f}% with full training at "
+              f"{100 * (assembled['accuracy'] or 0):.2f}% with full training ({how}) at "
               f"{assembled['params']:,} params ({assembled['describe']})")
     ratio = pred_cost["cpu_seconds"] / dna_cost["cpu_seconds"] if dna_cost["cpu_seconds"] else 0
     print(f"DNA costs 1/{ratio:.1f} of the prediction schedule's CPU time; the architecture "

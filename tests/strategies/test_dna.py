@@ -224,20 +224,30 @@ def test_search_from_the_cli_with_a_teacher(tmp_path: Path,
 
 @pytest.mark.slow
 def test_the_ranking_benchmark_runs(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "dna_ranking.py"), "--dataset", "digits",
-         "--train-samples", "400", "--val-samples", "100", "--archs", "4", "--per-block", "2",
-         "--channels", "8,16", "--max-layers", "6", "--aggregate", "zscore",
-         "--out", str(tmp_path / "bench")],
-        cwd=tmp_path, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600)
-    assert done.returncode == 0, done.stderr
-    summary = json.loads((tmp_path / "bench" / "summary.json").read_text())
+    def run(*extra: str) -> dict:
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "benchmarks" / "dna_ranking.py"), "--dataset",
+             "digits", "--train-samples", "400", "--val-samples", "100", "--archs", "4",
+             "--per-block", "2", "--channels", "8,16", "--max-layers", "6",
+             "--aggregate", "zscore", "--out", str(tmp_path / "bench"), *extra],
+            cwd=tmp_path, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+            timeout=600)
+        assert done.returncode == 0, done.stderr
+        return json.loads((tmp_path / "bench" / "summary.json").read_text())
+
+    summary = run()
     assert summary["archs"] == 4 and summary["block_trials"] == 6
     assert summary["train_images"] == 400 and summary["val_images"] == 100
     assert summary["dna"]["kendall_tau"] == summary["dna_by_aggregate"]["zscore"]["kendall_tau"]
     assert [row["block"] for row in summary["per_block_diagnosis"]] == [0, 1, 2]
     assert -1 <= summary["dna"]["kendall_tau"] <= 1 and summary["dna"]["cpu_seconds"] > 0
     assert summary["assembled"]["params"] <= summary["teacher_params"]
+    assert "init_blocks" not in summary["assembled"]
+    # the assembly again from its parts' weights and the teacher's logits: only it trains
+    again = run("--init", "parts", "--kd", "0.5")
+    assert again["assembled"]["describe"] == summary["assembled"]["describe"]
+    assert again["assembled"]["init_blocks"] == 3 and again["assembled"]["kd"] == 0.5
+    assert again["rows"] == summary["rows"]
 
 
 def test_an_evaluator_that_cannot_rate_blocks_is_refused_before_the_run() -> None:
