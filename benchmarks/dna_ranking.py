@@ -20,11 +20,11 @@ Last, the ``dna`` strategy's own assembly of the rated parts under a params boun
 the teacher's size, trained with ``full``, against the teacher: from scratch with labels
 only, or as the ``distill`` evaluator's end-to-end trial with ``--init parts`` (its
 blocks start from their parts' distilled weights) and ``--kd A`` (knowledge distillation
-from the teacher's logits, ``--kd-temperature``). CPU seconds are printed
-next to wall seconds (a busy machine inflates the latter). Results are cached in
+from the teacher's logits, ``--kd-temperature``), at ``--assembly-lr``. CPU seconds are
+printed next to wall seconds (a busy machine inflates the latter). Results are cached in
 ``--out``, so a rerun only trains what is missing, and a rerun with other rating
 options (``--batch-size``, ``--aggregate``, ``--readout``, ...) only rates the parts, and
-one with other ``--init``/``--kd`` only trains the assembly.
+one with other ``--init``/``--kd``/``--assembly-lr`` only trains the assembly.
 
 Default (Fashion-MNIST cut to 3,000 training and 1,500 validation images, channels
 4,8,16,32; about 15 minutes on one core):
@@ -210,6 +210,8 @@ def main() -> None:
     parser.add_argument("--kd", type=float, default=0.0,
                         help="its knowledge-distillation weight (the distill evaluator's kd)")
     parser.add_argument("--kd-temperature", type=float, default=4.0)
+    parser.add_argument("--assembly-lr", type=float,
+                        help="its full schedule's learning rate (default: the schedule's)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/bench-dna-ranking")
@@ -231,7 +233,9 @@ def main() -> None:
     distill = DistillEvaluator(str(teacher_dir), data, seed=args.seed,
                                epochs=args.epochs, samples=args.samples, loss=args.loss,
                                readout=args.readout, batch_size=args.batch_size, lr=args.lr,
-                               init=args.init, kd=args.kd, kd_temperature=args.kd_temperature)
+                               init=args.init, kd=args.kd, kd_temperature=args.kd_temperature,
+                               schedule=None if args.assembly_lr is None else {
+                                   "lr": args.assembly_lr})
     plan = distill.block_plan()
     rng = np.random.default_rng(args.seed)
     parts = []
@@ -301,17 +305,19 @@ def main() -> None:
     chosen = assemble(space, plan, parts, aggregated(ratings, args.aggregate),
                       Objective.of([f"params::{teacher_params}"]), training.costs)
     assembled = None
-    end_to_end = {"init": args.init, "kd": args.kd, "kd_temperature": args.kd_temperature}
+    end_to_end = {"init": args.init, "kd": args.kd, "kd_temperature": args.kd_temperature,
+                  **({} if args.assembly_lr is None else {"lr": args.assembly_lr})}
     if chosen is not None:
         keys = [parts[k][j].key for k, j in enumerate(chosen.choice)]
-        if args.init == "scratch" and args.kd == 0:
+        if args.init == "scratch" and args.kd == 0 and args.assembly_lr is None:
             metrics = measure(training, [chosen.genome], "full", train_cache)[0].metrics
         else:
             metrics = train_assembly(distill, chosen.genome, keys, weights, train_cache,
                                      {**setting, **end_to_end, "parts": identity})
         assembled = {"accuracy": metrics.get("accuracy"), "params": training.costs(
             chosen.genome)["params"], "describe": space.describe(chosen.genome),
-            "rating": chosen.rating, **end_to_end,
+            "rating": chosen.rating, "genome": chosen.genome.to_dict(), "part_keys": keys,
+            "parts_dir": str(weights), **end_to_end,
             **{k: metrics[k] for k in ("init_blocks", "init_tensors", "cpu_seconds")
                if k in metrics}}
     diagnosis = block_diagnosis(ratings, [picked[i] for i in ok], reference)

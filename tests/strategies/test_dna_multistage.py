@@ -14,6 +14,7 @@ import epnas
 from epnas.cli import main
 from epnas.data import load
 from epnas.evaluators import DistillEvaluator
+from epnas.evaluators.distill import load_parts
 from epnas.spaces import Block
 from epnas.spaces.multistage import MultistageOptions
 from epnas.supernet import Supernet
@@ -88,3 +89,29 @@ def test_a_supernet_sub_network_saved_as_a_model_is_a_teacher(tmp_path: Path) ->
         part = space.sample_block(rng, k, 2, inp, out)
         result = evaluator.evaluate(Candidate(part, f"block={k}", {"block": k, "part": 0}))
         assert result.status == "done" and result.metrics["distill_loss"] >= 0
+
+
+def test_the_assembled_multistage_network_starts_from_its_stages_and_learns_from_the_teacher(
+        tmp_path: Path) -> None:
+    teacher = train_teacher(tmp_path / "teacher")
+    evaluator = DistillEvaluator(str(teacher), samples=128, epochs=1, init="parts", kd=0.5,
+                                 schedule={"epochs": 1})
+    space = epnas.spaces.get("multistage", **OPTIONS)
+    rng = np.random.default_rng(1)
+    parts = [space.sample_block(rng, k, 2, inp, out)
+             for k, (inp, out) in enumerate(evaluator.block_plan())]
+    for k, part in enumerate(parts):
+        assert evaluator.evaluate(Candidate(part, f"block={k}")).ok
+    genome = space.assemble(parts)
+    model = space.build(genome, (1, 8, 8), 10)
+    states = [evaluator.part_state(k, part.key) for k, part in enumerate(parts)]
+    assert load_parts(genome, model, states, (1, 8, 8)) == {"init_blocks": 2.0,
+                                                            "init_tensors": 1.0}
+    weights = model.state_dict()
+    assert torch.equal(weights["stem.0.weight"], states[0]["weights"]["stem.0.weight"])
+    last = f"stages.1.{len(genome.stages[1]) - 1}.project.0.weight"
+    assert torch.equal(weights[last], states[1]["weights"][last.replace("stages.1", "blocks")])
+    # the exits stay fresh; kd trains every exit on the teacher's logits
+    result = evaluator.evaluate(Candidate(genome, "prediction",
+                                          {"part_keys": [p.key for p in parts]}))
+    assert result.status == "done" and result.metrics["init_blocks"] == 2
