@@ -16,7 +16,7 @@ config is parsed once on its way from the command line to the Study.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from os import PathLike
 from pathlib import Path
 from typing import Any, Literal
@@ -276,15 +276,17 @@ class StudyConfig(BaseModel):
             mine["precision"] = theirs["precision"]
         return [f"{k}: {mine[k]!r} vs {theirs[k]!r}" for k in mine if mine[k] != theirs[k]]
 
-    def decide_precision(self, previous: StudyConfig | None, device: str | None) -> StudyConfig:
+    def decide_precision(self, previous: StudyConfig | None, device: str | None,
+                         searched: Callable[[], float | None] | None = None) -> StudyConfig:
         """This config with ``precision`` decided, once per run, in the Study's process.
 
         A run that recorded a decision (``previous``, its stored config) keeps it when
         this config says ``auto`` or the same, so a resumed run, its workers and every
         user who resumes it train as its first session did. Otherwise ``auto`` is decided
         here for ``device`` (None: CUDA when available) by
-        :func:`epnas.train.trainer.decide_precision` and recorded with the reason in
-        ``precision_note``. An explicit precision is kept as given.
+        :func:`epnas.train.trainer.decide_precision` (``searched``: the bf16 speedup of
+        the networks the run will train, measured when it is asked for) and recorded with the reason in ``precision_note``. An
+        explicit precision is kept as given.
         """
         if previous is not None and previous.precision != "auto" and \
                 self.precision in ("auto", previous.precision):
@@ -294,7 +296,7 @@ class StudyConfig(BaseModel):
             return self
         from epnas.train.trainer import decide_precision
 
-        precision, note = decide_precision(device)
+        precision, note = decide_precision(device, searched)
         return self.model_copy(update={"precision": precision, "precision_note": note})
 
     def to_yaml(self) -> str:

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import math
 import sqlite3
@@ -177,7 +178,12 @@ def summarize(store: Store, config: StudyConfig, stop_reason: str | None = None)
                    int(store.get_meta("skipped") or 0))
 
 
-def _decided_precision(config: StudyConfig, force_new: bool) -> StudyConfig:
+PROBE_NETWORKS = 3  # sampled networks whose training steps decide bf16 on a CPU
+PROBE_BATCH = 32  # their example batch
+
+
+def _decided_precision(config: StudyConfig, force_new: bool, dataset: Any = None
+                       ) -> StudyConfig:
     """``config`` with its precision decided for the run, before any worker starts: the
     one its run directory recorded, else ``auto`` decided now (an evaluator that does not
     train keeps ``auto``). A precision in the evaluator's ``schedule`` option counts as
@@ -194,7 +200,45 @@ def _decided_precision(config: StudyConfig, force_new: bool) -> StudyConfig:
                 stored = store.get_meta("config")
             previous = None if stored is None else StudyConfig.parse(stored)
     device = config.evaluator_options.get("device")
-    return config.decide_precision(previous, None if device is None else str(device))
+    return config.decide_precision(previous, None if device is None else str(device),
+                                   _searched_speedup(config, dataset))
+
+
+def _searched_speedup(config: StudyConfig, dataset: Any) -> Callable[[], float | None]:
+    """What decides bf16 on a CPU besides a plain convolution: the bf16 speedup of
+    :data:`PROBE_NETWORKS` networks sampled from the run's space, built for its data, each
+    timed on a random batch of :data:`PROBE_BATCH` (None where the evaluator does not
+    train on a data set it loads, or where the space or data cannot be made: the
+    evaluator reports that when it starts)."""
+
+    def measure() -> float | None:
+        import torch
+
+        from epnas.train.trainer import networks_bf16_speedup
+
+        try:
+            resolved = with_evaluator_space(config)
+            space = spaces.get(resolved.space, **resolved.space_options)  # type: ignore[arg-type]
+            data = getattr(evaluator_spec(config, dataset).create(), "loaded", None)
+        except EpnasError:
+            return None
+        if data is None:
+            return None
+        shape, classes = data.input_shape, max(data.num_classes, 1)
+        key = json.dumps({"space": space.name, "options": space.options.model_dump(mode="json"),
+                          "input": shape, "classes": classes, "networks": PROBE_NETWORKS,
+                          "batch": PROBE_BATCH}, sort_keys=True)
+
+        def networks() -> list[tuple[Any, Any]]:
+            rng = np.random.default_rng(0)
+            layout = torch.channels_last
+            return [(spaces.build(space.sample(rng), shape, classes).to(memory_format=layout),
+                     torch.randn(PROBE_BATCH, *shape).contiguous(memory_format=layout))
+                    for _ in range(PROBE_NETWORKS)]
+
+        return networks_bf16_speedup(key, networks)
+
+    return measure
 
 
 @dataclass
@@ -287,7 +331,7 @@ class Study:
         """Start the evaluator's workers and set up everything else (:meth:`_setup`)."""
         self.spec: EvaluatorSpec | None = None
         if not isinstance(evaluator, Evaluator):
-            config = _decided_precision(config, force_new)
+            config = _decided_precision(config, force_new, dataset)
             self.spec = evaluator_spec(config, dataset)
         self.config = config
         # Local workers: at most one per core and per trial of the budget, and as many as

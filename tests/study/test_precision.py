@@ -46,6 +46,7 @@ def user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         cache = tmp_path / name / "cache"
         monkeypatch.setenv("EPNAS_CACHE", str(cache))
         monkeypatch.setattr(trainer, "_measure_bf16_speedup", lambda: speedup)
+        monkeypatch.setattr(trainer, "networks_bf16_speedup", lambda key, networks: speedup)
         record = cache / "cpu-bf16.json"
         if record.is_file():  # measured again since (another load on the machine)
             record.write_text(json.dumps({**json.loads(record.read_text()), "speedup": speedup}))
@@ -145,3 +146,67 @@ def test_retrain_trains_at_the_search_precision(tmp_path: Path, user) -> None:
     assert plan(run, dataset="digits").schedule.precision == "bf16"
     chosen = plan(run, dataset="digits", schedule={"precision": "fp32"})
     assert chosen.schedule.precision == "fp32"
+
+
+def test_the_searched_networks_decide_bf16_where_they_can_be_timed(monkeypatch) -> None:
+    monkeypatch.setattr(trainer, "_native_cpu_bf16", lambda: True)
+    monkeypatch.setattr(trainer, "cpu_bf16_speedup", lambda: 1.6)
+    precision, note = trainer.decide_precision("cpu", lambda: 1.4)
+    assert precision == "bf16" and "1.40x faster" in note and "searched space" in note
+    precision, note = trainer.decide_precision("cpu", lambda: 0.6)
+    assert precision == "fp32" and "0.60x the speed" in note
+    assert "plain convolution: 1.60x" in note
+    assert trainer.decide_precision("cpu", lambda: None)[0] == "bf16"  # nothing to time
+
+    def never() -> float:
+        raise AssertionError("a CPU whose plain convolution is not faster in bf16 stays fp32")
+
+    monkeypatch.setattr(trainer, "cpu_bf16_speedup", lambda: 1.1)
+    assert trainer.decide_precision("cpu", never)[0] == "fp32"
+
+
+def test_the_networks_speedup_is_their_median_kept_per_key(tmp_path: Path,
+                                                            monkeypatch) -> None:
+    monkeypatch.setenv("EPNAS_CACHE", str(tmp_path / "cache"))
+    networks = [(torch.nn.Linear(2, 2), torch.zeros(1, 2)) for _ in range(3)]
+    speeds = dict(zip(map(id, (m for m, _ in networks)), (0.5, 1.4, 2.0)))
+    monkeypatch.setattr(trainer, "model_bf16_speedup", lambda model, x: speeds[id(model)])
+    built: list[str] = []
+
+    def build(key: str):
+        return lambda: built.append(key) or networks
+
+    assert trainer.networks_bf16_speedup("a", build("a")) == 1.4
+    assert trainer.networks_bf16_speedup("a", build("a")) == 1.4  # from the cache
+    assert built == ["a"]
+    assert trainer.networks_bf16_speedup("b", lambda: []) is None  # nothing to time
+    speeds.update(zip(speeds, (0.2, 0.3, 0.4)))
+    assert trainer.networks_bf16_speedup("c", build("c")) == 0.3 and built == ["a", "c"]
+    assert trainer.networks_bf16_speedup("a", build("a")) == 1.4
+
+
+def test_a_study_times_networks_of_its_own_space_built_for_its_data(monkeypatch) -> None:
+    from epnas.config import StudyConfig
+    from epnas.study import PROBE_NETWORKS, _decided_precision
+
+    monkeypatch.setattr(trainer, "_native_cpu_bf16", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(trainer, "cpu_bf16_speedup", lambda: 1.6)
+    timed: list[tuple[torch.nn.Module, torch.Tensor]] = []
+    keys: list[dict] = []
+
+    def slower(key, networks):
+        keys.append(json.loads(key))
+        timed.extend(networks())
+        return 0.55
+
+    monkeypatch.setattr(trainer, "networks_bf16_speedup", slower)
+    config = StudyConfig.parse({"space": "multistage", "dataset": "digits", "trials": 2,
+                                "evaluator": "training", "out": None})
+    decided = _decided_precision(config, force_new=True)
+    assert decided.precision == "fp32" and "0.55x the speed" in decided.precision_note
+    assert keys[0]["space"] == "multistage" and keys[0]["input"] == [1, 8, 8]
+    assert len(timed) == PROBE_NETWORKS
+    for model, example in timed:
+        assert type(model).__name__ == "MultistageNet" and example.shape[1:] == (1, 8, 8)
+        assert model(example)[-1].shape[-1] == 10  # digits' classes
