@@ -285,8 +285,8 @@ class StudyConfig(BaseModel):
         user who resumes it train as its first session did. Otherwise ``auto`` is decided
         here for ``device`` (None: CUDA when available) by
         :func:`epnas.train.trainer.decide_precision` (``searched``: the bf16 speedup of
-        the networks the run will train, measured when it is asked for) and recorded with the reason in ``precision_note``. An
-        explicit precision is kept as given.
+        the networks the run will train, measured when it is asked for) and recorded
+        with the reason in ``precision_note``. An explicit precision is kept as given.
         """
         if previous is not None and previous.precision != "auto" and \
                 self.precision in ("auto", previous.precision):
