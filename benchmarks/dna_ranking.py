@@ -20,7 +20,8 @@ Last, the ``dna`` strategy's own assembly of the rated parts under a params boun
 the teacher's size, trained with ``full``, against the teacher: from scratch with labels
 only, or as the ``distill`` evaluator's end-to-end trial with ``--init parts`` (its
 blocks start from their parts' distilled weights) and ``--kd A`` (knowledge distillation
-from the teacher's logits, ``--kd-temperature``), at ``--assembly-lr``. CPU seconds are
+from the teacher's logits, ``--kd-temperature``), at ``--assembly-lr``, or with the
+``prediction`` schedule (``--assembly-fidelity``). CPU seconds are
 printed next to wall seconds (a busy machine inflates the latter). Results are cached in
 ``--out``, so a rerun only trains what is missing, and a rerun with other rating
 options (``--batch-size``, ``--aggregate``, ``--readout``, ...) only rates the parts, and
@@ -121,14 +122,14 @@ def rate_parts(distill: DistillEvaluator, parts: list[list[epnas.Genome]], cache
 
 
 def train_assembly(distill: DistillEvaluator, genome: epnas.Genome, keys: list[str],
-                   weights: Path, cache: Path, identity: dict) -> dict:
-    """The assembled ``genome`` trained with ``full`` by the distill evaluator's end-to-end
-    trial (its init and kd options; its parts' blocks in ``weights``); cached."""
+                   weights: Path, cache: Path, identity: dict, fidelity: str) -> dict:
+    """The assembled ``genome`` trained at ``fidelity`` by the distill evaluator's
+    end-to-end trial (its init and kd options; its parts' blocks in ``weights``); cached."""
     path = cache / f"assembly-{genome.key}-{digest(identity, 12)}.json"
     if path.is_file():
         return json.loads(path.read_text())
     cpu = time.process_time()
-    result = distill.evaluate_trial(Candidate(genome, "full", {"part_keys": keys}),
+    result = distill.evaluate_trial(Candidate(genome, fidelity, {"part_keys": keys}),
                                     TrialContext(str(weights / "assembled")))
     if not result.ok:
         raise SystemExit(f"training the assembly failed: {result.error}")
@@ -206,10 +207,14 @@ def main() -> None:
                         help="how DNA adds the blocks' ratings (the others are shown too)")
     parser.add_argument("--init", default="scratch", choices=("scratch", "parts"),
                         help="the assembly under the teacher's params starts from scratch or "
-                             "from its parts' distilled weights (the distill evaluator's init)")
+                             "from its parts' distilled weights (the distill evaluator's init, "
+                             "whose default is parts; scratch here, as before the option)")
     parser.add_argument("--kd", type=float, default=0.0,
                         help="its knowledge-distillation weight (the distill evaluator's kd)")
     parser.add_argument("--kd-temperature", type=float, default=4.0)
+    parser.add_argument("--assembly-fidelity", default="full", choices=("full", "prediction"),
+                        help="the schedule the assembly is trained with (the dna strategy's "
+                             "final trial: prediction by default)")
     parser.add_argument("--assembly-lr", type=float,
                         help="its full schedule's learning rate (default: the schedule's)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
@@ -306,14 +311,18 @@ def main() -> None:
                       Objective.of([f"params::{teacher_params}"]), training.costs)
     assembled = None
     end_to_end = {"init": args.init, "kd": args.kd, "kd_temperature": args.kd_temperature,
-                  **({} if args.assembly_lr is None else {"lr": args.assembly_lr})}
+                  **({} if args.assembly_lr is None else {"lr": args.assembly_lr}),
+                  **({} if args.assembly_fidelity == "full" else {
+                      "fidelity": args.assembly_fidelity})}
     if chosen is not None:
         keys = [parts[k][j].key for k, j in enumerate(chosen.choice)]
         if args.init == "scratch" and args.kd == 0 and args.assembly_lr is None:
-            metrics = measure(training, [chosen.genome], "full", train_cache)[0].metrics
+            metrics = measure(training, [chosen.genome], args.assembly_fidelity,
+                              train_cache)[0].metrics
         else:
             metrics = train_assembly(distill, chosen.genome, keys, weights, train_cache,
-                                     {**setting, **end_to_end, "parts": identity})
+                                     {**setting, **end_to_end, "parts": identity},
+                                     args.assembly_fidelity)
         assembled = {"accuracy": metrics.get("accuracy"), "params": training.costs(
             chosen.genome)["params"], "describe": space.describe(chosen.genome),
             "rating": chosen.rating, "genome": chosen.genome.to_dict(), "part_keys": keys,
@@ -359,7 +368,8 @@ def main() -> None:
     if assembled is not None:
         how = ", ".join(f"{k} {v}" for k, v in end_to_end.items())
         print(f"assembled by dna under params <= the teacher's {teacher_params:,}: "
-              f"{100 * (assembled['accuracy'] or 0):.2f}% with full training ({how}) at "
+              f"{100 * (assembled['accuracy'] or 0):.2f}% with {args.assembly_fidelity} "
+              f"training ({how}) at "
               f"{assembled['params']:,} params ({assembled['describe']})")
     ratio = pred_cost["cpu_seconds"] / dna_cost["cpu_seconds"] if dna_cost["cpu_seconds"] else 0
     print(f"DNA costs 1/{ratio:.1f} of the prediction schedule's CPU time; the architecture "

@@ -38,7 +38,8 @@ end to end with labels, as the ``training`` evaluator does: the ``dna`` strategy
 trial, its assembled network, is one of those. Two options change that training at
 ``prediction`` and ``full``:
 
-* ``init=parts``: a block trial leaves its trained block in its trial directory
+* ``init=parts`` (the default; ``init=scratch`` turns it off): a block trial leaves its
+  trained block in its trial directory
   (:func:`part_file`, with the part's genome), and an assembled genome whose candidate
   names its parts (info ``part_keys``, as the ``dna`` strategy's does) starts every
   block from its part's distilled weights, found in the run's other trial directories
@@ -50,7 +51,7 @@ trial, its assembled network, is one of those. Two options change that training 
   so does the head (every exit of a ``multistage`` network). Metrics ``init_blocks``
   (blocks started from their parts) and ``init_tensors`` (the share of the blocks'
   tensors loaded).
-* ``kd=a`` (``kd_temperature=T``): the training loss is ``(1 - a) CE(labels) + a T^2
+* ``kd=a`` (``kd_temperature=T``; off by default): the training loss is ``(1 - a) CE(labels) + a T^2
   KL(softmax(teacher / T) || softmax(student / T))`` on the teacher's logits for the
   same augmented batch (computed once for the whole training split when the schedule
   does not augment); a network with several exits (``multistage``) is trained so at
@@ -135,7 +136,7 @@ class DistillOptions(BaseModel):
     # the end-to-end trial of an assembled genome: its blocks from scratch or from its
     # parts' distilled weights; the weight of knowledge distillation from the teacher's
     # logits (0: labels only) and its temperature
-    init: Literal["scratch", "parts"] = "scratch"
+    init: Literal["scratch", "parts"] = "parts"
     kd: float = Field(0.0, ge=0, le=1)
     kd_temperature: float = Field(4.0, gt=0)
 
@@ -164,7 +165,7 @@ class DistillEvaluator(Evaluator):
                  blocks: str | list[str] | None = None, loss: str = "mse_norm",
                  epochs: int = 4, batch_size: int = 32, lr: float = 1e-2,
                  samples: int | None = None, cache: bool = True, readout: str = "fit",
-                 init: str = "scratch", kd: float = 0.0, kd_temperature: float = 4.0,
+                 init: str = "parts", kd: float = 0.0, kd_temperature: float = 4.0,
                  schedule: dict[str, Any] | None = None, time_limit: float | None = None,
                  device: str | None = None, val_fraction: float = 0.1,
                  max_memory: float | None = None) -> None:

@@ -64,7 +64,7 @@ def test_block_trials_leave_their_weights_and_the_assembly_starts_from_them(
 
     monkeypatch.setattr(training_module, "train", spy)
     # a fresh evaluator (a resumed run's worker): the weights come from the trial files
-    fresh = DistillEvaluator(str(teacher), samples=128, epochs=1, init="parts", schedule=TINY)
+    fresh = DistillEvaluator(str(teacher), samples=128, epochs=1, schedule=TINY)  # init=parts
     result = fresh.evaluate_trial(assembled(), TrialContext(str(trials / "4")))
     assert result.status == "done"
     assert result.metrics["init_blocks"] == 3 and result.metrics["init_tensors"] == 1.0
@@ -80,8 +80,8 @@ def test_block_trials_leave_their_weights_and_the_assembly_starts_from_them(
     assert torch.allclose(weights["layers.2.op.0.weight"], folded)
     assert torch.equal(weights["layers.4.op.0.weight"], block2["layers.0.op.0.weight"])
 
-    # init=scratch (the default), or parts that were never rated, start from the seed
-    scratch = DistillEvaluator(str(teacher), samples=128, schedule=TINY)
+    # init=scratch, or parts that were never rated, start from the seed
+    scratch = DistillEvaluator(str(teacher), samples=128, schedule=TINY, init="scratch")
     assert "init_blocks" not in scratch.evaluate(assembled()).metrics
     started.clear()
     elsewhere = fresh.evaluate_trial(assembled(), TrialContext(str(tmp_path / "other" / "1")))
