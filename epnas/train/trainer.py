@@ -296,11 +296,12 @@ def decide_precision(device: str | torch.device | None = None,
     own = searched() if searched is not None else None
     if own is None:
         return "bf16", f"auto: bf16 measured {speedup:.2f}x faster than fp32 on this CPU"
-    what = "the searched space's networks on this CPU"
     if own >= BF16_MARGIN:
-        return "bf16", f"auto: bf16 measured {own:.2f}x faster than fp32 on {what}"
-    return "fp32", (f"auto: bf16 measured {own:.2f}x the speed of fp32 on {what} (below "
-                    f"{BF16_MARGIN}x; a plain convolution: {speedup:.2f}x)")
+        return "bf16", (f"auto: bf16 trains networks of the searched space {own:.2f}x faster "
+                        f"than fp32 on this CPU")
+    return "fp32", (f"auto: bf16 trains networks of the searched space at {own:.2f}x the "
+                    f"speed of fp32 on this CPU, below {BF16_MARGIN}x; a plain convolution "
+                    f"at {speedup:.2f}x")
 
 
 def networks_bf16_speedup(key: str, networks: Callable[[], Sequence[tuple[nn.Module,
