@@ -66,9 +66,12 @@ def sample_genomes(space: Any, n: int, seed: int) -> list[Genome]:
 
 
 def _identity(evaluator: TrainingEvaluator, genome: Genome, setting: Setting) -> dict[str, Any]:
-    """Everything that determines a training result."""
+    """Everything that determines a training result (a data set passed in as a
+    :class:`Dataset`, perhaps a subset, by its images' fingerprint)."""
+    given = evaluator.given_data
     return {"genome": genome.key, "setting": str(setting), "dataset": evaluator.dataset,
-            "data": evaluator.data, "seed": evaluator.seed,
+            "data": evaluator.data if given is None else given.fingerprint,
+            "seed": evaluator.seed,
             "val_fraction": evaluator.val_fraction,
             "schedule": evaluator.schedule(str(setting)).model_dump(mode="json")}
 

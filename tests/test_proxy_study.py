@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 import epnas
@@ -55,3 +56,30 @@ def test_a_bad_proxy_spec_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("epnas: error: fidelity 'c=0.25,q=3': unknown key 'q'")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_cached_result_belongs_to_the_images_it_was_trained_on(tmp_path: Path) -> None:
+    """Two data sets of one name (a subset and another subset) share no cache entry."""
+    import dataclasses
+
+    from epnas.data.datasets import load
+    from epnas.evaluators.training import TrainingEvaluator
+    from epnas.proxy_study import measure
+
+    digits = load("digits")
+
+    def subset(start: int) -> epnas.data.Dataset:
+        return dataclasses.replace(digits, train_x=digits.train_x[start:start + 200],
+                                   train_y=digits.train_y[start:start + 200])
+
+    space = epnas.spaces.get("layerwise", channels=[4, 8], max_layers=3)
+    genome = space.sample(np.random.default_rng(0))
+    fidelity = "prediction,c=0.25,r=0.5,e=1"
+    first = TrainingEvaluator(subset(0))
+    trained = measure(first, [genome], fidelity, tmp_path)
+    assert trained[0] is not None and not trained[0].cached
+    again = measure(TrainingEvaluator(subset(0)), [genome], fidelity, tmp_path)
+    assert again[0].cached and again[0].metrics == trained[0].metrics
+    other = measure(TrainingEvaluator(subset(200)), [genome], fidelity, tmp_path,
+                    train=lambda index: False)
+    assert other == [None]  # not answered from the first subset's result

@@ -24,7 +24,7 @@ import warnings
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path, PurePosixPath
 from typing import ClassVar
 
@@ -104,6 +104,17 @@ class Dataset:
     def train_val(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Training and validation sets concatenated, for the final retraining."""
         return torch.cat([self.train_x, self.val_x]), torch.cat([self.train_y, self.val_y])
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """A digest of every split's images and labels (and the normalisation): two data
+        sets with the same name but other images, such as a subset, differ in it."""
+        digest = hashlib.sha256(repr((self.name, self.classes, self.mean, self.std)).encode())
+        for tensor in (self.train_x, self.train_y, self.val_x, self.val_y, self.test_x,
+                       self.test_y):
+            digest.update(repr(tuple(tensor.shape)).encode())
+            digest.update(tensor.contiguous().numpy().tobytes())
+        return digest.hexdigest()
 
     def __repr__(self) -> str:
         return (

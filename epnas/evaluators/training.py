@@ -113,6 +113,7 @@ class TrainingEvaluator(Evaluator):
                              f"got {cuda_graphs!r}")
         self.cuda_graphs = cuda_graphs
         self._data: Dataset | None = dataset if isinstance(dataset, Dataset) else None
+        self.given_data = self._data  # a data set passed in (not loaded by name)
         self.dataset = dataset.name if isinstance(dataset, Dataset) else dataset
         self.data, self.seed = data, seed
         self.shares_weights = share
