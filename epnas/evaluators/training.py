@@ -20,12 +20,14 @@ and leaves its trained weights in its trial directory as ``model.pt``: the
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 
 from epnas.data import Dataset, load, locate, pretext
 from epnas.errors import EpnasError, validation_message
@@ -44,6 +46,8 @@ MODEL_FILE = "model.pt"
 """A trial's trained weights, in its trial directory."""
 
 SHARED_FIDELITIES = ("prediction", "full")
+WARM_LOSS_FACTOR = 2.0  # a warm start whose first loss exceeds the fresh one's this much
+#                         trains from its fresh initialisation instead
 """Fidelities that train the genome's own full-width network: only these are
 warm-started and merged into the dictionary (a reduced-setting proxy trains a
 narrower network and measures what that setting ranks)."""
@@ -54,6 +58,25 @@ def build_seeded(genome: Genome, data: Dataset, seed: int) -> torch.nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return build(genome, data.input_shape, data.num_classes)
+
+
+def starts_worse(warm: torch.nn.Module, fresh: torch.nn.Module, data: Dataset,
+                 images: int = 256) -> bool:
+    """Whether inherited weights start a network off worse than its fresh initialisation:
+    its cross-entropy on the first ``images`` training images (in training mode, on
+    copies) is not finite or above :data:`WARM_LOSS_FACTOR` times the fresh network's.
+    Weights that a failed training blew up give losses in the hundreds where a fresh
+    network gives about ln(classes)."""
+    x = data.normalised(data.train_x[:images])
+    y = data.train_y[:images]
+    losses = []
+    for model in (warm, fresh):
+        probe = copy.deepcopy(model).train()
+        with torch.no_grad():
+            out = probe(x)
+        out = out[-1] if isinstance(out, (list, tuple)) else out
+        losses.append(float(F.cross_entropy(out.float(), y)))
+    return not math.isfinite(losses[0]) or losses[0] > WARM_LOSS_FACTOR * losses[1]
 
 
 def train_genome(genome: Genome, data: Dataset, schedule: schedules.Schedule, *, seed: int = 0,
@@ -238,9 +261,14 @@ class TrainingEvaluator(Evaluator):
         model = build_seeded(genome, data, self.seed)
         warm: dict[str, float] = {}
         if self.shares_weights and context.weights and fidelity in SHARED_FIDELITIES:
+            fresh = copy.deepcopy(model)
             stats = snapshot(context.weights).load_into(genome, model)
             total = stats.exact + stats.resized + stats.missing
-            warm["warm_start"] = (stats.exact + stats.resized) / max(total, 1)
+            shared = stats.exact + stats.resized
+            if shared and task is None and starts_worse(model, fresh, data):
+                model, shared = fresh, 0
+                warm["warm_rejected"] = 1.0
+            warm["warm_start"] = shared / max(total, 1)
         if init is not None:
             warm.update(init(model))
         try:

@@ -148,3 +148,26 @@ def test_shared_units_read_back_what_the_trial_saved(tmp_path, run) -> None:
     norms = batchnorm_names(epnas.build(net(), SHAPE, CLASSES))
     assert norms and sum(len(u) for u in units.values()) == len(state) - len(norms)
     assert evaluator.shared_units(Candidate(net(), "prediction"), tmp_path / "none") is None
+
+
+def test_weights_that_start_a_network_worse_than_fresh_are_not_inherited(
+        run, tmp_path: Path, initial) -> None:
+    """Blown-up weights (a failed training's) in the dictionary: the trial trains from its
+    fresh initialisation and says so; sound weights are still inherited."""
+    blown = {k: v * 1e3 if k.endswith("weight") else v for k, v in saved(run).items()}
+    evaluator = TrainingEvaluator("digits", schedule=SCHEDULE)
+    fresh = training.build_seeded(net(), evaluator.loaded, 0).state_dict()
+    context = TrialContext(str(tmp_path / "trials" / "2"),
+                           str(dictionary_of(tmp_path / "blown", net(), blown)))
+    result = evaluator.evaluate_trial(Candidate(net(), "prediction"), context)
+    assert result.metrics["warm_rejected"] == 1.0 and result.metrics["warm_start"] == 0.0
+    assert all(torch.equal(initial[-1][k], v) for k, v in fresh.items())
+    scratch = evaluator.evaluate_trial(Candidate(net(), "prediction"),
+                                       TrialContext(str(tmp_path / "trials" / "4")))
+    assert result.accuracy == scratch.accuracy  # trained as from scratch
+
+    context = TrialContext(str(tmp_path / "trials" / "3"),
+                           str(dictionary_of(tmp_path / "sound", net(), saved(run))))
+    result = evaluator.evaluate_trial(Candidate(net(), "prediction"), context)
+    assert "warm_rejected" not in result.metrics and result.metrics["warm_start"] > 0.5
+    assert torch.equal(initial[-1]["stem.0.weight"], saved(run)["stem.0.weight"])

@@ -20,7 +20,7 @@ from epnas.executors import InlineExecutor
 from epnas.strategies.epnas import EPNAS
 from epnas.strategies.random import RandomSearch
 from epnas.study import Study
-from epnas.train.sharing import MAX_SHAPES, WeightDictionary
+from epnas.train.sharing import ACCURACY, MAX_SHAPES, WeightDictionary
 from tests.study.test_resume import finished, rows, start, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,25 +96,32 @@ def test_every_trial_saves_its_weights_and_each_step_is_merged(tmp_path: Path) -
     assert [p.name for p in (run / "weights").iterdir()] == ["step-000001.pt"]
     weights = WeightDictionary.load(run / "weights" / "step-000001.pt")
     # per step, each key takes the weights of the step's most accurate trial that has it,
-    # replacing the stored ones of the same shapes (newest first)
-    expected: dict[str, list[dict]] = {}
+    # replacing the stored ones of the same shapes (newest first) unless those came from
+    # a more accurate trial; each entry records its trial's accuracy
+    expected: dict[str, list[tuple[float, dict]]] = {}
     for batch in range(2):
         step = sorted((t for t in trials if t.batch == batch),
                       key=lambda t: -t.metrics["accuracy"])
-        winners: dict[str, dict] = {}
+        winners: dict[str, tuple[float, dict]] = {}
         for t in step:
             for key, state in units_of(evaluator, t, run).items():
-                winners.setdefault(key, state)
-        for key, state in winners.items():
-            kept = [e for e in expected.get(key, []) if shapes(e) != shapes(state)]
-            expected[key] = [state, *kept][:MAX_SHAPES]
+                winners.setdefault(key, (t.metrics["accuracy"], state))
+        for key, (accuracy, state) in winners.items():
+            stored = expected.get(key, [])
+            same = [e for e in stored if shapes(e[1]) == shapes(state)]
+            if same and same[0][0] > accuracy:
+                continue
+            kept = [e for e in stored if shapes(e[1]) != shapes(state)]
+            expected[key] = [(accuracy, state), *kept][:MAX_SHAPES]
     assert weights.entries.keys() == expected.keys()
     for key, entries in weights.entries.items():
-        assert [shapes(e) for e in entries] == [shapes(e) for e in expected[key]], key
-        for entry, state in zip(entries, expected[key]):
+        assert [float(e.pop(ACCURACY)) for e in entries] == [a for a, _ in expected[key]], key
+        assert [shapes(e) for e in entries] == [shapes(s) for _, s in expected[key]], key
+        for entry, (_, state) in zip(entries, expected[key]):
             assert all(torch.equal(entry[n], v) for n, v in state.items()), key
-    # the stem is in every network: the newest entry is the last step's most accurate
-    best = max((t for t in trials if t.batch == 1), key=lambda t: t.metrics["accuracy"])
+    # the stem is in every network, always of one shape: it holds the most accurate
+    # trial's weights (the later one of equals)
+    best = max(trials, key=lambda t: (t.metrics["accuracy"], t.batch))
     stem = units_of(evaluator, best, run)["stem"]
     assert all(torch.equal(weights.entries["stem"][0][n], v) for n, v in stem.items())
 

@@ -140,9 +140,19 @@ def test_on_a_clash_the_most_accurate_model_wins_and_replaces_its_shape() -> Non
     for key, state in b.items():
         assert len(weights.entries[key]) == 1
         assert all(torch.equal(weights.entries[key][0][n], t) for n, t in state.items())
-    weights.merge([(0.1, a)])  # a later step, same shapes: replaces, not appends
-    assert torch.equal(weights.entries["stem"][0]["0.weight"], a["stem"]["0.weight"])
+    weights.merge([(0.1, a)])  # a later, less accurate model: what b learned stays
+    assert torch.equal(weights.entries["stem"][0]["0.weight"], b["stem"]["0.weight"])
+    weights.merge([(0.9, c)])  # as accurate: same shapes, so it replaces, not appends
+    assert torch.equal(weights.entries["stem"][0]["0.weight"], c["stem"]["0.weight"])
     assert len(weights.entries["stem"]) == 1
+
+
+def test_a_stored_state_without_its_accuracy_gives_way_to_any_model() -> None:
+    g = parent()
+    a, b = (unit_states(g, built(g, seed)) for seed in (1, 2))
+    weights = WeightDictionary({key: [dict(state)] for key, state in a.items()})  # older file
+    weights.merge([(0.05, b)])
+    assert torch.equal(weights.entries["stem"][0]["0.weight"], b["stem"]["0.weight"])
 
 
 def test_a_diverged_model_is_not_merged() -> None:
