@@ -63,15 +63,15 @@ def build_seeded(genome: Genome, data: Dataset, seed: int) -> torch.nn.Module:
 def starts_worse(warm: torch.nn.Module, fresh: torch.nn.Module, data: Dataset,
                  images: int = 256) -> bool:
     """Whether inherited weights start a network off worse than its fresh initialisation:
-    its cross-entropy on the first ``images`` training images (in training mode, on
-    copies) is not finite or above :data:`WARM_LOSS_FACTOR` times the fresh network's.
-    Weights that a failed training blew up give losses in the hundreds where a fresh
-    network gives about ln(classes)."""
+    its cross-entropy on the first ``images`` training images (in training mode; ``warm``
+    on a copy, so its BatchNorm statistics stay untouched, ``fresh`` as it is, a network
+    made for the comparison) is not finite or above :data:`WARM_LOSS_FACTOR` times the
+    fresh network's. Weights that a failed training blew up give losses in the hundreds
+    where a fresh network gives about ln(classes)."""
     x = data.normalised(data.train_x[:images])
     y = data.train_y[:images]
     losses = []
-    for model in (warm, fresh):
-        probe = copy.deepcopy(model).train()
+    for probe in (copy.deepcopy(warm).train(), fresh.train()):
         with torch.no_grad():
             out = probe(x)
         out = out[-1] if isinstance(out, (list, tuple)) else out
@@ -261,12 +261,12 @@ class TrainingEvaluator(Evaluator):
         model = build_seeded(genome, data, self.seed)
         warm: dict[str, float] = {}
         if self.shares_weights and context.weights and fidelity in SHARED_FIDELITIES:
-            fresh = copy.deepcopy(model)
             stats = snapshot(context.weights).load_into(genome, model)
             total = stats.exact + stats.resized + stats.missing
             shared = stats.exact + stats.resized
-            if shared and task is None and starts_worse(model, fresh, data):
-                model, shared = fresh, 0
+            if shared and task is None and starts_worse(
+                    model, build_seeded(genome, data, self.seed), data):
+                model, shared = build_seeded(genome, data, self.seed), 0
                 warm["warm_rejected"] = 1.0
             warm["warm_start"] = shared / max(total, 1)
         if init is not None:
