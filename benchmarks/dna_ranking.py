@@ -217,6 +217,9 @@ def main() -> None:
                              "final trial: prediction by default)")
     parser.add_argument("--assembly-lr", type=float,
                         help="its full schedule's learning rate (default: the schedule's)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="train the teacher and the assembly this many times each "
+                             "(training seeds SEED, SEED+1, ...) and compare their means")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/bench-dna-ranking")
@@ -235,12 +238,17 @@ def main() -> None:
         json.dumps(setting, sort_keys=True).encode()).hexdigest()[:10])
     teacher_dir = Path(args.teacher) if args.teacher else out / "teacher"
     teacher = {} if args.teacher else train_teacher(space, training, teacher_dir)
-    distill = DistillEvaluator(str(teacher_dir), data, seed=args.seed,
-                               epochs=args.epochs, samples=args.samples, loss=args.loss,
-                               readout=args.readout, batch_size=args.batch_size, lr=args.lr,
-                               init=args.init, kd=args.kd, kd_temperature=args.kd_temperature,
-                               schedule=None if args.assembly_lr is None else {
-                                   "lr": args.assembly_lr})
+
+    def distiller(seed: int) -> DistillEvaluator:
+        return DistillEvaluator(str(teacher_dir), data, seed=seed,
+                                epochs=args.epochs, samples=args.samples, loss=args.loss,
+                                readout=args.readout, batch_size=args.batch_size, lr=args.lr,
+                                init=args.init, kd=args.kd,
+                                kd_temperature=args.kd_temperature,
+                                schedule=None if args.assembly_lr is None else {
+                                    "lr": args.assembly_lr})
+
+    distill = distiller(args.seed)
     plan = distill.block_plan()
     rng = np.random.default_rng(args.seed)
     parts = []
@@ -316,19 +324,36 @@ def main() -> None:
                       "fidelity": args.assembly_fidelity})}
     if chosen is not None:
         keys = [parts[k][j].key for k, j in enumerate(chosen.choice)]
-        if args.init == "scratch" and args.kd == 0 and args.assembly_lr is None:
-            metrics = measure(training, [chosen.genome], args.assembly_fidelity,
-                              train_cache)[0].metrics
-        else:
-            metrics = train_assembly(distill, chosen.genome, keys, weights, train_cache,
-                                     {**setting, **end_to_end, "parts": identity},
-                                     args.assembly_fidelity)
+
+        def train_chosen(seed: int) -> dict:
+            """The assembly trained end to end, its weights and batches seeded by ``seed``."""
+            if args.init == "scratch" and args.kd == 0 and args.assembly_lr is None:
+                evaluator = training if seed == args.seed else TrainingEvaluator(
+                    data, seed=seed, share=False)
+                return measure(evaluator, [chosen.genome], args.assembly_fidelity,
+                               train_cache)[0].metrics
+            # the first training's identity is the one it had before --repeats existed
+            again = {} if seed == args.seed else {"train_seed": seed}
+            return train_assembly(distill if seed == args.seed else distiller(seed),
+                                  chosen.genome, keys, weights, train_cache,
+                                  {**setting, **end_to_end, "parts": identity, **again},
+                                  args.assembly_fidelity)
+
+        metrics = train_chosen(args.seed)
         assembled = {"accuracy": metrics.get("accuracy"), "params": training.costs(
             chosen.genome)["params"], "describe": space.describe(chosen.genome),
             "rating": chosen.rating, "genome": chosen.genome.to_dict(), "part_keys": keys,
             "parts_dir": str(weights), **end_to_end,
             **{k: metrics[k] for k in ("init_blocks", "init_tensors", "cpu_seconds")
                if k in metrics}}
+        if args.repeats > 1:
+            seeds = [args.seed + r for r in range(args.repeats)]
+            teachers = [teacher["accuracy"] if seed == args.seed and teacher else measure(
+                TrainingEvaluator(data, seed=seed, share=False), [teacher_genome], "full",
+                train_cache)[0].accuracy for seed in seeds]
+            assembled["repeats"] = {
+                "train_seeds": seeds, "teacher": teachers,
+                "assembled": [train_chosen(seed).get("accuracy") for seed in seeds]}
     diagnosis = block_diagnosis(ratings, [picked[i] for i in ok], reference)
     dna_scores = scores[args.aggregate]
     summary = {
@@ -371,6 +396,14 @@ def main() -> None:
               f"{100 * (assembled['accuracy'] or 0):.2f}% with {args.assembly_fidelity} "
               f"training ({how}) at "
               f"{assembled['params']:,} params ({assembled['describe']})")
+    if assembled is not None and "repeats" in assembled:
+        runs = assembled["repeats"]
+        mine, theirs = (100 * np.array(runs[k], float) for k in ("assembled", "teacher"))
+        gaps = mine - theirs
+        print(f"over {len(gaps)} trainings (training seeds {runs['train_seeds']}): teacher "
+              f"{theirs.mean():.2f}% (sd {theirs.std(ddof=1):.2f}), assembly "
+              f"{mine.mean():.2f}% (sd {mine.std(ddof=1):.2f}); assembly - teacher "
+              f"{gaps.mean():+.2f} ± {gaps.std(ddof=1) / np.sqrt(len(gaps)):.2f} points")
     ratio = pred_cost["cpu_seconds"] / dna_cost["cpu_seconds"] if dna_cost["cpu_seconds"] else 0
     print(f"DNA costs 1/{ratio:.1f} of the prediction schedule's CPU time; the architecture "
           f"DNA ranks first reaches {100 * summary['dna_top_full_accuracy']:.2f}% with full "

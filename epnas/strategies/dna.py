@@ -6,7 +6,9 @@
    one random genome of the space on a 3x32x32 input, as a teacher of the space would.
 2. **Rating.** For every block it draws ``draws`` random parts of that block's size
    (:meth:`~epnas.spaces.base.Space.sample_block`; analytic costs only, no training)
-   and keeps ``per_block`` distinct ones aimed at the study's constraints: the
+   and keeps ``per_block`` distinct ones aimed at the study's constraints (by default
+   as many as the trial budget holds beside the assembly's trial: more rated parts
+   give better assemblies, docs/search.md): the
    *reference* of a block is its drawn part with the least load (the sum over upper
    bounds on params, flops, bytes or memory of the part's cost over the bound); a
    part is kept when the network of it and the other blocks' references is no more in
@@ -68,13 +70,17 @@ DEPENDS = {"params": ("params",), "flops": ("flops",), "bytes": ("bytes",),
            "memory": ("params", "activations"), "intensity": ("flops", "bytes")}
 
 
+UNBUDGETED_PER_BLOCK = 32  # parts rated per block when the study has no trial budget
 Aggregate = Literal["sum", "log", "zscore", "rank"]  # how the blocks' ratings add up
 AGGREGATES: tuple[str, ...] = get_args(Aggregate)
 
 
 class DNAOptions(StrategyOptions):
-    per_block: int = Field(8, ge=1)  # distinct parts rated per block
-    draws: int = Field(200, ge=1)  # random parts drawn per block to aim them at constraints
+    # distinct parts rated per block; None: every trial of the study's budget but the
+    # assembled network's, spread evenly over the blocks (32 without a trial budget)
+    per_block: int | None = Field(None, ge=1)
+    # random parts drawn per block to aim them at constraints (at least 2 x per_block)
+    draws: int = Field(200, ge=1)
     final: str = "prediction"  # fidelity of the assembled network's end-to-end trial
     beam: int | None = Field(None, ge=1)  # choices kept per block (None: exact)
     # how the blocks' ratings add up: each block's standardised (default), their raw
@@ -286,14 +292,15 @@ class DNA(Strategy):
         """Plan the blocks and draw every block's parts (once, before the first ask)."""
         self.plan = self._teacher_plan()
         count = len(self.plan)
+        wanted = self._per_block(count)
         pools = []
         for k, (inp, out) in enumerate(self.plan):
             drawn: dict[str, Genome] = {}
-            for _ in range(self.options.draws):
+            for _ in range(max(self.options.draws, 2 * wanted[k])):
                 part = self.space.sample_block(self.rng, k, count, inp, out)
                 drawn.setdefault(part.key, part)
             pools.append(list(drawn.values()))
-        self.parts = self._aimed(pools)
+        self.parts = self._aimed(pools, wanted)
         self.ratings = [[None] * len(row) for row in self.parts]
         self.rewards = [[None] * len(row) for row in self.parts]
 
@@ -304,15 +311,32 @@ class DNA(Strategy):
         assert self.plan is not None
         return self.space.cost(genome, self.plan[0][0], 10).as_dict()
 
-    def _aimed(self, pools: list[list[Genome]]) -> list[list[Genome]]:
-        """``per_block`` parts of every block's pool aimed at the constraints (step 2).
+    def _per_block(self, blocks: int) -> list[int]:
+        """Parts to rate in each block: ``per_block``, or every trial of the budget but the
+        assembled network's, spread evenly (the first blocks take the remainder).
+
+        Raises:
+            EpnasError: the budget cannot hold one part per block and the assembly.
+        """
+        budget = self.context.trials
+        if budget is not None and budget < blocks + 1:
+            raise EpnasError(f"the dna strategy needs at least {blocks + 1} trials (one part "
+                             f"for each of the teacher's {blocks} blocks and the assembled "
+                             f"network); the budget is {budget}")
+        if self.options.per_block is not None or budget is None:
+            return [self.options.per_block or UNBUDGETED_PER_BLOCK] * blocks
+        each, extra = divmod(budget - 1, blocks)
+        return [each + (k < extra) for k in range(blocks)]
+
+    def _aimed(self, pools: list[list[Genome]], wanted: list[int]) -> list[list[Genome]]:
+        """``wanted[k]`` parts of block k's pool aimed at the constraints (step 2).
 
         Raises:
             EpnasError: the references' network exceeds an upper bound.
         """
-        n, objective = self.options.per_block, self.context.objective
+        objective = self.context.objective
         if not objective.constraints:
-            return [pool[:n] for pool in pools]
+            return [pool[:n] for pool, n in zip(pools, wanted)]
         plan = self.plan
         assert plan is not None
         bounds = [(c.metric, c.high) for c in objective.constraints
@@ -341,7 +365,7 @@ class DNA(Strategy):
         for k, pool in enumerate(pools):
             row = [references[k]]
             for part in pool:
-                if len(row) == n:
+                if len(row) == wanted[k]:
                     break
                 if part.key != references[k].key and violation(
                         [*references[:k], part, *references[k + 1:]])[0] <= base:
@@ -366,7 +390,8 @@ class DNA(Strategy):
             self._start()
         assert self.plan is not None
         return (len(self._queue) + 1,
-                f"{len(self.plan)} blocks x up to {self.options.per_block} parts + 1 assembled")
+                f"{len(self.plan)} blocks x up to {max(map(len, self.parts))} parts "
+                "+ 1 assembled")
 
     # --- ask / tell ----------------------------------------------------------------
 

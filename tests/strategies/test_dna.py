@@ -133,6 +133,31 @@ def test_the_strategy_rates_every_block_then_asks_the_assembled_network() -> Non
     assert strategy.report_fidelity == "full"
 
 
+@pytest.mark.parametrize("budget, per_block", [(20, [7, 6, 6]), (11, [4, 3, 3]),
+                                               (None, [32] * 3)])
+def test_parts_per_block_are_sized_so_the_assembly_ends_the_budget(
+        budget: int | None, per_block: list[int]) -> None:
+    strategy = get("dna", SPACE, seed=2)
+    plan = Plan()
+    strategy.attach(SearchContext(trials=budget, objective=Objective.of(["params::50k"]),
+                                  costs=plan.costs, evaluator=plan))
+    planned = strategy.planned_trials()
+    assert planned is not None and [len(row) for row in strategy.parts] == per_block
+    assert planned[0] == sum(per_block) + 1 == (budget or 97)
+    run = drive(strategy, epnas.evaluators.SyntheticEvaluator((3, 16, 16)),
+                Objective.of(["params::50k"]), budget or 200)
+    assert strategy.done and len(run.candidates) == planned[0]
+    assert run.candidates[-1].info["origin"] == "assembled"
+
+
+def test_a_budget_without_room_for_the_assembly_is_refused() -> None:
+    strategy = get("dna", SPACE, seed=0)
+    plan = Plan()
+    strategy.attach(SearchContext(trials=3, costs=plan.costs, evaluator=plan))
+    with pytest.raises(EpnasError, match=r"needs at least 4 trials .* the budget is 3"):
+        strategy.planned_trials()
+
+
 @pytest.mark.parametrize("how", ["zscore", "rank"])
 def test_the_strategy_assembles_on_the_aggregated_ratings(how: str) -> None:
     objective = Objective.of(["params::40k"])
