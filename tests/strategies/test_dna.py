@@ -266,13 +266,19 @@ def test_the_ranking_benchmark_runs(tmp_path: Path) -> None:
     assert summary["dna"]["kendall_tau"] == summary["dna_by_aggregate"]["zscore"]["kendall_tau"]
     assert [row["block"] for row in summary["per_block_diagnosis"]] == [0, 1, 2]
     assert -1 <= summary["dna"]["kendall_tau"] <= 1 and summary["dna"]["cpu_seconds"] > 0
-    assert summary["assembled"]["params"] <= summary["teacher_params"]
-    assert "init_blocks" not in summary["assembled"]
-    # the assembly again from its parts' weights and the teacher's logits: only it trains
-    again = run("--init", "parts", "--kd", "0.5")
+    assert summary["assembled"]["params"] < summary["teacher_params"]
+    assert "init_blocks" not in summary["assembled"] and "repeats" not in summary["assembled"]
+    # the assembly again from its parts' weights and the teacher's logits, trained twice
+    # beside a second training of the teacher: only they train
+    again = run("--init", "parts", "--kd", "0.5", "--repeats", "2")
     assert again["assembled"]["describe"] == summary["assembled"]["describe"]
     assert again["assembled"]["init_blocks"] == 3 and again["assembled"]["kd"] == 0.5
     assert again["rows"] == summary["rows"]
+    repeats = again["assembled"]["repeats"]
+    assert repeats["train_seeds"] == [0, 1]
+    assert repeats["assembled"][0] == again["assembled"]["accuracy"]
+    assert repeats["teacher"][0] == summary["teacher"]["accuracy"]
+    assert all(0 <= a <= 1 for a in repeats["assembled"] + repeats["teacher"])
 
 
 def test_an_evaluator_that_cannot_rate_blocks_is_refused_before_the_run() -> None:
