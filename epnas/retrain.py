@@ -16,6 +16,11 @@ data, and measured once on the test set at the end. Everything goes to ``RUN_DIR
 The normalisation is that of the search's training split, so trial weights and the
 retrained model take the same inputs.
 
+The assembled network of a DNA search (``--strategy dna``) can start from its parts'
+distilled weights instead (``--init parts``), as the ``distill`` evaluator's ``init=parts``
+starts its end-to-end trial: every block from the part the search chose for it (the
+block trials' ``part-K-KEY.pt`` files in the run's trial directories), the head fresh.
+
 A trial of a supernet search (``--evaluator supernet``) is fine-tuned instead of trained
 from scratch: from the sub-network its trial kept (sliced from the supernet, BatchNorm
 recalibrated), at the supernet's ``shrink_lr`` unless ``--schedule-opt lr=...`` says
@@ -41,6 +46,7 @@ from torch import nn
 
 from epnas.data import Dataset, load
 from epnas.errors import EpnasError, storage_errors, validation_message
+from epnas.evaluators.distill import load_parts, part_file
 from epnas.evaluators.supernet import Outcome
 from epnas.flags import emit_json, parse_options
 from epnas.runs import (
@@ -59,6 +65,7 @@ from epnas.supernet.training import exit_logits
 from epnas.train import schedules, train
 from epnas.train.sharing import save_atomic, write_atomic
 from epnas.train.trainer import Progress
+from epnas.trialfiles import TRIALS_DIR
 
 CHECKPOINT = "checkpoint.pt"
 GENOME = "genome.json"
@@ -74,13 +81,15 @@ class Retraining:
     schedule: schedules.Schedule
     seed: int = 0
     warm: Path | None = None  # fine-tune from these weights (a supernet run's trial)
+    parts: tuple[Path, ...] = ()  # start every block from these parts (a dna run's assembly)
 
     @property
     def settings(self) -> dict[str, Any]:
         """What defines the result; a checkpoint resumes only under the same settings."""
         return {"trial": self.trial.id, "key": self.trial.key, "dataset": self.data.name,
                 "seed": self.seed, "schedule": self.schedule.model_dump(mode="json"),
-                "init": None if self.warm is None else str(self.warm)}
+                "init": str(self.warm) if self.warm is not None else (
+                    "parts" if self.parts else None)}
 
     def exit_metrics(self, net: nn.Module) -> dict[str, Any]:
         """Test accuracy of every exit, and with early exit at the trial's thresholds
@@ -170,6 +179,9 @@ class Retraining:
         if self.warm is not None:  # fine-tuning: the trial's weights, every exit trained
             model.load_state_dict(load_state(self.warm))
             model = AllExits(model)
+        if self.parts and resume is None:  # a resumed training has its own weights
+            load_parts(genome, model, [torch.load(path, map_location="cpu", weights_only=True)
+                                       for path in self.parts], data.input_shape)
 
         def checkpoint(state: dict[str, Any]) -> None:
             save_atomic({"settings": settings, "state": state}, final / CHECKPOINT, sync=True)
@@ -226,7 +238,8 @@ class AllExits(nn.Module):
 
 def plan(run: Run | str | Path, trial_id: int | None = None, *, epochs: int | None = None,
          cutout: bool = True, dataset: str | None = None, data: str | None = None,
-         schedule: dict[str, Any] | None = None, seed: int = 0) -> Retraining:
+         schedule: dict[str, Any] | None = None, seed: int = 0,
+         init: str = "scratch") -> Retraining:
     """Choose what to retrain: a trial (None: the best feasible one), data and schedule.
 
     Args:
@@ -239,9 +252,12 @@ def plan(run: Run | str | Path, trial_id: int | None = None, *, epochs: int | No
         schedule: overrides of :class:`~epnas.train.Schedule` fields; ``precision``
             defaults to the one the search recorded (``--precision``).
         seed: seeds initialisation, shuffling and augmentation.
+        init: ``scratch``, or ``parts``: a dna search's assembled network starts every
+            block from its part's distilled weights.
 
     Raises:
-        EpnasError: no such trial (or none feasible), missing data, a bad schedule.
+        EpnasError: no such trial (or none feasible), missing data, a bad schedule,
+            ``init=parts`` for a trial without parts or on another data set.
     """
     run = run if isinstance(run, Run) else load_run(run)
     trial = run.trial(trial_id) if trial_id is not None else run.best()
@@ -279,7 +295,28 @@ def plan(run: Run | str | Path, trial_id: int | None = None, *, epochs: int | No
         chosen = schedules.get("full", dataset=loaded, **overrides)
     except ValueError as exc:
         raise EpnasError(validation_message("schedule", exc)) from None
-    return Retraining(run, trial, loaded, chosen, seed, warm)
+    return Retraining(run, trial, loaded, chosen, seed, warm,
+                      _parts(run, trial, loaded) if init == "parts" else ())
+
+
+def _parts(run: Run, trial: TrialRecord, data: Dataset) -> tuple[Path, ...]:
+    """The files of the parts a dna search assembled ``trial`` from, block by block."""
+    keys = trial.info.get("part_keys")
+    if not keys:
+        raise EpnasError(f"trial {trial.id} of {run.path} was not assembled from parts by the "
+                         "dna strategy: --init parts is for a dna search's assembled network")
+    if data.name != run.dataset:
+        raise EpnasError(f"--init parts starts from parts distilled on {run.dataset}: retrain "
+                         f"on that data set, not {data.name}")
+    found = []
+    for k, key in enumerate(keys):
+        paths = sorted((run.path / TRIALS_DIR).glob(f"*/{part_file(k, str(key))}"))
+        if not paths:
+            raise EpnasError(f"the trained block of part {key} (block {k}) is not in "
+                             f"{run.path / TRIALS_DIR}/*/{part_file(k, str(key))}; retrain "
+                             "with --init scratch")
+        found.append(paths[0])
+    return tuple(found)
 
 
 def retrain(run: Run | str | Path, trial_id: int | None = None, *, device: str | None = None,
@@ -325,10 +362,11 @@ def _diff(old: dict[str, Any], new: dict[str, Any]) -> str:
 def cmd_retrain(args: argparse.Namespace) -> int:
     console = Console(stderr=args.json == "-", highlight=False, soft_wrap=True)
     job = plan(args.run_dir, args.trial, epochs=args.epochs, cutout=args.cutout,
-               dataset=args.dataset, data=args.data, seed=args.seed,
+               dataset=args.dataset, data=args.data, seed=args.seed, init=args.init,
                schedule=parse_options(args.schedule_opt, "--schedule-opt"))
     total = job.schedule.train_epochs
-    how = "fine-tuning every exit" if job.warm is not None else "retraining"
+    how = "fine-tuning every exit" if job.warm is not None else (
+        "retraining from its parts" if job.parts else "retraining")
     console.print(f"{how} of trial {job.trial.id} of {job.run.path} ({job.trial.key}) on "
                   f"{job.data.name} train+validation: {total} epochs of the full schedule")
 
@@ -373,6 +411,9 @@ def add_command(sub: Any, json_flag: Callable[[argparse.ArgumentParser], None]) 
     p.add_argument("--schedule-opt", action="append", metavar="KEY=VALUE",
                    help="schedule field, e.g. lr=0.05 or batch_size=64 (repeatable)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", choices=("scratch", "parts"), default="scratch",
+                   help="a dna search's assembled network: start every block from its "
+                        "part's distilled weights (parts) or from scratch (default)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
     p.add_argument("--force-new", action="store_true",
                    help="set aside a final/ of other settings and start over")

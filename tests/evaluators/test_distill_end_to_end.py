@@ -15,6 +15,7 @@ from epnas.cli import main
 from epnas.evaluators import DistillEvaluator
 from epnas.evaluators import training as training_module
 from epnas.evaluators.distill import load_parts, part_file
+from epnas.retrain import plan
 from epnas.spaces.layerwise import Layer
 from epnas.trial import Candidate, TrialContext
 from tests.evaluators.test_distill import DIGITS, SPACE, one_thread, save_teacher  # noqa: F401
@@ -161,3 +162,18 @@ def test_a_resumed_dna_run_finds_the_part_weights(tmp_path: Path,
     best = json.loads(capsys.readouterr().out)["best"]
     assert best["info"]["origin"] == "assembled" and len(best["info"]["part_keys"]) == 3
     assert best["metrics"]["init_blocks"] == 3
+    # retrained from its parts: at a vanishing learning rate the retrained network keeps
+    # the stem its first part distilled
+    argv = ["retrain", str(out), "--init", "parts", "--epochs", "1", "--schedule-opt",
+            "lr=1e-12", "--json"]
+    assert main(argv) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["init"] == "parts" and metrics["trial"] == best["id"]
+    first = part_file(0, best["info"]["part_keys"][0])
+    part = torch.load(next((out / "trials").glob(f"*/{first}")), weights_only=True)
+    retrained = torch.load(out / "final" / "model.pt", weights_only=True)
+    name, weight = next(iter(part["weights"].items()))
+    assert weight.dim() == 4 and torch.allclose(retrained[name], weight, atol=1e-6)
+    # a trial that was not assembled has no parts to start from
+    with pytest.raises(EpnasError, match="not assembled from parts by the dna strategy"):
+        plan(out, 1, init="parts")  # a block trial
