@@ -76,11 +76,16 @@ class Reporter:
         stream: where to write.
         budget: the trials the run will use (default ``config.trials``; fewer when the
             strategy's own schedule ends first, :meth:`~epnas.study.Study.trial_budget`).
+        report_fidelity: the strategy's (EcoNAS's top level, DNA's assembled network):
+            once a trial at it is feasible, the best is chosen among those only, as the
+            run's summary chooses it (a cheap level's or a block's figure is not the
+            run's result).
     """
 
     def __init__(self, config: StudyConfig, start: Summary, stream: TextIO, *,
-                 budget: int | None = None) -> None:
+                 budget: int | None = None, report_fidelity: str | None = None) -> None:
         self.config = config
+        self.report_fidelity = report_fidelity
         self.stream = stream
         self.total = config.trials if budget is None else budget
         self.trials = start.finished
@@ -91,9 +96,13 @@ class Reporter:
 
     def trial(self, record: TrialRecord) -> None:
         self.trials += 1
-        if record.feasible and (self.best is None or record.rank > self.best.rank):
+        if record.feasible and (self.best is None or self._rank(record) > self._rank(self.best)):
             self.best = record
         self.show(record)
+
+    def _rank(self, record: TrialRecord) -> tuple[bool, tuple[float, ...]]:
+        at_report = self.report_fidelity is not None and record.fidelity == self.report_fidelity
+        return at_report, record.rank
 
     def show(self, record: TrialRecord) -> None:
         """Display one new trial."""
@@ -138,8 +147,9 @@ class LiveReporter(Reporter):
     """A live panel: budget, episode and step, best feasible, throughput, ETA, last trials."""
 
     def __init__(self, config: StudyConfig, start: Summary, stream: TextIO,
-                 run_dir: str | None, *, budget: int | None = None) -> None:
-        super().__init__(config, start, stream, budget=budget)
+                 run_dir: str | None, *, budget: int | None = None,
+                 report_fidelity: str | None = None) -> None:
+        super().__init__(config, start, stream, budget=budget, report_fidelity=report_fidelity)
         self.run_dir = run_dir
         self.recent: deque[TrialRecord] = deque(maxlen=6)
         self.info: Mapping[str, Any] = {}

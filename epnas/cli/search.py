@@ -142,8 +142,10 @@ def _announce(study: Study, args: argparse.Namespace, stream: TextIO,
     start = study.summary()
     trials, why = study.trial_budget()
     live = stream.isatty() and not args.quiet
-    reporter = (LiveReporter(config, start, stream, config.out, budget=trials) if live
-                else LineReporter(config, start, stream, budget=trials))
+    report = study.strategy.report_fidelity
+    reporter = (LiveReporter(config, start, stream, config.out, budget=trials,
+                             report_fidelity=report) if live
+                else LineReporter(config, start, stream, budget=trials, report_fidelity=report))
     study.progress = reporter.trial
     study.trial_progress = reporter.epoch
     budget = [f"{trials} trials" + (f": {why}" if why else "")] if trials else []

@@ -54,3 +54,30 @@ def test_the_lower_validation_loss_wins_a_tie_everywhere(run, capsys) -> None:
     assert main(["status", str(out), "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["best"]["id"] == 2 and [t["id"] for t in status["top"]][:2] == [2, 4]
+
+
+class Blocks(SyntheticEvaluator):
+    """A block trial scores 99 %, the assembled network 50 %."""
+
+    def evaluate(self, candidate: Candidate) -> Result:
+        result = super().evaluate(candidate)
+        block = (candidate.fidelity or "").startswith("block=")
+        return Result("done", {**result.metrics, "accuracy": 0.99 if block else 0.5})
+
+
+def test_the_live_best_is_the_strategys_reported_network(tmp_path: Path) -> None:
+    # dna's parts are rated on a figure of their own; the run's result is the assembly
+    study = Study(strategy="dna", evaluator=f"{__name__}:Blocks", trials=7,
+                  strategy_options={"per_block": 2}, out=tmp_path / "run")
+    stream = io.StringIO()
+    reporter = LineReporter(study.config, study.summary(), stream,
+                            report_fidelity=study.strategy.report_fidelity)
+    study.progress = reporter.trial
+    with study:
+        study.run()
+        best = study.best()
+    assert best is not None and best.info["origin"] == "assembled" and best.accuracy == 0.5
+    assert reporter.best is not None and reporter.best.id == best.id
+    lines = stream.getvalue().splitlines()
+    assert "best #" in lines[0] and "99.00%" in lines[0]  # before the assembly: a part
+    assert lines[-1].endswith(f"best #{best.id} 50.00%")
