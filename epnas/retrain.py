@@ -46,7 +46,7 @@ from torch import nn
 
 from epnas.data import Dataset, load
 from epnas.errors import EpnasError, storage_errors, validation_message
-from epnas.evaluators.distill import load_parts, part_file
+from epnas.evaluators.distill import find_part, load_parts, part_file
 from epnas.evaluators.supernet import Outcome
 from epnas.flags import emit_json, parse_options
 from epnas.runs import (
@@ -310,12 +310,12 @@ def _parts(run: Run, trial: TrialRecord, data: Dataset) -> tuple[Path, ...]:
                          f"on that data set, not {data.name}")
     found = []
     for k, key in enumerate(keys):
-        paths = sorted((run.path / TRIALS_DIR).glob(f"*/{part_file(k, str(key))}"))
-        if not paths:
+        path = find_part(run.path / TRIALS_DIR, k, str(key))
+        if path is None:
             raise EpnasError(f"the trained block of part {key} (block {k}) is not in "
                              f"{run.path / TRIALS_DIR}/*/{part_file(k, str(key))}; retrain "
                              "with --init scratch")
-        found.append(paths[0])
+        found.append(path)
     return tuple(found)
 
 

@@ -113,6 +113,12 @@ def part_file(index: int, key: str) -> str:
     return f"part-{index}-{key}.pt"
 
 
+def find_part(trials: str | Path, index: int, key: str) -> Path | None:
+    """The file a block trial in one of the trial directories under ``trials`` left for
+    part ``key`` of block ``index`` (:func:`part_file`); None if none did."""
+    return next(iter(sorted(Path(trials).glob(f"*/{part_file(index, key)}"))), None)
+
+
 Shape3 = tuple[int, int, int]
 
 
@@ -347,9 +353,9 @@ class DistillEvaluator(Evaluator):
         a block trial in a sibling of the trial directory ``directory``; None if neither."""
         state = self._parts.get((index, key))
         if state is None and directory is not None:
-            for path in sorted(Path(directory).parent.glob(f"*/{part_file(index, key)}")):
+            path = find_part(Path(directory).parent, index, key)
+            if path is not None:
                 state = torch.load(path, map_location="cpu", weights_only=True)
-                break
         return state
 
     def _init_parts(self, genome: Genome, keys: list[str], directory: str | None,

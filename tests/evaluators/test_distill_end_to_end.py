@@ -177,3 +177,7 @@ def test_a_resumed_dna_run_finds_the_part_weights(tmp_path: Path,
     # a trial that was not assembled has no parts to start from
     with pytest.raises(EpnasError, match="not assembled from parts by the dna strategy"):
         plan(out, 1, init="parts")  # a block trial
+    for path in (out / "trials").glob(f"*/{first}"):
+        path.unlink()
+    with pytest.raises(EpnasError, match=r"trained block of part .* \(block 0\) is not in"):
+        plan(out, best["id"], init="parts")
