@@ -48,6 +48,7 @@ LEAF_BUDGET = 256  # decision-tree nodes counted per decision for the neighbour 
 WALK_TRIES = 100  # random steps tried from a parent whose neighbourhood is all known
 PRIOR_LR_FACTOR = 50  # output biases learn this much faster than the rest by default
 CRITIC_SCREEN = 4  # proposals per branch the critic ranks, where it is on by default
+REPAIR_TRIES = 16  # random steps tried per repair step for one that lowers the violation
 
 
 class EPNASOptions(StrategyOptions):
@@ -79,6 +80,9 @@ class EPNASOptions(StrategyOptions):
     #                                       a network this search already evaluated
     avoid_infeasible: int = Field(20, ge=0)  # ... or one the cost model finds outside a
     #                                           constraint (before it costs an evaluation)
+    repair: int = Field(4, ge=0)  # first walk such a proposal back inside the limits, by up
+    #   to N random steps that each lower the violation (a move through a network over a
+    #   limit: the way out of a basin a hard cap cuts); drawn again only if that fails
     screen: int | None = Field(None, ge=1)  # proposals drawn per branch; a critic fit on
     #   every result picks the one evaluated (1: no critic; None: 4 when the objective has
     #   no constraint and the policy learns, else 1)
@@ -94,7 +98,8 @@ PAPER = {"branches": 8, "episodes": 15, "top_k": 8, "seeds_from": "episode",
          "neighbour_prior": False,
          "prefer_feasible": False, "evaluate_start": False, "explore": 0.0, "lr": 6e-4,
          "prior_lr": 6e-4, "advantage": "reward", "normalize_advantages": False,
-         "update_every": "episode", "avoid_repeats": 0, "avoid_infeasible": 0, "screen": 1}
+         "update_every": "episode", "avoid_repeats": 0, "avoid_infeasible": 0, "repair": 0,
+         "screen": 1}
 
 
 @dataclass(frozen=True)
@@ -535,6 +540,7 @@ class EPNAS(Strategy):
             if attempt == tries:
                 break
             again, twins = self._rejects(proposals, groups)
+            again = self._repair_all(proposals, again)
             for i in twins:
                 proposals[i], parents[i] = None, None
             live = [i for i in again if parents[i] is not None]
@@ -548,6 +554,44 @@ class EPNAS(Strategy):
             if not live:
                 break
         return proposals
+
+    def _repair_all(self, proposals: list[tuple[Genome, dict[str, Any]] | None],
+                    rejected: list[int]) -> list[int]:
+        """Replace each predicted-infeasible proposal of ``rejected`` by its repair (a new
+        network inside the limits, reached through it; the policy's decisions stay the
+        record); the rejected ones left to draw again."""
+        if not self.options.repair:
+            return rejected
+        proposed = {p[0].key for p in proposals if p is not None}
+        left = []
+        for i in rejected:
+            genome, record = proposals[i]
+            fixed = self._repair(genome) if self._violation(genome) > 0 else None
+            if fixed is None or fixed.key in self.rewards or fixed.key in proposed:
+                left.append(i)
+                continue
+            proposals[i] = (fixed, record)
+            proposed.add(fixed.key)
+        return left
+
+    def _repair(self, genome: Genome) -> Genome | None:
+        """``genome`` walked by up to ``repair`` random steps, each lowering the total
+        violation, until the cost model finds it inside every limit (None if it does not
+        get there)."""
+        violation = self._violation(genome)
+        for _ in range(self.options.repair):
+            for _ in range(REPAIR_TRIES):
+                step = self.space.apply(genome,
+                                        self.space.actions(genome).sample_insert(self.rng))
+                lower = self._violation(step)
+                if lower < violation:
+                    genome, violation = step, lower
+                    break
+            else:
+                return None
+            if violation == 0:
+                return genome
+        return None
 
     def _critic(self, drawn: list[tuple[Genome, dict[str, Any]] | None]
                 ) -> Callable[[list[Genome]], np.ndarray]:
@@ -651,11 +695,15 @@ class EPNAS(Strategy):
     def _predicted_feasible(self, genome: Genome) -> bool:
         """Whether the analytic costs satisfy every constraint on a metric they give
         (constraints on other metrics, such as latency, are left to the reward)."""
+        return self._violation(genome) == 0
+
+    def _violation(self, genome: Genome) -> float:
+        """The sum of the relative violations the analytic costs give (0: inside)."""
         objective, costs = self.context.objective, self.context.costs
         if costs is None or not objective.constraints:
-            return True
+            return 0.0
         metrics = costs(genome)
-        return all(c.violation(float(metrics[c.metric])) == 0
+        return sum(c.violation(float(metrics[c.metric]))
                    for c in objective.constraints if c.metric in metrics)
 
     def _propose(self, parents: list[Genome]) -> list[tuple[Genome, dict[str, Any]]]:

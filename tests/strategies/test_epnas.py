@@ -256,6 +256,32 @@ def test_proposals_the_cost_model_finds_infeasible_are_drawn_again() -> None:
     assert asked[0] < 0.6 and asked[1] > 0.95
 
 
+def test_proposals_over_a_limit_are_repaired_into_it_through_the_infeasible_network() -> None:
+    from epnas.evaluators.tabular import TabularEvaluator
+    from epnas.strategies.base import SearchContext
+
+    def ops(genome) -> list[str]:
+        return [edge.split("~")[0] for edge in genome.arch.split("|") if "~" in edge]
+
+    costs = TabularEvaluator().costs
+    objective = Objective.of(["params::316346"])  # one 3x3 conv, or 1x1 convs only
+    edits = {}
+    for repair in (0, 4):
+        strategy = epnas.strategies.get("epnas", "nb201", seed=0, repair=repair, explore=0)
+        strategy.attach(SearchContext(trials=200, objective=objective, costs=costs))
+        genomes, children = {}, []
+        for _ in range(12):
+            batch = tell_all(strategy, lambda c: 0.5 + (int(c.key, 16) % 40) / 100)
+            genomes.update({c.key: c.genome for c in batch})
+            children += [c for c in batch if "parent" in c.info]
+        assert all(objective.feasible(costs(c.genome)) for c in children)
+        edits[repair] = [sum(a != b for a, b in zip(ops(c.genome), ops(genomes[c.info["parent"]])))
+                         for c in children]
+    assert max(edits[0]) == 1  # a NAS-Bench-201 step changes one edge
+    assert max(edits[4]) > 1  # a step over the cap, then back inside it
+    assert max(edits[4]) <= 1 + 4
+
+
 def test_the_transform_advantage_credits_the_gain_over_the_parent() -> None:
     strategy = epnas.strategies.get("epnas", "nb201", seed=0, lr=0, prior_lr=0)
     tell_all(strategy, lambda c: 0.5)  # the start networks
