@@ -77,9 +77,9 @@ class Reporter:
         budget: the trials the run will use (default ``config.trials``; fewer when the
             strategy's own schedule ends first, :meth:`~epnas.study.Study.trial_budget`).
         report_fidelity: the strategy's (EcoNAS's top level, DNA's assembled network):
-            once a trial at it is feasible, the best is chosen among those only, as the
+            once a trial at it has finished, the best is chosen among those only, as the
             run's summary chooses it (a cheap level's or a block's figure is not the
-            run's result).
+            run's result; when none of them is feasible, there is no feasible best).
     """
 
     def __init__(self, config: StudyConfig, start: Summary, stream: TextIO, *,
@@ -91,18 +91,23 @@ class Reporter:
         self.trials = start.finished
         self.first = start.finished
         self.best = start.best if start.feasible else None
+        self.reported = start.best is not None and self._at_report(start.best)
         self.started = time.monotonic()
         self.elapsed_before = start.elapsed
 
     def trial(self, record: TrialRecord) -> None:
         self.trials += 1
-        if record.feasible and (self.best is None or self._rank(record) > self._rank(self.best)):
+        done = record.status in ("done", "cached") and record.accuracy is not None
+        if done and self._at_report(record) and not self.reported:
+            self.reported = True  # from now on only trials at the report fidelity count
+            self.best = None
+        if record.feasible and (not self.reported or self._at_report(record)) and (
+                self.best is None or record.rank > self.best.rank):
             self.best = record
         self.show(record)
 
-    def _rank(self, record: TrialRecord) -> tuple[bool, tuple[float, ...]]:
-        at_report = self.report_fidelity is not None and record.fidelity == self.report_fidelity
-        return at_report, record.rank
+    def _at_report(self, record: TrialRecord) -> bool:
+        return self.report_fidelity is not None and record.fidelity == self.report_fidelity
 
     def show(self, record: TrialRecord) -> None:
         """Display one new trial."""

@@ -81,3 +81,31 @@ def test_the_live_best_is_the_strategys_reported_network(tmp_path: Path) -> None
     lines = stream.getvalue().splitlines()
     assert "best #" in lines[0] and "99.00%" in lines[0]  # before the assembly: a part
     assert lines[-1].endswith(f"best #{best.id} 50.00%")
+
+
+class AssemblyOverCap(Blocks):
+    """As :class:`Blocks`, but the assembled network reports more parameters than any cap."""
+
+    def evaluate(self, candidate: Candidate) -> Result:
+        result = super().evaluate(candidate)
+        if (candidate.fidelity or "").startswith("block="):
+            return result
+        return Result("done", {**result.metrics, "params": 1e12})
+
+
+def test_the_live_best_follows_the_summary_when_the_reported_network_is_infeasible(
+        tmp_path: Path) -> None:
+    study = Study(strategy="dna", evaluator=f"{__name__}:AssemblyOverCap", trials=7,
+                  strategy_options={"per_block": 2}, constraints=["params::1e9"],
+                  out=tmp_path / "run")
+    stream = io.StringIO()
+    reporter = LineReporter(study.config, study.summary(), stream,
+                            report_fidelity=study.strategy.report_fidelity)
+    study.progress = reporter.trial
+    with study:
+        study.run()
+        summary = study.summary()
+    assert not summary.feasible and summary.best.info["origin"] == "assembled"
+    lines = stream.getvalue().splitlines()
+    assert "best #" in lines[0]  # a feasible part, before the assembly is known
+    assert reporter.best is None and "best #" not in lines[-1]  # as the summary: none
