@@ -566,7 +566,7 @@ class EPNAS(Strategy):
         left = []
         for i in rejected:
             genome, record = proposals[i]
-            fixed = self._repair(genome) if self._violation(genome) > 0 else None
+            fixed = self._repair(genome)
             if fixed is None or fixed.key in self.rewards or fixed.key in proposed:
                 left.append(i)
                 continue
@@ -577,8 +577,10 @@ class EPNAS(Strategy):
     def _repair(self, genome: Genome) -> Genome | None:
         """``genome`` walked by up to ``repair`` random steps, each lowering the total
         violation, until the cost model finds it inside every limit (None if it does not
-        get there)."""
+        get there, or was inside already: a repeat, not a repair)."""
         violation = self._violation(genome)
+        if violation == 0:
+            return None
         for _ in range(self.options.repair):
             for _ in range(REPAIR_TRIES):
                 step = self.space.apply(genome,

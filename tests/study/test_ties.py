@@ -15,7 +15,7 @@ from epnas.progress import LineReporter
 from epnas.report.data import ranked, read_run
 from epnas.rundir import best_genomes
 from epnas.runs import load_run
-from epnas.study import Study
+from epnas.study import Study, Summary
 from epnas.trial import Candidate, Result
 
 LOSSES = (0.5, 0.2, float("nan"), 0.2, 0.4)  # trial 2 is best; 4 ties with it but is later
@@ -65,20 +65,28 @@ class Blocks(SyntheticEvaluator):
         return Result("done", {**result.metrics, "accuracy": 0.99 if block else 0.5})
 
 
-def test_the_live_best_is_the_strategys_reported_network(tmp_path: Path) -> None:
-    # dna's parts are rated on a figure of their own; the run's result is the assembly
-    study = Study(strategy="dna", evaluator=f"{__name__}:Blocks", trials=7,
-                  strategy_options={"per_block": 2}, out=tmp_path / "run")
+def dna_run(out: Path, evaluator: str, **settings: object
+            ) -> tuple[Summary, LineReporter, list[str]]:
+    """A 7-trial DNA search watched by a line reporter: (its summary, the reporter, the
+    reporter's lines)."""
+    study = Study(strategy="dna", evaluator=f"{__name__}:{evaluator}", trials=7,
+                  strategy_options={"per_block": 2}, out=out, **settings)
     stream = io.StringIO()
     reporter = LineReporter(study.config, study.summary(), stream,
                             report_fidelity=study.strategy.report_fidelity)
     study.progress = reporter.trial
     with study:
         study.run()
-        best = study.best()
+        summary = study.summary()
+    return summary, reporter, stream.getvalue().splitlines()
+
+
+def test_the_live_best_is_the_strategys_reported_network(tmp_path: Path) -> None:
+    # dna's parts are rated on a figure of their own; the run's result is the assembly
+    summary, reporter, lines = dna_run(tmp_path / "run", "Blocks")
+    best = summary.best
     assert best is not None and best.info["origin"] == "assembled" and best.accuracy == 0.5
     assert reporter.best is not None and reporter.best.id == best.id
-    lines = stream.getvalue().splitlines()
     assert "best #" in lines[0] and "99.00%" in lines[0]  # before the assembly: a part
     assert lines[-1].endswith(f"best #{best.id} 50.00%")
 
@@ -95,17 +103,8 @@ class AssemblyOverCap(Blocks):
 
 def test_the_live_best_follows_the_summary_when_the_reported_network_is_infeasible(
         tmp_path: Path) -> None:
-    study = Study(strategy="dna", evaluator=f"{__name__}:AssemblyOverCap", trials=7,
-                  strategy_options={"per_block": 2}, constraints=["params::1e9"],
-                  out=tmp_path / "run")
-    stream = io.StringIO()
-    reporter = LineReporter(study.config, study.summary(), stream,
-                            report_fidelity=study.strategy.report_fidelity)
-    study.progress = reporter.trial
-    with study:
-        study.run()
-        summary = study.summary()
+    summary, reporter, lines = dna_run(tmp_path / "run", "AssemblyOverCap",
+                                       constraints=["params::1e9"])
     assert not summary.feasible and summary.best.info["origin"] == "assembled"
-    lines = stream.getvalue().splitlines()
     assert "best #" in lines[0]  # a feasible part, before the assembly is known
     assert reporter.best is None and "best #" not in lines[-1]  # as the summary: none
